@@ -1,0 +1,52 @@
+"""The one interface the UI and scripts use to talk to an engine (local now, remote later).
+
+Only numpy arrays, strings and dataclasses cross it: no tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+from flowtui.engine.analysis import Analysis, ModelInfo, ProgressFn, Sweep, TruncationRun
+
+ImageInput = str | Path | Image.Image | np.ndarray
+# Called with the answer text so far, each time a truncated run decodes a token.
+TokenFn = Callable[[str], None]
+# Polled between steps of long calls; returning True cancels the call (raises Cancelled).
+CancelFn = Callable[[], bool]
+
+
+@runtime_checkable
+class Engine(Protocol):
+    info: ModelInfo
+
+    def analyze(
+        self,
+        image: ImageInput,
+        question: str,
+        max_new_tokens: int = 32,
+        progress: ProgressFn | None = None,
+    ) -> Analysis: ...
+
+    def truncate(
+        self,
+        analysis: Analysis,
+        layer: int,
+        strategy: str = "all",
+        keep: int | None = None,
+        seed: int = 0,
+        on_token: TokenFn | None = None,
+        progress: ProgressFn | None = None,
+    ) -> TruncationRun: ...
+
+    def sweep(
+        self,
+        analysis: Analysis,
+        progress: ProgressFn | None = None,
+        cancel: CancelFn | None = None,
+    ) -> Sweep: ...
