@@ -1,0 +1,1 @@
+"""Built-in Textual themes (one file per theme)."""
