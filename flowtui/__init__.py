@@ -1,1 +1,31 @@
+"""flowtui: a terminal explorer for the information flow inside vision-language models.
+
+    import flowtui
+    engine = flowtui.load_engine()                 # the built-in toy model
+    a = engine.analyze("photo.jpg", "Is there a horse?")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
+
+__all__ = ["Analysis", "load_engine", "load_snapshot", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so `flowtui --help` and snapshot reading do not pay for importing torch.
+    if name == "load_engine":
+        from flowtui.engine import load_engine
+
+        return load_engine
+    if name == "load_snapshot":
+        from flowtui.engine.snapshot import load_snapshot
+
+        return load_snapshot
+    if name == "Analysis":
+        from flowtui.engine.analysis import Analysis
+
+        return Analysis
+    raise AttributeError(f"module 'flowtui' has no attribute {name!r}")

@@ -120,6 +120,8 @@ class Analysis:
     # Whether the answer ended with the model's end-of-sequence token (dropped from the answer):
     # a truncated run only "equals" the baseline if it also stops there.
     ended_with_eos: bool = True
+    # The generation budget of the baseline; truncated reruns get the same one.
+    max_new_tokens: int = 32
 
     @property
     def num_layers(self) -> int:

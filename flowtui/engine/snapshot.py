@@ -38,6 +38,7 @@ def _manifest(a: Analysis) -> dict:
         "answer": a.answer,
         "answer_token_ids": [int(t) for t in a.answer_token_ids],
         "ended_with_eos": bool(a.ended_with_eos),
+        "max_new_tokens": int(a.max_new_tokens),
         "tokens": list(a.tokens),
         "groups": {g: [[int(s), int(e)] for s, e in spans] for g, spans in a.groups.items()},
         "image_grid": [int(a.image_grid[0]), int(a.image_grid[1])],
@@ -175,4 +176,5 @@ def _analysis_from(m: dict, arrays: dict[str, np.ndarray], image: np.ndarray) ->
         created=str(m.get("created", "")),
         flowtui_version=str(m.get("flowtui_version", "")),
         ended_with_eos=bool(m.get("ended_with_eos", True)),
+        max_new_tokens=int(m.get("max_new_tokens", len(m["answer_token_ids"]))),
     )

@@ -1,0 +1,176 @@
+"""Finding and loading a model: a local folder, a hub id from the local cache, or the built-in toy.
+
+Nothing here touches the network: hub ids resolve only from the local Hugging Face cache.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flowtui.engine.errors import InputError, ModelLoadError
+
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: str  # "cpu", "cuda:0", ... or "auto" (accelerate spreads it)
+    dtype: torch.dtype
+    device_map: str | None
+
+
+def quiet_transformers() -> None:
+    """Keep transformers' own progress bars and advisory warnings off the user's terminal."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*requires torchvision.*")
+
+
+def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
+    """Turn the user's --device/--dtype into a placement, or raise InputError."""
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
+    cuda = torch.cuda.is_available()
+    device_map = None
+    if device == "auto":
+        if cuda:
+            # accelerate puts a model that fits on GPU 0 and spreads one that does not.
+            device, device_map = "cuda:0", "auto"
+        else:
+            device = "cpu"
+    elif device == "cpu":
+        pass
+    elif device == "cuda" or device.startswith("cuda:"):
+        if not cuda:
+            raise InputError(f"device {device!r} asked for, but no CUDA GPU is visible")
+        index = device.partition(":")[2] or "0"
+        if not index.isdigit() or int(index) >= torch.cuda.device_count():
+            raise InputError(
+                f"no GPU {device!r}: {torch.cuda.device_count()} visible (cuda:0..cuda:"
+                f"{torch.cuda.device_count() - 1})"
+            )
+        device = f"cuda:{index}"
+    else:
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+    if DTYPES[dtype] is not None:
+        torch_dtype = DTYPES[dtype]
+    elif device.startswith("cuda"):
+        torch_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    else:
+        torch_dtype = torch.float32
+    return Placement(device=device, dtype=torch_dtype, device_map=device_map)
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return (
+        len(parts) == 2
+        and all(parts)
+        and not name.startswith((".", "/", "~"))
+        and not os.path.sep == "\\"
+    )
+
+
+def resolve_model_path(model: str | Path | None) -> tuple[Path, str]:
+    """Return (local folder, display name) for a folder, a cached hub id, or None (the toy)."""
+    if model is None:
+        from flowtui.toy import WEIGHTS_DIR
+
+        if not (Path(WEIGHTS_DIR) / "config.json").exists():
+            raise ModelLoadError(
+                f"the built-in toy model is missing from {WEIGHTS_DIR}; reinstall flowtui or "
+                "retrain it with `python -m flowtui.toy.train`"
+            )
+        return Path(WEIGHTS_DIR), "flowtui-toy"
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"{path} is a file; --model takes a model folder or a hub id")
+        if not (path / "config.json").exists():
+            raise ModelLoadError(f"{path} is not a transformers model folder (no config.json)")
+        return path, path.name
+    name = str(model)
+    if not _looks_like_hub_id(name):
+        raise ModelLoadError(f"model folder not found: {name}")
+    from huggingface_hub import snapshot_download
+
+    try:
+        local = snapshot_download(name, local_files_only=True)
+    except Exception:
+        raise ModelLoadError(
+            f"{name} is not in the local Hugging Face cache and flowtui never downloads at run "
+            f"time; run `hf download {name}` on a machine with access, or pass a local folder"
+        ) from None
+    return Path(local), name
+
+
+def read_model_type(path: Path) -> str:
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path}/config.json is unreadable: {exc}") from None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise ModelLoadError(f"{path}/config.json names no model_type; not a transformers model")
+    return str(config["model_type"])
+
+
+def load_model(
+    path: Path,
+    placement: Placement,
+    trust_remote_code: bool = False,
+    quantize: str | None = None,
+) -> tuple[Any, Any]:
+    """Load (model, processor) from a local folder, or raise ModelLoadError with one line."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from flowtui.engine import attention
+
+    quiet_transformers()
+    attention.register()
+    kwargs: dict[str, Any] = {"dtype": placement.dtype, "trust_remote_code": trust_remote_code}
+    kwargs["local_files_only"] = True
+    if quantize:
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise ModelLoadError(
+                f"--quantize {quantize} needs bitsandbytes: pip install 'flowtui[quant]'"
+            ) from None
+        from transformers import BitsAndBytesConfig
+
+        bits = {"4bit": {"load_in_4bit": True}, "8bit": {"load_in_8bit": True}}[quantize]
+        kwargs["quantization_config"] = BitsAndBytesConfig(**bits)
+        kwargs["device_map"] = placement.device_map or placement.device
+    elif placement.device_map:
+        kwargs["device_map"] = placement.device_map
+    try:
+        processor = AutoProcessor.from_pretrained(path, **{
+            k: kwargs[k] for k in ("trust_remote_code", "local_files_only")
+        })
+        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    except ValueError as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "trust_remote_code" in msg:
+            msg = "this model needs custom code; pass --trust-remote-code if you trust it"
+        raise ModelLoadError(f"cannot load {path}: {msg}") from None
+    except (OSError, KeyError, TypeError, RuntimeError, ImportError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ModelLoadError(f"cannot load {path}: {first}") from None
+    if "device_map" not in kwargs:
+        model = model.to(placement.device)
+    model.eval()
+    model.requires_grad_(False)  # CAM needs activation gradients only, never parameter ones
+    return model, processor
