@@ -1,0 +1,144 @@
+"""render/: colormaps, half-block cells, sparklines and PNG export (plain numpy, no UI)."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from flowtui.render.cells import (
+    DISPLAY_MODES,
+    CamRenderer,
+    CellGrid,
+    cam_overlay_image,
+    compose_pixels,
+    fit_cells,
+)
+from flowtui.render.colormaps import (
+    COLORMAPS,
+    apply_colormap,
+    colormap_lut,
+    logprob_rgb,
+    next_colormap,
+)
+from flowtui.render.png import save_cam_pngs
+from flowtui.render.sparkline import spark_levels, sparkline
+
+
+def test_render_imports_no_rich_or_textual():
+    import subprocess
+
+    code = "import flowtui.render, flowtui.render.png, sys; print(any(m.split('.')[0] in ('rich','textual') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("name", COLORMAPS)
+def test_colormap_tables(name):
+    lut = colormap_lut(name)
+    assert lut.shape == (256, 3) and lut.dtype == np.uint8
+    assert not lut.flags.writeable
+
+
+def test_colormap_endpoints():
+    assert colormap_lut("viridis")[0].tolist() == [0x44, 0x01, 0x54]
+    assert colormap_lut("viridis")[255].tolist() == [0xFD, 0xE7, 0x25]
+    assert colormap_lut("jet")[0].tolist() == [0, 0, 128]  # dark blue, as in the paper
+    assert colormap_lut("jet")[255].tolist() == [128, 0, 0]  # dark red
+    assert colormap_lut("grey")[255].tolist() == [255, 255, 255]
+    assert colormap_lut("magma")[0].tolist() == [0, 0, 4]
+    with pytest.raises(ValueError):
+        colormap_lut("rainbow")
+
+
+def test_apply_colormap_and_cycle():
+    out = apply_colormap(np.array([[0.0, 1.0], [np.nan, 0.5]]), "grey")
+    assert out.shape == (2, 2, 3)
+    assert out[0, 0].tolist() == [0, 0, 0] and out[0, 1].tolist() == [255, 255, 255]
+    assert out[1, 0].tolist() == [0, 0, 0]  # NaN -> 0
+    assert [next_colormap(c) for c in COLORMAPS] == list(COLORMAPS[1:]) + [COLORMAPS[0]]
+
+
+def test_logprob_colours_go_red_to_green():
+    red, green = logprob_rgb(-10.0), logprob_rgb(0.0)
+    assert red[0] > red[1] and green[1] > green[0]
+
+
+@pytest.mark.parametrize(
+    "hw,box,expect",
+    [((100, 100), (40, 40), (40, 20)), ((100, 100), (80, 10), (20, 10)), ((50, 200), (60, 30), (60, 8))],
+)
+def test_fit_cells_keeps_aspect(hw, box, expect):
+    assert fit_cells(hw, *box) == expect
+
+
+def test_fit_cells_degenerate():
+    assert fit_cells((10, 10), 0, 5) == (0, 0)
+
+
+def _scene():
+    img = np.full((8, 8, 3), 200, dtype=np.uint8)
+    cam = np.zeros((8, 8), dtype=np.float32)
+    cam[:4, :4] = 1.0
+    cam[4:, 4:] = 0.3
+    return img, cam
+
+
+def test_compose_modes():
+    img, cam = _scene()
+    assert compose_pixels(img, cam, "image") is img
+    heat = compose_pixels(img, cam, "heatmap", 0.5, "grey")
+    assert heat[0, 0].tolist() == [255, 255, 255]
+    assert heat[7, 7].tolist() == [0, 0, 0]  # below threshold: the colormap's lowest colour
+    over = compose_pixels(img, cam, "overlay", 0.5, "grey")
+    assert over[7, 7].tolist() == img[7, 7].tolist()  # below threshold: the plain image
+    assert over[0, 0].tolist() != img[0, 0].tolist()
+    over_low = compose_pixels(img, cam, "overlay", 0.2, "grey")
+    assert over_low[7, 7].tolist() != img[7, 7].tolist()  # a lower threshold shows more
+    with pytest.raises(ValueError):
+        compose_pixels(img, cam, "sideways")
+
+
+def test_cellgrid_pairs_rows():
+    px = np.arange(5 * 2 * 3, dtype=np.uint8).reshape(5, 2, 3)
+    grid = CellGrid.from_pixels(px)
+    assert (grid.rows, grid.cols) == (3, 2)
+    assert np.array_equal(grid.top[1], px[2]) and np.array_equal(grid.bottom[1], px[3])
+    assert np.array_equal(grid.bottom[2], px[4])  # odd last row doubles
+
+
+def test_renderer_caches_and_differs_per_layer():
+    img = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    cam = np.zeros((3, 6, 6), dtype=np.float32)
+    cam[0, 0, 0] = 1.0
+    cam[1, 5, 5] = 1.0
+    r = CamRenderer(img, cam)
+    cols, rows = r.fit(48, 30)
+    assert (cols, rows) == (48, 16)
+    a = r.cells(0, cols, rows)
+    assert r.cells(0, cols, rows) is a  # cached
+    b = r.cells(1, cols, rows)
+    assert not np.array_equal(a.top, b.top)
+    plain = r.cells(2, cols, rows)  # all-zero CAM: overlay is the plain image
+    assert np.array_equal(plain.top, r.cells(2, cols, rows, mode="image").top)
+    for mode in DISPLAY_MODES:
+        assert r.cells(0, cols, rows, mode=mode).top.shape == (rows, cols, 3)
+
+
+def test_sparkline_shared_scale():
+    assert sparkline(np.array([0.0, 0.5, 1.0]), 0.0, 1.0) == " ▄█"
+    assert spark_levels(np.array([0.001]), 0.0, 1.0).tolist() == [1]  # non-zero is visible
+    assert sparkline(np.array([0.2, 0.2]), 0.2, 0.2) == "  "
+    assert sparkline(np.array([1.0]), 0.0, 1.0, width=3) == "███"
+
+
+def test_png_export(tmp_path):
+    img, cam = _scene()
+    cams = np.stack([cam, cam[::-1], np.zeros_like(cam)])
+    paths = save_cam_pngs(img, cams, tmp_path / "out", colormap="jet")
+    assert [p.name for p in paths] == ["layer-00.png", "layer-01.png", "layer-02.png"]
+    with Image.open(paths[0]) as im:
+        assert im.size == (336, 336) and im.mode == "RGB"
+    assert cam_overlay_image(img, cam).shape == (336, 336, 3)
