@@ -135,6 +135,8 @@ class LocalEngine:
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 num_beams=1,
+                # The image placeholder is input-only; emitting it would corrupt the sequence.
+                suppress_tokens=[self.adapter.image_token_id],
                 pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
                 **kwargs,
             )
@@ -421,7 +423,8 @@ class LocalEngine:
         b = torch.tensor(a.answer_token_ids, device=logits.device)
         T = len(b)
         logprob = float(torch.log_softmax(logits[:T], dim=-1)[torch.arange(T), b].sum())
-        pred = logits.argmax(dim=-1)
+        pred = logits.index_fill(1, torch.tensor([self.adapter.image_token_id]), float("-inf"))
+        pred = pred.argmax(dim=-1)  # as generate() picks: the image placeholder suppressed
         diff = torch.nonzero(pred[:T] != b)
         if len(diff):
             j = int(diff[0])

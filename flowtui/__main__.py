@@ -1,0 +1,5 @@
+import sys
+
+from flowtui.cli import main
+
+sys.exit(main())

@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny LLaVA models saved to disk and loaded through the public path."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+# Tests never reach a hub: any attempt fails at once instead of hanging.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from tiny_models import build_tiny_llava  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_paths(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {g: build_tiny_llava(root / f"tiny_{g}", g) for g in ("a", "b")}
+
+
+@pytest.fixture(scope="session")
+def engines(tiny_paths):
+    import flowtui
+
+    return {g: flowtui.load_engine(str(p), device="cpu", dtype="float32") for g, p in tiny_paths.items()}
+
+
+def random_image(seed: int, size: tuple[int, int] = (80, 64)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="session")
+def analyses(engines):
+    """One analysis per geometry, shared by the read-only tests."""
+    return {
+        g: e.analyze(random_image(1), "Is there a red circle?", max_new_tokens=5)
+        for g, e in engines.items()
+    }
+
+
+@pytest.fixture
+def image_file(tmp_path) -> Path:
+    path = tmp_path / "photo.png"
+    random_image(2).save(path)
+    return path

@@ -1,0 +1,79 @@
+"""Shares, head shares and LLaVA-CAM against independent references (DESIGN.md definitions)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import random_image
+from references import cam_per_layer_loop, shares_eager
+
+
+@pytest.mark.parametrize("geometry", ["a", "b"])
+def test_shares_match_eager_output_attentions(geometry, tiny_paths, analyses):
+    a = analyses[geometry]
+    shares, head_shares = shares_eager(tiny_paths[geometry], a)
+    assert a.shares.shape == shares.shape
+    assert a.head_shares.shape == head_shares.shape
+    np.testing.assert_allclose(a.shares, shares, atol=1e-5)
+    np.testing.assert_allclose(a.head_shares, head_shares, atol=1e-5)
+    np.testing.assert_allclose(a.shares.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("geometry", ["a", "b"])
+def test_cam_matches_per_layer_loop_of_the_paper(geometry, tiny_paths, analyses):
+    a = analyses[geometry]
+    ref = cam_per_layer_loop(tiny_paths[geometry], a)
+    assert a.cam.shape == ref.shape
+    np.testing.assert_allclose(a.cam, ref, atol=1e-4)
+    assert a.cam.min() >= 0 and a.cam.max() <= 1 + 1e-6
+    assert (a.cam.reshape(len(a.cam), -1).max(axis=1) > 0).any()
+
+
+def test_groups_come_from_the_processor_not_offsets(engines, analyses):
+    a, b = analyses["a"], analyses["b"]
+    # Different system prompts and grids give different spans; none is typed in.
+    assert a.image_grid == (6, 6) and b.image_grid == (5, 5)
+    assert a.groups["image"] == [(a.groups["system"][0][1], a.groups["system"][0][1] + 36)]
+    assert b.groups["image"][0][1] - b.groups["image"][0][0] == 25
+    assert a.groups["system"][0][1] != b.groups["system"][0][1]
+    for x in (a, b):
+        spans = [s for g in ("system", "image", "user", "output") for s in x.groups[g]]
+        assert spans[0][0] == 0 and spans[-1][1] == len(x.tokens)
+        assert all(p[1] == q[0] for p, q in zip(spans, spans[1:], strict=False))
+        assert all(t == "<image>" for t in x.tokens[x.groups["image"][0][0] : x.groups["image"][0][1]])
+        assert x.groups["output"] == [(x.prompt_length, x.prompt_length + len(x.answer_token_ids))]
+
+
+def test_analysis_fields_and_logprobs(engines, analyses):
+    a = analyses["a"]
+    T = len(a.answer_token_ids)
+    assert a.answer_logprobs.shape == (T,) and (a.answer_logprobs <= 0).all()
+    assert a.answer == engines["a"].tokenizer.decode(a.answer_token_ids, skip_special_tokens=True).strip()
+    assert a.model.num_layers == 4 and a.model.num_heads == 4
+    assert a.image_attention.shape == (4, 36)
+    assert a.image.dtype == np.uint8 and a.image.shape == (64, 80, 3)
+
+
+def test_answer_depends_on_image_and_progress_is_reported(engines):
+    seen = []
+    e = engines["b"]
+    a1 = e.analyze(random_image(10), "is there a cat ?", max_new_tokens=3, progress=seen.append)
+    stages = [p.stage for p in seen]
+    assert stages[0] == "generating" and "capturing" in stages and stages[-1] == "cam"
+    a2 = e.analyze(random_image(11), "is there a cat ?", max_new_tokens=3)
+    assert not np.allclose(a1.cam, a2.cam)
+    assert not np.allclose(a1.shares, a2.shares)
+
+
+def test_image_attention_is_head_mean_of_last_prompt_row(tiny_paths, analyses):
+    import torch
+    from references import full_inputs, load_eager
+
+    a = analyses["b"]
+    model, processor = load_eager(tiny_paths["b"])
+    ids, pixels, P = full_inputs(processor, a)
+    with torch.no_grad():
+        att = model(input_ids=ids, pixel_values=pixels, output_attentions=True).attentions
+    img = a.image_positions
+    ref = np.stack([A[0, :, P - 1, img].mean(0).numpy() for A in att])
+    np.testing.assert_allclose(a.image_attention, ref, atol=1e-5)
