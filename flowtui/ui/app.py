@@ -1,0 +1,571 @@
+"""The flowtui explorer: one screen with the image, flow, answer and truncation panels.
+
+All model work goes through the Engine protocol in thread workers that post messages; the
+event loop never waits on the model. Worker threads are daemons, so quitting never waits.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from textual import events, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.geometry import Size
+from textual.screen import Screen
+from textual.widgets import Footer
+from textual.worker import Worker, WorkerState
+
+from flowtui.engine.analysis import Analysis, Progress, ProgressFn
+from flowtui.engine.errors import Cancelled, FlowtuiError
+from flowtui.engine.interface import Engine
+from flowtui.render.cells import DISPLAY_MODES
+from flowtui.render.colormaps import COLORMAPS, next_colormap
+from flowtui.ui.messages import (
+    AnalysisReady,
+    EngineProgress,
+    EngineReady,
+    ExportDone,
+    ImagePreview,
+    SweepDone,
+    TruncationDone,
+    TruncationRequested,
+    TruncationToken,
+    WorkFailed,
+    WorkFinished,
+)
+from flowtui.ui.screens import HelpScreen, PathPrompt
+from flowtui.ui.state import THRESHOLD_STEP, ViewState
+from flowtui.ui.themes import DEFAULT_THEME, load_themes
+from flowtui.ui.widgets.answer_panel import AnswerPanel
+from flowtui.ui.widgets.flow_panel import FlowPanel
+from flowtui.ui.widgets.image_panel import ImagePanel
+from flowtui.ui.widgets.status_line import StatusLine, progress_text
+from flowtui.ui.widgets.truncation_panel import TruncationPanel
+
+EngineFactory = Callable[[ProgressFn], Engine]
+
+KEY_BINDINGS: list[Binding] = [
+    Binding("left,h", "layer(-1)", "Layer ◀", key_display="←", id="layer.prev"),
+    Binding("right,l", "layer(1)", "Layer ▶", key_display="→", id="layer.next"),
+    Binding("home", "layer_edge(0)", "First layer", show=False, id="layer.first"),
+    Binding("end", "layer_edge(1)", "Last layer", show=False, id="layer.last"),
+    Binding("left_square_bracket", "threshold(-1)", "Thr −", key_display="[", id="cam.threshold-down"),
+    Binding("right_square_bracket", "threshold(1)", "Thr +", key_display="]", id="cam.threshold-up"),
+    Binding("c", "cycle_colormap", "Colormap", id="cam.colormap"),
+    Binding("o", "cycle_mode", "Mode", id="cam.mode"),
+    Binding("g", "toggle_heads", "Heads", id="flow.heads"),
+    Binding("t", "focus_truncation", "Truncate", id="truncation.focus"),
+    Binding("s", "sweep", "Sweep", id="truncation.sweep"),
+    Binding("x", "cancel", "Cancel run", show=False, id="engine.cancel"),
+    Binding("e", "export", "Export", id="export.snapshot"),
+    Binding("p", "export_pngs", "Export PNGs", show=False, id="export.pngs"),
+    Binding("question_mark", "help", "Help", key_display="?", id="app.help"),
+    Binding("q", "quit", "Quit", id="app.quit"),
+]
+
+HELP_NOTES = (
+    "In the truncation panel: ⏎ runs at K (empty K follows the current layer), Esc returns.\n"
+    "Ctrl+P opens the command palette (every action above, and themes).\n"
+    "Heatmap colormaps are independent of the theme."
+)
+
+
+class _DaemonExecutor(ThreadPoolExecutor):
+    """Runs each thread worker on a fresh daemon thread and never waits for them on shutdown.
+
+    The default executor is joined when the event loop closes, so an engine call still running
+    would hold up quitting; engine calls also poll a cancel flag, but a single forward pass
+    cannot be interrupted.
+    """
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:  # type: ignore[override]
+        future: Future = Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the future
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+        threading.Thread(target=run, daemon=True, name="flowtui-worker").start()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        return None
+
+
+def one_line(exc: BaseException) -> str:
+    """A one-line reason for any exception (FlowtuiErrors already are one line)."""
+    if isinstance(exc, FlowtuiError):
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = str(exc).strip()
+    if isinstance(exc, MemoryError) or "out of memory" in text.lower():
+        return "out of memory (try a smaller --dtype, a smaller model or --device cpu)"
+    first = text.splitlines()[0] if text else ""
+    line = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return line if len(line) <= 160 else line[:157] + "…"
+
+
+def default_stem(image: str | None, snapshot_path: str | None) -> str:
+    for p in (image, snapshot_path):
+        if p:
+            return Path(p).stem or "flowtui"
+    return "flowtui"
+
+
+class FlowtuiApp(App[int]):
+    """The explorer. Live mode: `engine_factory` + `image` + `question`. Open mode: `analysis`
+    (from a snapshot), with `engine_factory` only if reruns should work."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "flowtui"
+    BINDINGS = KEY_BINDINGS
+    # Nothing focused at start: the layer keys work at once, no cursor blinks in snapshots.
+    AUTO_FOCUS = None
+
+    def __init__(
+        self,
+        *,
+        analysis: Analysis | None = None,
+        image: str | None = None,
+        question: str | None = None,
+        engine_factory: EngineFactory | None = None,
+        max_new_tokens: int = 32,
+        theme: str | None = None,
+        snapshot_path: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.analysis: Analysis | None = None
+        self._initial_analysis = analysis
+        self.image_path = image
+        self.question = question
+        self.engine_factory = engine_factory
+        self.max_new_tokens = max_new_tokens
+        self.snapshot_path = snapshot_path
+        self.stem = default_stem(image, snapshot_path)
+        self.view = ViewState(threshold=analysis.cam_settings.threshold if analysis else 0.5)
+        self.engine: Engine | None = None
+        self.busy: str | None = None
+        self._cancel = threading.Event()
+        self._theme_errors: list[str] = []
+        for t in load_themes(self._theme_errors):
+            self.register_theme(t)
+        self._wanted_theme = theme or DEFAULT_THEME
+        self.theme = self._wanted_theme if self._wanted_theme in self.available_themes else DEFAULT_THEME
+
+    # --- layout ---------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="main"):
+            with Vertical(id="left"):
+                yield ImagePanel(id="image-panel")
+                yield AnswerPanel(id="answer-panel")
+            with Vertical(id="right"):
+                yield FlowPanel(id="flow-panel")
+                yield TruncationPanel(id="truncation-panel")
+        yield StatusLine(id="status")
+        yield Footer(compact=True)
+
+    @property
+    def image_panel(self) -> ImagePanel:
+        return self.query_one(ImagePanel)
+
+    @property
+    def flow_panel(self) -> FlowPanel:
+        return self.query_one(FlowPanel)
+
+    @property
+    def answer_panel(self) -> AnswerPanel:
+        return self.query_one(AnswerPanel)
+
+    @property
+    def truncation_panel(self) -> TruncationPanel:
+        return self.query_one(TruncationPanel)
+
+    @property
+    def status(self) -> StatusLine:
+        return self.query_one(StatusLine)
+
+    def on_mount(self) -> None:
+        import asyncio
+
+        asyncio.get_running_loop().set_default_executor(_DaemonExecutor())
+        self._apply_size_classes()
+        if self._wanted_theme not in self.available_themes:
+            self.notify(f"unknown theme {self._wanted_theme!r}; using {DEFAULT_THEME}", severity="warning")
+        for err in self._theme_errors:
+            self.notify(err, severity="warning")
+        if self._initial_analysis is not None:
+            self._show_analysis(self._initial_analysis)
+            self.status.set_activity(f"opened {Path(self.snapshot_path).name}" if self.snapshot_path else "ready", "ready")
+            if self.engine_factory is None:
+                self.truncation_panel.set_enabled(
+                    False,
+                    "Truncation needs a model: this snapshot was opened without one. "
+                    "Reopen with `flowtui open FILE --model M` to rerun.",
+                )
+        elif self.engine_factory is not None and self.image_path is not None:
+            self.answer_panel.set_pending(self.question, "loading model…")
+            self.image_panel.set_message("loading model…")
+            self._preview_worker(self.image_path)
+            self._start("analyze", self._analyze_worker, self.image_path, self.question or "", self.max_new_tokens)
+        else:
+            self.image_panel.set_message("nothing to show: give an image and a question")
+            self.status.set_activity("idle", "ready")
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._apply_size_classes(event.size)
+
+    def _apply_size_classes(self, size: Size | None = None) -> None:
+        w, h = size or self.size
+        self.screen.set_class(w < 100, "-narrow")
+        self.screen.set_class(h < 30, "-short")
+
+    # --- view state ------------------------------------------------------------------------
+    def _set_view(self, **changes) -> None:
+        self.view = replace(self.view, **changes)
+        for panel in (self.image_panel, self.flow_panel, self.truncation_panel):
+            panel.set_view(self.view)
+        self._update_where()
+
+    def _update_where(self) -> None:
+        v = self.view
+        if self.analysis is None:
+            self.status.set_where("")
+            return
+        self.status.set_where(
+            f"layer {v.layer}/{self.analysis.num_layers - 1} · thr {v.threshold:.2f} · {v.colormap} · {v.mode}"
+        )
+
+    def _show_analysis(self, analysis: Analysis) -> None:
+        self.analysis = analysis
+        self.image_panel.set_analysis(analysis)
+        self.flow_panel.set_analysis(analysis)
+        self.answer_panel.set_analysis(analysis)
+        self.truncation_panel.set_analysis(analysis)
+        layer = min(self.view.layer, analysis.num_layers - 1)
+        self._set_view(layer=layer, threshold=float(analysis.cam_settings.threshold))
+
+    # --- actions ---------------------------------------------------------------------------
+    def action_layer(self, delta: int) -> None:
+        if self.analysis is not None:
+            layer = max(0, min(self.analysis.num_layers - 1, self.view.layer + delta))
+            if layer != self.view.layer:
+                self._set_view(layer=layer)
+
+    def action_layer_edge(self, last: int) -> None:
+        if self.analysis is not None:
+            self._set_view(layer=self.analysis.num_layers - 1 if last else 0)
+
+    def action_threshold(self, direction: int) -> None:
+        thr = round(min(0.95, max(0.0, self.view.threshold + direction * THRESHOLD_STEP)), 2)
+        if self.analysis is not None:
+            self.analysis.cam_settings.threshold = thr  # exported with the snapshot
+        self._set_view(threshold=thr)
+
+    def action_cycle_colormap(self) -> None:
+        self._set_view(colormap=next_colormap(self.view.colormap))
+
+    def action_cycle_mode(self) -> None:
+        i = DISPLAY_MODES.index(self.view.mode)
+        self._set_view(mode=DISPLAY_MODES[(i + 1) % len(DISPLAY_MODES)])
+
+    def action_toggle_heads(self) -> None:
+        self._set_view(show_heads=not self.view.show_heads)
+
+    def action_focus_truncation(self) -> None:
+        self.query_one("#trunc-k").focus()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(KEY_BINDINGS, HELP_NOTES))
+
+    async def action_quit(self) -> None:
+        self._cancel.set()  # running engine calls stop at their next callback
+        self.exit(0)
+
+    def action_cancel(self) -> None:
+        if self.busy is None:
+            self.notify("nothing is running")
+            return
+        self._cancel.set()
+        self.status.set_activity(f"cancelling {self.busy}…")
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for b in KEY_BINDINGS:
+            if b.id != "app.quit":
+                key = b.key_display or b.key
+                yield SystemCommand(b.description, f"{key} · {b.id}", partial(self.run_action, b.action))
+
+    # --- engine work -----------------------------------------------------------------------
+    def _start(self, task: str, worker: Callable[..., Worker], *args) -> bool:
+        """Start one engine job; the model runs one at a time."""
+        if self.busy is not None:
+            self.notify(f"busy with {self.busy}; x cancels it", severity="warning")
+            return False
+        self.busy = task
+        self._cancel = threading.Event()
+        worker(*args, cancel=self._cancel)
+        return True
+
+    def _can_rerun(self) -> bool:
+        if self.analysis is None:
+            self.notify("no analysis yet", severity="warning")
+            return False
+        if self.engine is None and self.engine_factory is None:
+            self.notify(
+                "truncation needs a model: reopen with `flowtui open FILE --model M`",
+                severity="warning",
+            )
+            return False
+        return True
+
+    def on_truncation_requested(self, message: TruncationRequested) -> None:
+        message.stop()
+        if self._can_rerun() and self._start(
+            "truncation", self._truncate_worker, self.analysis, message.layer, message.strategy, message.keep
+        ):
+            self.truncation_panel.show_running(message.layer, message.strategy, message.keep)
+
+    def action_sweep(self) -> None:
+        if self._can_rerun():
+            if self._start("sweep", self._sweep_worker, self.analysis):
+                self.truncation_panel.set_sweep_progress(0, self.analysis.num_layers + 1)
+
+    def _progress_fn(self, task: str, cancel: threading.Event) -> ProgressFn:
+        def progress(p: Progress) -> None:
+            if cancel.is_set():
+                raise Cancelled(f"{task} cancelled")
+            self.post_message(EngineProgress(task, p))
+
+        return progress
+
+    @contextmanager
+    def _guard(self, task: str) -> Iterator[None]:
+        """Any failure in a worker becomes a one-line WorkFailed message, never a crash."""
+        try:
+            yield
+        except Cancelled:
+            self.post_message(WorkFailed(task, f"{task} cancelled", cancelled=True))
+        except BaseException as exc:  # noqa: BLE001 - the app must survive anything
+            self.post_message(WorkFailed(task, one_line(exc)))
+        finally:
+            self.post_message(WorkFinished(task))
+
+    def _ensure_engine(self, cancel: threading.Event) -> Engine:
+        if self.engine is None:
+            assert self.engine_factory is not None
+            self.engine = self.engine_factory(self._progress_fn("load", cancel))
+            self.post_message(EngineReady(getattr(getattr(self.engine, "info", None), "name", "model")))
+        return self.engine
+
+    @work(thread=True, exit_on_error=False, group="preview")
+    def _preview_worker(self, image: str) -> None:
+        try:
+            from PIL import Image
+
+            with Image.open(image) as im:
+                im.thumbnail((512, 512))
+                self.post_message(ImagePreview(np.asarray(im.convert("RGB"))))
+        except Exception:  # noqa: BLE001 - the engine reports bad images properly
+            pass
+
+    @work(thread=True, exit_on_error=False, group="engine")
+    def _analyze_worker(self, image: str, question: str, max_new_tokens: int, cancel: threading.Event) -> None:
+        with self._guard("analysis"):
+            engine = self._ensure_engine(cancel)
+            analysis = engine.analyze(
+                image, question, max_new_tokens=max_new_tokens, progress=self._progress_fn("analysis", cancel)
+            )
+            self.post_message(AnalysisReady(analysis))
+
+    @work(thread=True, exit_on_error=False, group="engine")
+    def _truncate_worker(
+        self, analysis: Analysis, layer: int, strategy: str, keep: int | None, cancel: threading.Event
+    ) -> None:
+        def on_token(text: str) -> None:
+            if cancel.is_set():
+                raise Cancelled("truncation cancelled")
+            self.post_message(TruncationToken(text))
+
+        with self._guard("truncation"):
+            engine = self._ensure_engine(cancel)
+            run = engine.truncate(
+                analysis,
+                layer,
+                strategy=strategy,
+                keep=keep,
+                seed=0,
+                on_token=on_token,
+                progress=self._progress_fn("truncation", cancel),
+            )
+            self.post_message(TruncationDone(run))
+
+    @work(thread=True, exit_on_error=False, group="engine")
+    def _sweep_worker(self, analysis: Analysis, cancel: threading.Event) -> None:
+        with self._guard("sweep"):
+            engine = self._ensure_engine(cancel)
+            sweep = engine.sweep(analysis, progress=self._progress_fn("sweep", cancel), cancel=cancel.is_set)
+            self.post_message(SweepDone(sweep))
+
+    # --- messages from workers (main thread) -----------------------------------------------
+    def on_engine_progress(self, message: EngineProgress) -> None:
+        p = message.progress
+        self.status.set_activity(progress_text(p))
+        if message.task == "sweep" and p.stage == "sweep":
+            self.truncation_panel.set_sweep_progress(p.done, p.total)
+        if message.task == "analysis" and self.analysis is None:
+            self.image_panel.set_message(progress_text(p))
+            self.answer_panel.set_pending(self.question, progress_text(p))
+
+    def on_image_preview(self, message: ImagePreview) -> None:
+        self.image_panel.set_preview(message.image)
+
+    def on_engine_ready(self, message: EngineReady) -> None:
+        self.status.set_activity(f"{message.name} loaded")
+
+    def on_analysis_ready(self, message: AnalysisReady) -> None:
+        self._show_analysis(message.analysis)
+
+    def on_truncation_token(self, message: TruncationToken) -> None:
+        if self.busy == "truncation":
+            layer, strategy, keep = self.truncation_panel.chosen()
+            self.truncation_panel.show_running(layer, strategy, keep, message.text)
+
+    def on_truncation_done(self, message: TruncationDone) -> None:
+        if self.analysis is not None:
+            self.analysis.truncations.append(message.run)
+        self.truncation_panel.show_done(message.run)
+        self.notify(f"K={message.run.layer}: {message.run.answer!r}", timeout=3)
+
+    def on_sweep_done(self, message: SweepDone) -> None:
+        if self.analysis is None:
+            return
+        self.analysis.set_sweep(message.sweep)
+        self.truncation_panel.refresh_sweep()
+        self.answer_panel.refresh_content()
+        self.flow_panel.refresh()
+        cliff = message.sweep.cliff_layer
+        self.notify(f"sweep done: cliff layer {cliff}" if cliff is not None else "sweep done: no cliff", timeout=4)
+
+    def on_work_failed(self, message: WorkFailed) -> None:
+        if message.cancelled:
+            self.notify(message.reason, timeout=3)
+        else:
+            self.notify(message.reason, title=f"{message.task} failed", severity="error", timeout=10)
+        if message.task == "analysis" and self.analysis is None:
+            self.image_panel.set_message(f"✗ {message.reason}")
+            self.answer_panel.set_pending(self.question, f"✗ {message.reason}")
+        if message.task == "truncation":
+            self.truncation_panel.show_idle(f"✗ {message.reason}")
+        self.status.set_activity(message.reason, "busy" if message.cancelled else "error")
+        self._failed = message
+
+    def on_work_finished(self, message: WorkFinished) -> None:
+        self.busy = None
+        if self.status.kind == "busy" and not getattr(self, "_failed", None):
+            self.status.set_activity("ready", "ready")
+        elif getattr(self, "_failed", None) and self._failed.cancelled:
+            self.status.set_activity(self._failed.reason, "ready")
+        self._failed = None
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        # Backstop: workers catch their own errors, but nothing may ever crash the app.
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            self.notify(one_line(event.worker.error), severity="error")
+
+    # --- exports ---------------------------------------------------------------------------
+    def _timestamp(self) -> str:
+        return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+    def action_export(self) -> None:
+        if self.analysis is None:
+            self.notify("nothing to export yet", severity="warning")
+            return
+        default = f"{self.stem}-{self._timestamp()}.flowtui"
+        self.push_screen(PathPrompt("Export snapshot (.flowtui, includes the screen as SVG)", default), self._export_to)
+
+    def _export_to(self, path: str | None) -> None:
+        if not path or self.analysis is None:
+            return
+        svg = self.export_screenshot(title=f"flowtui · {self.stem}")
+        self._save_worker(self.analysis, path, svg)
+
+    @work(thread=True, exit_on_error=False, group="export")
+    def _save_worker(self, analysis: Analysis, path: str, svg: str) -> None:
+        try:
+            written = analysis.save(path, screen_svg=svg)
+            self.post_message(ExportDone("snapshot", str(written)))
+        except Exception as exc:  # noqa: BLE001
+            self.post_message(WorkFailed("export", one_line(exc)))
+
+    def action_export_pngs(self) -> None:
+        if self.analysis is None:
+            self.notify("nothing to export yet", severity="warning")
+            return
+        default = f"{self.stem}-cam-{self._timestamp()}"
+        self.push_screen(
+            PathPrompt("Export the CAM of every layer as PNGs into folder", default, "current colormap, threshold and mode · Enter saves · Esc cancels"),
+            self._pngs_to,
+        )
+
+    def _pngs_to(self, folder: str | None) -> None:
+        if folder and self.analysis is not None:
+            self._pngs_worker(self.analysis, folder, self.view)
+
+    @work(thread=True, exit_on_error=False, group="export")
+    def _pngs_worker(self, analysis: Analysis, folder: str, view: ViewState) -> None:
+        from flowtui.render.png import save_cam_pngs
+
+        try:
+            mode = view.mode if view.mode != "image" else "overlay"
+            paths = save_cam_pngs(analysis.image, analysis.cam, folder, mode, view.threshold, view.colormap)
+            self.post_message(ExportDone(f"{len(paths)} PNGs", folder))
+        except Exception as exc:  # noqa: BLE001
+            self.post_message(WorkFailed("export", one_line(exc)))
+
+    def on_export_done(self, message: ExportDone) -> None:
+        self.notify(f"saved {message.what} to {message.path}", timeout=5)
+
+
+def run_explorer(
+    *,
+    analysis: Analysis | None = None,
+    image: str | None = None,
+    question: str | None = None,
+    engine_factory: EngineFactory | None = None,
+    max_new_tokens: int = 32,
+    theme: str | None = None,
+    snapshot_path: str | None = None,
+) -> int:
+    """Live mode: engine_factory + image + question (the app loads the engine in a worker via
+    engine_factory(progress), then analyzes). Open mode: analysis (from a snapshot), and
+    engine_factory only if --model was given (then reruns work; the engine is loaded lazily in
+    a worker on first rerun). Returns the exit code."""
+    app = FlowtuiApp(
+        analysis=analysis,
+        image=image,
+        question=question,
+        engine_factory=engine_factory,
+        max_new_tokens=max_new_tokens,
+        theme=theme,
+        snapshot_path=snapshot_path,
+    )
+    result = app.run()
+    return int(result) if isinstance(result, int) else (app.return_code or 0)
+
+
+__all__ = ["COLORMAPS", "KEY_BINDINGS", "FlowtuiApp", "run_explorer"]

@@ -1,0 +1,19 @@
+"""What the user is looking at: the one piece of view state every panel follows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flowtui.render.cells import DISPLAY_MODES
+from flowtui.render.colormaps import COLORMAPS
+
+THRESHOLD_STEP = 0.05
+
+
+@dataclass(frozen=True)
+class ViewState:
+    layer: int = 0
+    threshold: float = 0.5
+    colormap: str = COLORMAPS[0]
+    mode: str = DISPLAY_MODES[0]
+    show_heads: bool = False

@@ -1,0 +1,1 @@
+"""The explorer's panels, one module per screen area."""

@@ -1,0 +1,130 @@
+"""Flow panel: one sparkline per token group across all layers (shared scale), the current
+layer marked with its four shares, and an optional per-head heat table of that layer."""
+
+from __future__ import annotations
+
+import numpy as np
+from rich.style import Style
+from rich.text import Text
+from textual.widget import Widget
+
+from flowtui.engine.analysis import GROUPS, Analysis
+from flowtui.render.colormaps import apply_colormap
+from flowtui.render.sparkline import BLOCKS, spark_levels
+from flowtui.ui.state import ViewState
+
+# Fixed mid-luminance hues that read on dark and light themes alike.
+GROUP_COLORS = {"system": "#9a9996", "image": "#e5a50a", "user": "#3d8fe0", "output": "#2ec27e"}
+LABEL_WIDTH = 7
+VALUE_WIDTH = 7
+
+
+def layer_columns(num: int, width: int, max_cols: int = 3) -> int:
+    """Characters per layer so `num` layers fill `width` (at least 1, at most `max_cols`)."""
+    return max(1, min(max_cols, width // max(1, num)))
+
+
+def axis_text(num: int, cw: int, current: int, marks: dict[int, str] | None = None) -> Text:
+    """Layer numbers under a sparkline row: ticks every few layers and the current layer."""
+    line = [" "] * (num * cw)
+    step = max(1, int(np.ceil(6 / cw)))
+    for k in range(0, num, step):
+        label = str(k)
+        if k * cw + len(label) <= len(line) and all(c == " " for c in line[k * cw : k * cw + len(label)]):
+            line[k * cw : k * cw + len(label)] = list(label)
+    text = Text("".join(line), style="dim")
+    if 0 <= current < num:
+        text.stylize(Style(reverse=True, bold=True), current * cw, current * cw + cw)
+    for k, ch in (marks or {}).items():
+        if 0 <= k < num:
+            text = text[: k * cw] + Text(ch * cw, "bold red") + text[k * cw + cw :]
+    return text
+
+
+def spark_text(values: np.ndarray, lo: float, hi: float, cw: int, color: str, current: int) -> Text:
+    levels = spark_levels(values, lo, hi)
+    text = Text()
+    for k, level in enumerate(levels.tolist()):
+        style = Style(color=color)
+        if k == current:
+            style = Style(color=color, bgcolor="grey30", bold=True)
+        text.append(BLOCKS[level] * cw if level else "·" + " " * (cw - 1), style)
+    return text
+
+
+class FlowPanel(Widget):
+    """Attention shares per group and layer."""
+
+    DEFAULT_CSS = """
+    FlowPanel { height: auto; padding: 0 1; }
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.analysis: Analysis | None = None
+        self.view = ViewState()
+        self.border_title = "Flow · attention shares"
+
+    def set_analysis(self, analysis: Analysis) -> None:
+        self.analysis = analysis
+        self.refresh(layout=True)
+
+    def set_view(self, view: ViewState) -> None:
+        heads_changed = view.show_heads != self.view.show_heads
+        self.view = view
+        self.refresh(layout=heads_changed)
+
+    def render(self) -> Text:
+        a = self.analysis
+        if a is None:
+            return Text("waiting for the analysis…", style="dim")
+        width = max(10, self.content_region.width or self.size.width)
+        L, layer = a.num_layers, self.view.layer
+        cw = layer_columns(L, width - LABEL_WIDTH - VALUE_WIDTH)
+        hi = float(np.max(a.shares)) if a.shares.size else 1.0  # one scale for all groups
+        out = Text(no_wrap=True, overflow="crop")
+        out.append(f"{'layer':<{LABEL_WIDTH}}", "dim")
+        marks = {a.cliff_layer: "▲"} if a.cliff_layer is not None and a.cliff_layer < L else {}
+        out.append_text(axis_text(L, cw, layer, marks))
+        out.append(f" {'L' + str(layer):>{VALUE_WIDTH - 1}}", "bold")
+        for g, name in enumerate(GROUPS):
+            color = GROUP_COLORS[name]
+            out.append("\n")
+            out.append(f"{name:<{LABEL_WIDTH}}", Style(color=color, bold=True))
+            out.append_text(spark_text(a.shares[:, g], 0.0, hi, cw, color, layer))
+            out.append(f" {a.shares[layer, g]:>{VALUE_WIDTH - 1}.3f}", Style(color=color, bold=True))
+        out.append("\n")
+        note = f"scale 0–{hi:.2f} shared · Σ={a.shares[layer].sum():.3f}"
+        if a.cliff_layer is not None:
+            note += f" · ▲ cliff {a.cliff_layer}"
+        out.append(note, "dim")
+        if self.view.show_heads:
+            out.append("\n")
+            out.append_text(self._heads(a, layer, width))
+        return out
+
+    def _heads(self, a: Analysis, layer: int, width: int) -> Text:
+        """Heat table: a row per group, a cell per head, coloured by head_share (viridis, 0–1)."""
+        H = a.num_heads
+        hw = 2 if H * 2 <= width - LABEL_WIDTH else 1
+        shown = min(H, (width - LABEL_WIDTH) // hw)
+        hs = a.head_shares[layer]
+        colors = apply_colormap(hs, "viridis")
+        out = Text(no_wrap=True, overflow="crop")
+        out.append(f"heads @ layer {layer} (viridis 0–1)", "bold")
+        if shown < H:
+            out.append(f"  first {shown} of {H}", "dim")
+        out.append("\n")
+        out.append(f"{'head':<{LABEL_WIDTH}}", "dim")
+        for h in range(shown):
+            out.append(f"{h:<{hw}}"[:hw] if h % (4 if hw == 1 else 2) == 0 else " " * hw, "dim")
+        for g, name in enumerate(GROUPS):
+            out.append("\n")
+            out.append(f"{name:<{LABEL_WIDTH}}", Style(color=GROUP_COLORS[name], bold=True))
+            for h in range(shown):
+                r, gg, b = (int(c) for c in colors[h, g])
+                out.append(" " * hw, Style(bgcolor=f"rgb({r},{gg},{b})"))
+        top = np.unravel_index(int(np.argmax(hs[:, 1])), (H,))[0]
+        out.append("\n")
+        out.append(f"most image-bound head: {top} ({hs[top, 1]:.2f})", "dim")
+        return out

@@ -1,0 +1,63 @@
+"""Status line: what the engine is doing, and where the view is."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from flowtui.engine.analysis import Progress
+
+STAGE_LABELS = {
+    "loading": "loading model",
+    "generating": "generating",
+    "capturing": "capturing attention",
+    "cam": "computing CAM",
+    "truncating": "truncating",
+    "sweep": "sweep",
+}
+
+
+def progress_text(p: Progress) -> str:
+    label = STAGE_LABELS.get(p.stage, p.stage)
+    if p.stage == "sweep" and p.total:
+        return f"{label} K {min(p.done, p.total - 1)}/{p.total - 1}"
+    if p.total:
+        label += f" {p.done}/{p.total}"
+    if p.message:
+        label += f" · {p.message}"
+    return label + "…"
+
+
+class StatusLine(Static):
+    DEFAULT_CSS = """
+    StatusLine { height: 1; padding: 0 1; background: $panel; color: $foreground; }
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("", **kwargs)
+        self.activity = "starting…"
+        self.kind = "busy"  # busy | ready | error
+        self.where = ""
+
+    def set_activity(self, text: str, kind: str = "busy") -> None:
+        self.activity, self.kind = text, kind
+        self._redraw()
+
+    def set_where(self, text: str) -> None:
+        self.where = text
+        self._redraw()
+
+    def _redraw(self) -> None:
+        dot = {"busy": ("●", "bold yellow"), "ready": ("●", "bold green"), "error": ("●", "bold red")}[self.kind]
+        left = Text.assemble(dot, " ", (self.activity, "bold" if self.kind != "ready" else ""))
+        right = Text(self.where, style="dim")
+        width = max(0, self.content_region.width or self.size.width)
+        gap = width - left.cell_len - right.cell_len
+        if gap >= 2:
+            left.append(" " * gap)
+            left.append_text(right)
+        left.truncate(max(1, width), overflow="ellipsis")
+        self.update(left)
+
+    def on_resize(self) -> None:
+        self._redraw()
