@@ -42,7 +42,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line, like every other flowtui error."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"flowtui: error: {message} (see flowtui --help)\n")
+        from flowtui.engine.errors import InputError
+
+        raise InputError(f"{message} (see {self.prog} --help)")
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -207,6 +209,12 @@ def _run_headless(args) -> int:
     load_image(args.image)  # fail on a bad image before spending time on the model
     progress = _StderrProgress()
     engine = _engine_factory(args)(progress)
+    from flowtui.engine.errors import InputError
+
+    for k in args.truncate:
+        if k > engine.info.num_layers:
+            progress.done()
+            raise InputError(f"--truncate {k}: {engine.info.name} has layers 0..{engine.info.num_layers}")
     try:
         a = engine.analyze(args.image, args.question, max_new_tokens=args.max_new_tokens,
                            progress=progress)

@@ -1,0 +1,45 @@
+"""The engine never imports Textual or Rich: statically, and in a real run."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import flowtui
+
+ENGINE = Path(flowtui.__file__).parent / "engine"
+UI_PACKAGES = ("textual", "rich", "rich_pixels")
+
+
+def test_engine_sources_do_not_import_ui():
+    for path in ENGINE.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in UI_PACKAGES, f"{path.name} imports {name}"
+                assert not name.startswith("flowtui.ui"), f"{path.name} imports {name}"
+
+
+def test_engine_run_leaves_ui_out_of_sys_modules(tiny_paths, tmp_path):
+    code = f"""
+import sys, numpy as np
+import flowtui
+from PIL import Image
+e = flowtui.load_engine({str(tiny_paths['a'])!r}, device="cpu")
+a = e.analyze(Image.fromarray(np.zeros((32, 32, 3), np.uint8)), "is there a cat?", max_new_tokens=2)
+e.truncate(a, 1); e.sweep(a)
+a.save({str(tmp_path / 'x.flowtui')!r}); flowtui.load_snapshot({str(tmp_path / 'x.flowtui')!r})
+bad = [m for m in sys.modules if m.split('.')[0] in {UI_PACKAGES!r}]
+print("UI:", bad)
+assert not bad, bad
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "UI: []" in proc.stdout

@@ -1,0 +1,141 @@
+"""The headless CLI: a working run, and every bad input as one line on stderr with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from flowtui.cli import main
+
+
+def test_headless_run_writes_snapshot_and_summary(tiny_paths, image_file, tmp_path, capsys):
+    out = tmp_path / "run.flowtui"
+    code = main([str(image_file), "Is there a red circle?", "--headless", "--model",
+                 str(tiny_paths["a"]), "--sweep", "--truncate", "1", "--max-new-tokens", "4",
+                 "--out", str(out), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "answer:" in captured.out and "cliff layer:" in captured.out
+    assert f"wrote:    {out}" in captured.out
+    assert "generating" in captured.err and "sweep" in captured.err
+    with zipfile.ZipFile(out) as zf:
+        m = json.loads(zf.read("manifest.json"))
+    assert m["truncations"][0]["layer"] == 1 and isinstance(m["cliff_layer"], int)
+    assert main(["open", str(out), "--summary"]) == 0
+    assert "cliff layer" in capsys.readouterr().out
+
+
+def test_entry_point_subprocess(tiny_paths, image_file, tmp_path):
+    out = tmp_path / "sub.flowtui"
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowtui", str(image_file), "what colour is the shape?",
+         "--headless", "--model", str(tiny_paths["b"]), "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert out.exists() and "answer:" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def _bad(argv, capsys, match):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    errors = [line for line in err.splitlines() if line.startswith("flowtui: error:")]
+    assert len(errors) == 1 and err.splitlines()[-1] == errors[0], err
+    assert match in errors[0], err
+    assert "Traceback" not in err
+
+
+def test_bad_images(tiny_paths, tmp_path, capsys, image_file):
+    m = ["--headless", "--model", str(tiny_paths["a"]), "--out", str(tmp_path / "x.flowtui")]
+    _bad([str(tmp_path / "missing.png"), "q?", *m], capsys, "image not found")
+    (tmp_path / "notes.txt").write_text("not an image")
+    _bad([str(tmp_path / "notes.txt"), "q?", *m], capsys, "not an image")
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(image_file.read_bytes()[:200])
+    _bad([str(corrupt), "q?", *m], capsys, "corrupt or truncated")
+    _bad([str(tmp_path), "q?", *m], capsys, "directory")
+    assert not (tmp_path / "x.flowtui").exists()
+
+
+def test_bad_question_and_options(tiny_paths, image_file, tmp_path, capsys):
+    m = ["--headless", "--model", str(tiny_paths["a"])]
+    _bad([str(image_file), "   ", *m], capsys, "question is empty")
+    _bad([str(image_file), "q?", *m, "--max-new-tokens", "0"], capsys, "positive integer")
+    _bad([str(image_file), "q?", *m, "--max-new-tokens", "lots"], capsys, "positive integer")
+    _bad([str(image_file), "q?", *m, "--device", "tpu"], capsys, "unknown device")
+    _bad([str(image_file), "q?", *m, "--dtype", "int3"], capsys, "invalid choice")
+    _bad([str(image_file), "q?", *m, "--truncate", "-2"], capsys, "layer number")
+    _bad([str(image_file), "q?", *m, "--truncate", "99"], capsys, "has layers 0..4")
+    _bad([str(image_file), "q?", *m, "--truncate", "1", "--strategy", "top"], capsys, "--keep")
+    _bad([str(image_file), "q?", *m, "--out", str(tmp_path)], capsys, "is a directory")
+    _bad([str(image_file), "q?", *m, "--out", str(tmp_path / "no" / "x.flowtui")], capsys,
+         "does not exist")
+    _bad([str(image_file)], capsys, "required")
+
+
+def test_bad_models(image_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    base = [str(image_file), "q?", "--headless", "--out", str(tmp_path / "x.flowtui"), "--model"]
+    _bad([*base, "someone/llava-not-here"], capsys, "someone/llava-not-here is not in the local")
+    _bad([*base, str(tmp_path / "nowhere")], capsys, "model folder not found")
+    _bad([*base, str(image_file)], capsys, "is a file")
+    _bad([*base, str(tmp_path)], capsys, "no config.json")
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    _bad([*base, str(bert)], capsys, "does not support; supported: llava")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{nope")
+    _bad([*base, str(broken)], capsys, "unreadable")
+    llava_no_weights = tmp_path / "llava_empty"
+    llava_no_weights.mkdir()
+    (llava_no_weights / "config.json").write_text(json.dumps({"model_type": "llava"}))
+    _bad([*base, str(llava_no_weights)], capsys, "cannot load")
+    assert not (tmp_path / "x.flowtui").exists()
+
+
+def test_bad_snapshots_for_open(tmp_path, capsys):
+    _bad(["open", str(tmp_path / "none.flowtui")], capsys, "not found")
+    (tmp_path / "junk.flowtui").write_bytes(b"PK\x03\x04junk")
+    _bad(["open", str(tmp_path / "junk.flowtui")], capsys, "corrupt")
+
+
+def test_hub_id_resolves_from_local_cache(tiny_paths, tmp_path, monkeypatch):
+    """A cached hub id loads with no network: build the cache layout huggingface_hub reads."""
+    import shutil
+
+    from flowtui.engine.loading import resolve_model_path
+
+    cache = tmp_path / "hub"
+    repo = cache / "models--tiny--llava"
+    snap = repo / "snapshots" / ("0" * 40)
+    shutil.copytree(tiny_paths["a"], snap)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
+    path, name = resolve_model_path("tiny/llava")
+    assert name == "tiny/llava" and (path / "config.json").exists()
+
+
+@pytest.mark.parametrize("flag", ["--help", "--version"])
+def test_help_and_version(flag, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([flag])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "flowtui" in out
+    if flag == "--help":
+        for word in ("--headless", "--sweep", "--model", "open", "never downloads"):
+            assert word in out
