@@ -131,7 +131,8 @@ class FlowtuiApp(App[int]):
     """The explorer. Live mode: `engine_factory` + `image` + `question`. Open mode: `analysis`
     (from a snapshot), with `engine_factory` only if reruns should work."""
 
-    CSS_PATH = "app.tcss"
+    # Absolute, so subclasses defined elsewhere (tests, bench) still find it.
+    CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "flowtui"
     BINDINGS = KEY_BINDINGS
     # Nothing focused at start: the layer keys work at once, no cursor blinks in snapshots.

@@ -1,0 +1,17 @@
+"""SVG snapshot tests of the main screen (update with `pytest --snapshot-update`)."""
+
+from __future__ import annotations
+
+from fake_engine import make_analysis
+
+from flowtui.ui.app import FlowtuiApp
+
+
+def test_main_screen_fake(snap_compare):
+    app = FlowtuiApp(analysis=make_analysis(num_layers=12, num_heads=8), snapshot_path="shapes.flowtui")
+    assert snap_compare(app, terminal_size=(120, 40), press=["right", "right", "right", "g"])
+
+
+def test_main_screen_small_heatmap(snap_compare):
+    app = FlowtuiApp(analysis=make_analysis(num_layers=12), snapshot_path="shapes.flowtui", theme="flowtui-light")
+    assert snap_compare(app, terminal_size=(80, 24), press=["o", "c", "right"])
