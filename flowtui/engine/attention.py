@@ -67,6 +67,7 @@ class Truncation:
 class _Control(threading.local):
     capture: ShareCapture | None = None
     truncation: Truncation | None = None
+    kv: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
 _control = _Control()
@@ -79,6 +80,19 @@ def capturing(capture: ShareCapture) -> Iterator[ShareCapture]:
         yield capture
     finally:
         _control.capture = None
+
+
+@contextmanager
+def recording_kv() -> Iterator[dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+    """Keep each layer's keys and values (post-RoPE, before GQA repeat), keyed by layer index.
+
+    They seed a KV cache later, so a rerun can continue decoding without a new prefill.
+    """
+    _control.kv = {}
+    try:
+        yield _control.kv
+    finally:
+        _control.kv = None
 
 
 @contextmanager
@@ -148,6 +162,8 @@ def flowtui_attention(
 ) -> tuple[torch.Tensor, None]:
     layer = getattr(module, "layer_idx", None)
     trunc, cap = _control.truncation, _control.capture
+    if _control.kv is not None and layer is not None:
+        _control.kv[layer] = (key.detach(), value.detach())
     q_len, kv_len = query.shape[2], key.shape[2]
     if scaling is None:
         scaling = query.shape[-1] ** -0.5

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from flowtui import __version__
@@ -50,6 +50,7 @@ class _State:
     hidden: list[torch.Tensor]  # hidden[K]: input of layer K over the full sequence, [1, P+T, D]
     logits: torch.Tensor  # [T + 1, V] float32 at the answer queries and the last position
     image_attention: np.ndarray  # [L, N_img]
+    kv: dict[int, tuple[torch.Tensor, torch.Tensor]]  # per layer keys/values over the sequence
 
 
 class _Streamer(BaseStreamer):
@@ -121,8 +122,11 @@ class LocalEngine:
         max_new_tokens: int,
         on_ids=None,
         cancel: CancelFn | None = None,
+        cache: DynamicCache | None = None,
     ) -> list[int]:
         kwargs: dict[str, Any] = {}
+        if cache is not None:
+            kwargs["past_key_values"] = cache
         if on_ids is not None:
             kwargs["streamer"] = _Streamer(on_ids)
         if cancel is not None:
@@ -225,10 +229,11 @@ class LocalEngine:
 
     def _forward_recording(
         self, full: torch.Tensor, T: int, pixel_inputs: dict[str, torch.Tensor], with_cam: bool
-    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], dict]:
         """One teacher-forced forward that keeps every layer's input and (for CAM) site output.
 
-        Returns (logits at the last T+1 positions, layer inputs, CAM-site activations).
+        Returns (logits at the last T+1 positions, layer inputs, CAM-site activations, and each
+        layer's keys/values).
         """
         layers = list(self.adapter.layers)
         hidden: list[torch.Tensor] = [None] * len(layers)  # type: ignore[list-item]
@@ -260,7 +265,7 @@ class LocalEngine:
                 )
             )
         try:
-            with torch.set_grad_enabled(with_cam):
+            with torch.set_grad_enabled(with_cam), attention.recording_kv() as kv:
                 out = self.model(
                     input_ids=full,
                     attention_mask=torch.ones_like(full),
@@ -271,7 +276,7 @@ class LocalEngine:
         finally:
             for h in handles:
                 h.remove()
-        return out.logits[0], hidden, sites
+        return out.logits[0], hidden, sites, kv
 
     def _capture(self, full, P, T, pixel_inputs, groups, report) -> dict[str, Any]:
         N = full.shape[1]
@@ -282,7 +287,7 @@ class LocalEngine:
         img_pos = torch.cat([torch.arange(s, e) for s, e in groups["image"]])
         cap = attention.ShareCapture(P - 1, P - 1 + T, group_of, img_pos)
         with attention.capturing(cap):
-            logits, hidden, sites = self._forward_recording(full, T, pixel_inputs, with_cam=True)
+            logits, hidden, sites, kv = self._forward_recording(full, T, pixel_inputs, with_cam=True)
         L = self.adapter.num_layers
         answer = full[0, P:].to(logits.device)
         idx = torch.arange(T, device=logits.device)
@@ -307,6 +312,7 @@ class LocalEngine:
             hidden=hidden,
             logits=logits,
             image_attention=image_attention,
+            kv=kv,
         )
         return {
             "head_shares": head_shares.astype(np.float32),
@@ -359,11 +365,11 @@ class LocalEngine:
             torch.zeros(full.shape[1], len(GROUPS)), img_pos,
         )
         with torch.no_grad(), attention.capturing(cap):
-            logits, hidden, _ = self._forward_recording(full, T, inputs, with_cam=False)
+            logits, hidden, _, kv = self._forward_recording(full, T, inputs, with_cam=False)
         image_attention = torch.stack(
             [cap.image_attention[i] for i in range(self.adapter.num_layers)]
         ).numpy()
-        state = _State(full, prompt_ids, inputs, hidden, logits.float(), image_attention)
+        state = _State(full, prompt_ids, inputs, hidden, logits.float(), image_attention, kv)
         self._remember(a, state)
         return state
 
@@ -394,21 +400,24 @@ class LocalEngine:
             masked = np.delete(img, kept)
         return attention.Truncation(int(layer), torch.as_tensor(np.sort(masked), dtype=torch.long))
 
-    def _logits_from_layer(self, st: _State, trunc: attention.Truncation) -> torch.Tensor:
-        """Teacher-forced logits (answer queries + last position) with layers >= K truncated.
+    def _logits_from_layer(
+        self, st: _State, trunc: attention.Truncation
+    ) -> tuple[torch.Tensor, dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+        """Teacher-forced logits (answer queries + last position) with layers >= K truncated,
+        and the keys/values of every layer under that truncation.
 
         Layers below K see exactly what the baseline saw, so their output is reused: only layers
         K..L-1 run, from the stored input of layer K.
         """
         K = trunc.layer
         if K >= self.adapter.num_layers:
-            return st.logits
+            return st.logits, st.kv
         text = self.adapter.text_model
         T1 = st.logits.shape[0]
         full_stack = text.layers
         text.layers = nn.ModuleList(list(full_stack)[K:])
         try:
-            with torch.no_grad(), attention.truncated(trunc):
+            with torch.no_grad(), attention.truncated(trunc), attention.recording_kv() as kv:
                 out = text(
                     inputs_embeds=st.hidden[K],
                     attention_mask=torch.ones_like(st.input_ids),
@@ -416,7 +425,8 @@ class LocalEngine:
                 )
         finally:
             text.layers = full_stack
-        return self.adapter.lm_head(out.last_hidden_state[0, -T1:]).float()
+        kv = {i: st.kv[i] if i < K else kv[i] for i in range(self.adapter.num_layers)}
+        return self.adapter.lm_head(out.last_hidden_state[0, -T1:]).float(), kv
 
     def _compare(self, a: Analysis, logits: torch.Tensor) -> tuple[float, int | None, int | None]:
         """(baseline log-prob, first index where greedy departs from the baseline, its token)."""
@@ -446,7 +456,7 @@ class LocalEngine:
         Greedy decoding agrees with the teacher-forced baseline up to the first token where the
         argmax differs; only from there on does it need real cached decoding (with the mask).
         """
-        logits = self._logits_from_layer(st, trunc)
+        logits, kv = self._logits_from_layer(st, trunc)
         logprob, j, token = self._compare(a, logits)
         b = list(a.answer_token_ids)
         if j is None:
@@ -460,6 +470,13 @@ class LocalEngine:
             return b[:j], logprob, False
         budget = a.max_new_tokens - len(ids)
         if budget > 0:
+            # Everything before the departing token is already in `kv` (baseline below K, the
+            # truncated pass from K on), so decoding continues from there with no prefill.
+            n = st.prompt_ids.shape[1] + j
+            cache = DynamicCache(
+                ddp_cache_data=[(k[:, :, :n], v[:, :, :n]) for k, v in (kv[i] for i in sorted(kv))],
+                config=self.adapter.text_config,
+            )
             prefix = torch.cat([st.prompt_ids, torch.tensor([ids], device=self.device)], dim=1)
 
             def on_ids(new: list[int]) -> None:
@@ -467,7 +484,7 @@ class LocalEngine:
                     on_token(self._decode(ids + self._split_eos(new)[0]))
 
             with attention.truncated(trunc):
-                more = self._generate(prefix, st.pixel_inputs, budget, on_ids, cancel)
+                more = self._generate(prefix, {}, budget, on_ids, cancel, cache=cache)
             ids = ids + more
         ids, _ = self._split_eos(ids)
         return ids, logprob, False
