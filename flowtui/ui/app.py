@@ -55,22 +55,106 @@ from flowtui.ui.widgets.truncation_panel import TruncationPanel
 EngineFactory = Callable[[ProgressFn], Engine]
 
 KEY_BINDINGS: list[Binding] = [
-    Binding("left,h", "layer(-1)", "Layer ◀", key_display="←", id="layer.prev"),
-    Binding("right,l", "layer(1)", "Layer ▶", key_display="→", id="layer.next"),
-    Binding("home", "layer_edge(0)", "First layer", show=False, id="layer.first"),
-    Binding("end", "layer_edge(1)", "Last layer", show=False, id="layer.last"),
-    Binding("left_square_bracket", "threshold(-1)", "Thr −", key_display="[", id="cam.threshold-down"),
-    Binding("right_square_bracket", "threshold(1)", "Thr +", key_display="]", id="cam.threshold-up"),
-    Binding("c", "cycle_colormap", "Colormap", id="cam.colormap"),
-    Binding("o", "cycle_mode", "Mode", id="cam.mode"),
-    Binding("g", "toggle_heads", "Heads", id="flow.heads"),
-    Binding("t", "focus_truncation", "Truncate", id="truncation.focus"),
-    Binding("s", "sweep", "Sweep", id="truncation.sweep"),
-    Binding("x", "cancel", "Cancel run", show=False, id="engine.cancel"),
-    Binding("e", "export", "Export", id="export.snapshot"),
-    Binding("p", "export_pngs", "Export PNGs", show=False, id="export.pngs"),
-    Binding("question_mark", "help", "Help", key_display="?", id="app.help"),
-    Binding("q", "quit", "Quit", id="app.quit"),
+    Binding(
+        "left,h",
+        "layer(-1)",
+        "Layer ◀",
+        key_display="←",
+        id="layer.prev",
+        tooltip="Previous layer (every panel follows)",
+    ),
+    Binding(
+        "right,l",
+        "layer(1)",
+        "Layer ▶",
+        key_display="→",
+        id="layer.next",
+        tooltip="Next layer (every panel follows)",
+    ),
+    Binding(
+        "home", "layer_edge(0)", "First layer", show=False, id="layer.first", tooltip="First layer"
+    ),
+    Binding(
+        "end", "layer_edge(1)", "Last layer", show=False, id="layer.last", tooltip="Last layer"
+    ),
+    Binding(
+        "left_square_bracket",
+        "threshold(-1)",
+        "Thr −",
+        key_display="[",
+        id="cam.threshold-down",
+        tooltip="CAM threshold down by 0.05",
+    ),
+    Binding(
+        "right_square_bracket",
+        "threshold(1)",
+        "Thr +",
+        key_display="]",
+        id="cam.threshold-up",
+        tooltip="CAM threshold up by 0.05",
+    ),
+    Binding(
+        "c",
+        "cycle_colormap",
+        "Colormap",
+        id="cam.colormap",
+        tooltip="Cycle colormap: viridis, jet (as in the paper), magma, grey",
+    ),
+    Binding(
+        "o",
+        "cycle_mode",
+        "Mode",
+        id="cam.mode",
+        tooltip="Cycle display: overlay, heatmap only, image only",
+    ),
+    Binding(
+        "g",
+        "toggle_heads",
+        "Heads",
+        id="flow.heads",
+        tooltip="Per-head shares of the current layer",
+    ),
+    Binding(
+        "t",
+        "focus_truncation",
+        "Truncate",
+        id="truncation.focus",
+        tooltip="Focus the truncation panel (Enter runs at K)",
+    ),
+    Binding(
+        "s",
+        "sweep",
+        "Sweep",
+        id="truncation.sweep",
+        tooltip="Sweep K = 0..L and find the cliff layer",
+    ),
+    Binding(
+        "x",
+        "cancel",
+        "Cancel run",
+        show=False,
+        id="engine.cancel",
+        tooltip="Cancel the running sweep or truncation",
+    ),
+    Binding(
+        "e",
+        "export",
+        "Export",
+        id="export.snapshot",
+        tooltip="Export a .flowtui snapshot (with the screen as SVG)",
+    ),
+    Binding(
+        "p",
+        "export_pngs",
+        "Export PNGs",
+        show=False,
+        id="export.pngs",
+        tooltip="Export every layer's CAM overlay as PNG",
+    ),
+    Binding(
+        "question_mark", "help", "Help", key_display="?", id="app.help", tooltip="Show all keys"
+    ),
+    Binding("q", "quit", "Quit", id="app.quit", tooltip="Quit at once, even mid-run"),
 ]
 
 HELP_NOTES = (
@@ -166,7 +250,9 @@ class FlowtuiApp(App[int]):
         for t in load_themes(self._theme_errors):
             self.register_theme(t)
         self._wanted_theme = theme or DEFAULT_THEME
-        self.theme = self._wanted_theme if self._wanted_theme in self.available_themes else DEFAULT_THEME
+        self.theme = (
+            self._wanted_theme if self._wanted_theme in self.available_themes else DEFAULT_THEME
+        )
 
     # --- layout ---------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -206,12 +292,17 @@ class FlowtuiApp(App[int]):
         asyncio.get_running_loop().set_default_executor(_DaemonExecutor())
         self._apply_size_classes()
         if self._wanted_theme not in self.available_themes:
-            self.notify(f"unknown theme {self._wanted_theme!r}; using {DEFAULT_THEME}", severity="warning")
+            self.notify(
+                f"unknown theme {self._wanted_theme!r}; using {DEFAULT_THEME}", severity="warning"
+            )
         for err in self._theme_errors:
             self.notify(err, severity="warning")
         if self._initial_analysis is not None:
             self._show_analysis(self._initial_analysis)
-            self.status.set_activity(f"opened {Path(self.snapshot_path).name}" if self.snapshot_path else "ready", "ready")
+            self.status.set_activity(
+                f"opened {Path(self.snapshot_path).name}" if self.snapshot_path else "ready",
+                "ready",
+            )
             if self.engine_factory is None:
                 self.truncation_panel.set_enabled(
                     False,
@@ -222,7 +313,13 @@ class FlowtuiApp(App[int]):
             self.answer_panel.set_pending(self.question, "loading model…")
             self.image_panel.set_message("loading model…")
             self._preview_worker(self.image_path)
-            self._start("analyze", self._analyze_worker, self.image_path, self.question or "", self.max_new_tokens)
+            self._start(
+                "analyze",
+                self._analyze_worker,
+                self.image_path,
+                self.question or "",
+                self.max_new_tokens,
+            )
         else:
             self.image_panel.set_message("nothing to show: give an image and a question")
             self.status.set_activity("idle", "ready")
@@ -309,7 +406,9 @@ class FlowtuiApp(App[int]):
         for b in KEY_BINDINGS:
             if b.id != "app.quit":
                 key = b.key_display or b.key
-                yield SystemCommand(b.description, f"{key} · {b.id}", partial(self.run_action, b.action))
+                yield SystemCommand(
+                    b.description, f"{key} · {b.tooltip}", partial(self.run_action, b.action)
+                )
 
     # --- engine work -----------------------------------------------------------------------
     def _start(self, task: str, worker: Callable[..., Worker], *args) -> bool:
@@ -337,7 +436,12 @@ class FlowtuiApp(App[int]):
     def on_truncation_requested(self, message: TruncationRequested) -> None:
         message.stop()
         if self._can_rerun() and self._start(
-            "truncation", self._truncate_worker, self.analysis, message.layer, message.strategy, message.keep
+            "truncation",
+            self._truncate_worker,
+            self.analysis,
+            message.layer,
+            message.strategy,
+            message.keep,
         ):
             self.truncation_panel.show_running(message.layer, message.strategy, message.keep)
 
@@ -370,7 +474,9 @@ class FlowtuiApp(App[int]):
         if self.engine is None:
             assert self.engine_factory is not None
             self.engine = self.engine_factory(self._progress_fn("load", cancel))
-            self.post_message(EngineReady(getattr(getattr(self.engine, "info", None), "name", "model")))
+            self.post_message(
+                EngineReady(getattr(getattr(self.engine, "info", None), "name", "model"))
+            )
         return self.engine
 
     @work(thread=True, exit_on_error=False, group="preview")
@@ -385,17 +491,27 @@ class FlowtuiApp(App[int]):
             pass
 
     @work(thread=True, exit_on_error=False, group="engine")
-    def _analyze_worker(self, image: str, question: str, max_new_tokens: int, cancel: threading.Event) -> None:
+    def _analyze_worker(
+        self, image: str, question: str, max_new_tokens: int, cancel: threading.Event
+    ) -> None:
         with self._guard("analysis"):
             engine = self._ensure_engine(cancel)
             analysis = engine.analyze(
-                image, question, max_new_tokens=max_new_tokens, progress=self._progress_fn("analysis", cancel)
+                image,
+                question,
+                max_new_tokens=max_new_tokens,
+                progress=self._progress_fn("analysis", cancel),
             )
             self.post_message(AnalysisReady(analysis))
 
     @work(thread=True, exit_on_error=False, group="engine")
     def _truncate_worker(
-        self, analysis: Analysis, layer: int, strategy: str, keep: int | None, cancel: threading.Event
+        self,
+        analysis: Analysis,
+        layer: int,
+        strategy: str,
+        keep: int | None,
+        cancel: threading.Event,
     ) -> None:
         def on_token(text: str) -> None:
             if cancel.is_set():
@@ -419,7 +535,9 @@ class FlowtuiApp(App[int]):
     def _sweep_worker(self, analysis: Analysis, cancel: threading.Event) -> None:
         with self._guard("sweep"):
             engine = self._ensure_engine(cancel)
-            sweep = engine.sweep(analysis, progress=self._progress_fn("sweep", cancel), cancel=cancel.is_set)
+            sweep = engine.sweep(
+                analysis, progress=self._progress_fn("sweep", cancel), cancel=cancel.is_set
+            )
             self.post_message(SweepDone(sweep))
 
     # --- messages from workers (main thread) -----------------------------------------------
@@ -460,13 +578,18 @@ class FlowtuiApp(App[int]):
         self.answer_panel.refresh_content()
         self.flow_panel.refresh()
         cliff = message.sweep.cliff_layer
-        self.notify(f"sweep done: cliff layer {cliff}" if cliff is not None else "sweep done: no cliff", timeout=4)
+        self.notify(
+            f"sweep done: cliff layer {cliff}" if cliff is not None else "sweep done: no cliff",
+            timeout=4,
+        )
 
     def on_work_failed(self, message: WorkFailed) -> None:
         if message.cancelled:
             self.notify(message.reason, timeout=3)
         else:
-            self.notify(message.reason, title=f"{message.task} failed", severity="error", timeout=10)
+            self.notify(
+                message.reason, title=f"{message.task} failed", severity="error", timeout=10
+            )
         if message.task == "analysis" and self.analysis is None:
             self.image_panel.set_message(f"✗ {message.reason}")
             self.answer_panel.set_pending(self.question, f"✗ {message.reason}")
@@ -497,7 +620,10 @@ class FlowtuiApp(App[int]):
             self.notify("nothing to export yet", severity="warning")
             return
         default = f"{self.stem}-{self._timestamp()}.flowtui"
-        self.push_screen(PathPrompt("Export snapshot (.flowtui, includes the screen as SVG)", default), self._export_to)
+        self.push_screen(
+            PathPrompt("Export snapshot (.flowtui, includes the screen as SVG)", default),
+            self._export_to,
+        )
 
     def _export_to(self, path: str | None) -> None:
         if not path or self.analysis is None:
@@ -519,7 +645,11 @@ class FlowtuiApp(App[int]):
             return
         default = f"{self.stem}-cam-{self._timestamp()}"
         self.push_screen(
-            PathPrompt("Export the CAM of every layer as PNGs into folder", default, "current colormap, threshold and mode · Enter saves · Esc cancels"),
+            PathPrompt(
+                "Export the CAM of every layer as PNGs into folder",
+                default,
+                "current colormap, threshold and mode · Enter saves · Esc cancels",
+            ),
             self._pngs_to,
         )
 
@@ -533,7 +663,9 @@ class FlowtuiApp(App[int]):
 
         try:
             mode = view.mode if view.mode != "image" else "overlay"
-            paths = save_cam_pngs(analysis.image, analysis.cam, folder, mode, view.threshold, view.colormap)
+            paths = save_cam_pngs(
+                analysis.image, analysis.cam, folder, mode, view.threshold, view.colormap
+            )
             self.post_message(ExportDone(f"{len(paths)} PNGs", folder))
         except Exception as exc:  # noqa: BLE001
             self.post_message(WorkFailed("export", one_line(exc)))

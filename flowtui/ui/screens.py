@@ -9,12 +9,22 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
+_KEY_NAMES = {
+    "left": "←", "right": "→", "up": "↑", "down": "↓", "home": "Home", "end": "End",
+    "left_square_bracket": "[", "right_square_bracket": "]", "question_mark": "?",
+}
+
+
+def format_keys(key: str) -> str:
+    """'left,h' -> '← / h'."""
+    return " / ".join(_KEY_NAMES.get(k.strip(), k.strip()) for k in key.split(","))
+
 
 def keys_table(bindings: list[Binding]) -> Text:
     text = Text()
     for b in bindings:
-        text.append(f"{b.key_display or b.key:>10}  ", "bold")
-        text.append(f"{b.description:<22}", "")
+        text.append(f"{format_keys(b.key):>9}  ", "bold")
+        text.append(f"{b.tooltip or b.description:<54}")
         text.append(f"{b.id or ''}\n", "dim")
     return text
 
@@ -25,7 +35,7 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close", id="help.close")]
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > VerticalScroll { width: 72; max-width: 95%; height: auto; max-height: 90%;
+    HelpScreen > VerticalScroll { width: 96; max-width: 95%; height: auto; max-height: 90%;
         border: round $primary; background: $surface; padding: 0 1; }
     HelpScreen .title { text-style: bold; color: $primary; }
     """

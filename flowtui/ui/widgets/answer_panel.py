@@ -26,7 +26,10 @@ def answer_tokens(a: Analysis) -> list[str]:
     T = len(a.answer_logprobs)
     if len(pieces) != T:  # fall back to one piece for the whole answer
         return [a.answer] if T <= 1 else [a.answer] + [""] * (T - 1)
-    return [display_token(p) for p in pieces]
+    shown = [display_token(p) for p in pieces]
+    if shown:
+        shown[0] = shown[0].lstrip(" ") or shown[0]
+    return shown
 
 
 def answer_text(a: Analysis) -> Text:

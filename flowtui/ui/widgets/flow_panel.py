@@ -10,7 +10,7 @@ from textual.widget import Widget
 
 from flowtui.engine.analysis import GROUPS, Analysis
 from flowtui.render.colormaps import apply_colormap
-from flowtui.render.sparkline import BLOCKS, spark_levels
+from flowtui.render.sparkline import BLOCKS, spark_rows
 from flowtui.ui.state import ViewState
 
 # Fixed mid-luminance hues that read on dark and light themes alike.
@@ -41,15 +41,20 @@ def axis_text(num: int, cw: int, current: int, marks: dict[int, str] | None = No
     return text
 
 
-def spark_text(values: np.ndarray, lo: float, hi: float, cw: int, color: str, current: int) -> Text:
-    levels = spark_levels(values, lo, hi)
-    text = Text()
-    for k, level in enumerate(levels.tolist()):
-        style = Style(color=color)
-        if k == current:
-            style = Style(color=color, bgcolor="grey30", bold=True)
-        text.append(BLOCKS[level] * cw if level else "·" + " " * (cw - 1), style)
-    return text
+def spark_text(values: np.ndarray, lo: float, hi: float, cw: int, color: str, current: int, height: int = 1) -> list[Text]:
+    """The sparkline rows (top first); the current layer's column gets a highlight."""
+    lines = []
+    for r, levels in enumerate(spark_rows(values, lo, hi, height)):
+        text = Text()
+        bottom = r == height - 1
+        for k, level in enumerate(levels):
+            style = Style(color=color, bgcolor="grey30" if k == current else None, bold=k == current)
+            if level:
+                text.append(BLOCKS[level] * cw, style)
+            else:
+                text.append(("·" if bottom else " ").ljust(cw), style)
+        lines.append(text)
+    return lines
 
 
 class FlowPanel(Widget):
@@ -74,6 +79,11 @@ class FlowPanel(Widget):
         self.view = view
         self.refresh(layout=heads_changed)
 
+    def spark_height(self) -> int:
+        """Taller sparklines when the terminal has the rows for them."""
+        h = self.app.size.height
+        return 3 if h >= 50 else 2 if h >= 36 else 1
+
     def render(self) -> Text:
         a = self.analysis
         if a is None:
@@ -81,20 +91,27 @@ class FlowPanel(Widget):
         width = max(10, self.content_region.width or self.size.width)
         L, layer = a.num_layers, self.view.layer
         cw = layer_columns(L, width - LABEL_WIDTH - VALUE_WIDTH)
-        hi = float(np.max(a.shares)) if a.shares.size else 1.0  # one scale for all groups
+        # One scale for all groups (min..max over every group and layer), so heights compare.
+        lo = float(np.min(a.shares)) if a.shares.size else 0.0
+        hi = float(np.max(a.shares)) if a.shares.size else 1.0
         out = Text(no_wrap=True, overflow="crop")
         out.append(f"{'layer':<{LABEL_WIDTH}}", "dim")
         marks = {a.cliff_layer: "▲"} if a.cliff_layer is not None and a.cliff_layer < L else {}
         out.append_text(axis_text(L, cw, layer, marks))
         out.append(f" {'L' + str(layer):>{VALUE_WIDTH - 1}}", "bold")
+        rows = self.spark_height()
         for g, name in enumerate(GROUPS):
             color = GROUP_COLORS[name]
-            out.append("\n")
-            out.append(f"{name:<{LABEL_WIDTH}}", Style(color=color, bold=True))
-            out.append_text(spark_text(a.shares[:, g], 0.0, hi, cw, color, layer))
-            out.append(f" {a.shares[layer, g]:>{VALUE_WIDTH - 1}.3f}", Style(color=color, bold=True))
+            lines = spark_text(a.shares[:, g], lo, hi, cw, color, layer, rows)
+            for r, line in enumerate(lines):
+                bottom = r == len(lines) - 1
+                out.append("\n")
+                out.append(f"{name if bottom else '':<{LABEL_WIDTH}}", Style(color=color, bold=True))
+                out.append_text(line)
+                if bottom:
+                    out.append(f" {a.shares[layer, g]:>{VALUE_WIDTH - 1}.3f}", Style(color=color, bold=True))
         out.append("\n")
-        note = f"scale 0–{hi:.2f} shared · Σ={a.shares[layer].sum():.3f}"
+        note = f"scale {lo:.2f}–{hi:.2f} shared · Σ={a.shares[layer].sum():.3f}"
         if a.cliff_layer is not None:
             note += f" · ▲ cliff {a.cliff_layer}"
         out.append(note, "dim")

@@ -87,16 +87,16 @@ def legend_text(view: ViewState, width: int) -> Text:
             if below:
                 r, g, b = r // 3, g // 3, b // 3
             bar.append(" ", Style(bgcolor=f"rgb({r},{g},{b})"))
-    info = Text.assemble(
-        ("0", "dim"),
-        " ",
-        (f"threshold {view.threshold:.2f}", "bold"),
-        " [ ]  ",
-        (view.colormap, "bold"),
-        " c  ",
-        (view.mode, "bold"),
-        " o",
-    )
+    if width >= 46:
+        info = Text.assemble(
+            ("0", "dim"), " ", (f"threshold {view.threshold:.2f}", "bold"), " [ ]  ",
+            (view.colormap, "bold"), " c  ", (view.mode, "bold"), " o",
+        )
+    else:  # narrow panel: the same facts, shorter
+        info = Text.assemble(
+            ("0", "dim"), " ", (f"thr {view.threshold:.2f}", "bold"), " ",
+            (view.colormap, "bold"), " ", (view.mode, "bold"),
+        )
     pad = max(1, width - info.cell_len - 1)
     info.append(" " * pad)
     info.append("1", "dim")

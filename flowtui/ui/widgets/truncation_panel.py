@@ -45,11 +45,11 @@ def run_line(run: TruncationRun, baseline: float) -> Text:
     delta = run.baseline_logprob - baseline
     line = Text(no_wrap=True, overflow="ellipsis")
     line.append(f"K={run.layer:<3}", "bold")
-    line.append(f"{strat:<11}", "dim")
+    line.append(f"{strat:<10}", "dim")
     line.append("✓ " if run.same else "✗ ", "green" if run.same else "bold red")
-    line.append(f"{run.answer!r:<14} ")
-    line.append(f"log p {run.baseline_logprob:+.2f} ", "dim")
-    line.append(f"Δ{delta:+.2f}", "red" if delta < -0.5 else "dim")
+    line.append(f"{run.answer!r:<10} ")
+    line.append(f"{run.baseline_logprob:+.2f} ", "dim")
+    line.append(f"(Δ{delta:+.2f})", "red" if delta < -0.5 else "dim")
     return line
 
 
@@ -66,12 +66,12 @@ def sweep_text(a: Analysis, width: int, current: int) -> Text:
     for k, level in enumerate(levels.tolist()):
         style = Style(color="#3d8fe0", bgcolor="grey30" if k == current else None)
         out.append(BLOCKS[max(1, level)] * cw, style)
-    out.append(f" {hi:+.1f}", "dim")
+    out.append(f" max {hi:+.1f}", "dim")
     out.append("\n")
     out.append(f"{'answer':<{LABEL_WIDTH}}", "dim")
     for k in range(n):
         out.append(("●" if same[k] else "✗").ljust(cw), "green" if same[k] else "bold red")
-    out.append(f" {lo:+.1f}", "dim")
+    out.append(f" min {lo:+.1f}", "dim")
     out.append("\n")
     out.append(f"{'K':<{LABEL_WIDTH}}", "dim")
     marks = {a.cliff_layer: "▲"} if a.cliff_layer is not None else {}
@@ -80,7 +80,7 @@ def sweep_text(a: Analysis, width: int, current: int) -> Text:
     if a.cliff_layer is not None:
         out.append("cliff layer ", "bold")
         out.append(str(a.cliff_layer), "bold red")
-        out.append(" · ● same answer as baseline · ✗ different", "dim")
+        out.append(" · ● same as baseline ✗ differs", "dim")
     else:
         out.append("no cliff: the answer differs at K = L", "dim")
     return out
@@ -100,6 +100,8 @@ class TruncationPanel(VerticalScroll):
     TruncationPanel #trunc-r { width: 7; }
     TruncationPanel #trunc-strategy { width: 14; }
     TruncationPanel #trunc-run { min-width: 7; margin-left: 1; }
+    TruncationPanel Static { text-wrap: nowrap; text-overflow: ellipsis; }
+    TruncationPanel #trunc-disabled { text-wrap: wrap; }
     TruncationPanel #trunc-live { height: auto; margin-top: 1; }
     TruncationPanel #trunc-results { height: auto; }
     TruncationPanel #trunc-disabled { height: auto; color: $warning; }
@@ -147,6 +149,8 @@ class TruncationPanel(VerticalScroll):
         self.refresh_results()
         self.refresh_sweep()
         self._sync_k()
+        if not analysis.truncations:
+            self.show_idle()
 
     def set_enabled(self, enabled: bool, reason: str = "") -> None:
         """Open mode without a model: show why reruns are unavailable."""
@@ -230,7 +234,14 @@ class TruncationPanel(VerticalScroll):
         self.refresh_results()
 
     def show_idle(self, note: str = "") -> None:
-        self.query_one("#trunc-live", Static).update(Text(note, style="dim"))
+        live = Text(no_wrap=True, overflow="ellipsis")
+        if self.analysis is not None:
+            live.append("baseline  ", "dim")
+            live.append(f"{self.analysis.answer!r}", "bold")
+            live.append(f"  log p {self._baseline():+.2f}", "dim")
+        if note:
+            live.append("\n" + note, "red")
+        self.query_one("#trunc-live", Static).update(live)
 
     def refresh_results(self) -> None:
         a = self.analysis
@@ -240,6 +251,7 @@ class TruncationPanel(VerticalScroll):
             return
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(f"runs this session ({len(a.truncations)})", "bold")
+        text.append("  answer · log p of baseline answer (Δ)", "dim")
         for run in reversed(a.truncations[-8:]):
             text.append("\n")
             text.append_text(run_line(run, self._baseline()))

@@ -1,0 +1,72 @@
+"""Write docs/screenshot.svg: the explorer's main screen, exported by the app itself.
+
+    python docs/make_screenshot.py [--fake] [--out docs/screenshot.svg]
+
+Uses the built-in toy model on a fixed toy scene (and runs a sweep so the cliff shows); with
+--fake, or when the toy weights are missing, a synthetic analysis from tests/fake_engine.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def toy_session():
+    import flowtui
+    from flowtui.toy.scenes import make_question, render_scene
+
+    scene = render_scene(np.random.default_rng(7), size=160)
+    obj = scene.objects[0]
+    engine = flowtui.load_engine(device="cpu", dtype="float32")
+    analysis = engine.analyze(np.asarray(scene.image), make_question(scene, obj.colour, obj.shape).text)
+    return analysis, (lambda progress: engine)
+
+
+def fake_session():
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fake_engine import FakeEngine, fake_factory, make_analysis
+
+    return make_analysis(num_layers=16, num_heads=8), fake_factory(FakeEngine(num_layers=16, cliff=5))
+
+
+async def shoot(out: Path, fake: bool) -> None:
+    from flowtui.toy import WEIGHTS_DIR
+    from flowtui.ui.app import FlowtuiApp
+
+    use_fake = fake or not (WEIGHTS_DIR / "config.json").exists()
+    analysis, factory = fake_session() if use_fake else toy_session()
+    app = FlowtuiApp(analysis=analysis, engine_factory=factory, snapshot_path="shapes.flowtui")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("s")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        await pilot.press("t")
+        await pilot.press(str(max(0, (analysis.cliff_layer or 2) - 1)), "enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        app.clear_notifications()
+        await pilot.press("escape", "right", "right", "g")
+        await pilot.pause(0.3)
+        svg = app.export_screenshot(title="flowtui")
+    out.write_text(svg, encoding="utf-8")
+    print(f"wrote {out} ({'synthetic analysis' if use_fake else 'toy model'})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--fake", action="store_true")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshot.svg")
+    args = ap.parse_args()
+    asyncio.run(shoot(args.out, args.fake))
+
+
+if __name__ == "__main__":
+    main()
