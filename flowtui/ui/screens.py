@@ -24,7 +24,7 @@ def keys_table(bindings: list[Binding]) -> Text:
     text = Text()
     for b in bindings:
         text.append(f"{format_keys(b.key):>9}  ", "bold")
-        text.append(f"{b.tooltip or b.description:<54}")
+        text.append(f"{b.tooltip or b.description:<62}")
         text.append(f"{b.id or ''}\n", "dim")
     return text
 

@@ -18,6 +18,7 @@ from flowtui.render.cells import CamRenderer
 from flowtui.render.colormaps import colormap_lut
 from flowtui.ui.state import ViewState
 from flowtui.ui.strips import grid_to_strips
+from flowtui.ui.widgets.text_view import TextView
 
 
 class CamView(Widget):
@@ -122,7 +123,7 @@ class ImagePanel(Vertical):
     def compose(self) -> ComposeResult:
         yield Static("loading…", id="image-message")
         yield CamView(id="image-cells")
-        yield Static(id="image-legend")
+        yield TextView(id="image-legend")
 
     @property
     def cam_view(self) -> CamView:
@@ -163,8 +164,8 @@ class ImagePanel(Vertical):
         self._update_legend()
 
     def _update_legend(self) -> None:
-        legend = self.query_one("#image-legend", Static)
-        legend.update(legend_text(self.view, self.content_region.width or 30))
+        legend = self.query_one("#image-legend", TextView)
+        legend.set_text(legend_text(self.view, self.content_region.width or 30))
 
     def on_resize(self) -> None:
         if self.analysis is not None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widgets import Static
 
 from flowtui.engine.analysis import Progress
+from flowtui.ui.widgets.text_view import TextView
 
 STAGE_LABELS = {
     "loading": "loading model",
@@ -28,7 +28,7 @@ def progress_text(p: Progress) -> str:
     return label + "…"
 
 
-class StatusLine(Static):
+class StatusLine(TextView):
     DEFAULT_CSS = """
     StatusLine { height: 1; padding: 0 1; background: $panel; color: $foreground; }
     """
@@ -57,7 +57,7 @@ class StatusLine(Static):
             left.append(" " * gap)
             left.append_text(right)
         left.truncate(max(1, width), overflow="ellipsis")
-        self.update(left)
+        self.set_text(left)
 
     def on_resize(self) -> None:
         self._redraw()

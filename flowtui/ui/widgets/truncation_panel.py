@@ -16,6 +16,7 @@ from flowtui.render.sparkline import BLOCKS, spark_levels
 from flowtui.ui.messages import TruncationRequested
 from flowtui.ui.state import ViewState
 from flowtui.ui.widgets.flow_panel import axis_text, layer_columns
+from flowtui.ui.widgets.text_view import TextView
 
 
 class DigitsInput(Input):
@@ -134,7 +135,7 @@ class TruncationPanel(VerticalScroll):
         with Horizontal(id="sweep-row"):
             yield Label("sweep K=0..L", id="sweep-label")
             yield ProgressBar(id="sweep-progress", show_eta=False)
-        yield Static(Text("no sweep yet · s runs one (x cancels)", style="dim"), id="sweep-curve")
+        yield TextView(Text("no sweep yet · s runs one (x cancels)", style="dim"), id="sweep-curve")
 
     def on_mount(self) -> None:
         self.query_one("#trunc-disabled").display = False
@@ -170,7 +171,9 @@ class TruncationPanel(VerticalScroll):
         k_input = self.query_one("#trunc-k", Input)
         k_input.placeholder = str(self.view.layer)
         follow = self.query_one("#trunc-follow", Label)
-        follow.update("follows layer" if not k_input.value else "fixed (clear to follow)")
+        text = "follows layer" if not k_input.value else "fixed (clear to follow)"
+        if str(follow.content) != text:  # a Label update relayouts the whole screen
+            follow.update(text)
 
     # --- the values the user chose --------------------------------------------------------
     def chosen(self) -> tuple[int, str, int | None]:
@@ -265,13 +268,17 @@ class TruncationPanel(VerticalScroll):
 
     def refresh_sweep(self) -> None:
         a = self.analysis
-        curve = self.query_one("#sweep-curve", Static)
+        curve = self.query_one("#sweep-curve", TextView)
         if a is None or a.sweep_logprob is None or a.sweep_same is None:
-            curve.update(Text("no sweep yet · s runs one (x cancels)", style="dim"))
+            curve.set_text(Text("no sweep yet · s runs one (x cancels)", style="dim"))
             self.query_one("#sweep-progress").display = False
             return
         L = a.num_layers
-        self.query_one("#sweep-progress", ProgressBar).display = False
-        self.query_one("#sweep-label", Label).update(f"sweep K=0..{L}")
+        bar = self.query_one("#sweep-progress", ProgressBar)
+        if bar.display:
+            bar.display = False
+        label = self.query_one("#sweep-label", Label)
+        if str(label.content) != f"sweep K=0..{L}":  # updates relayout: only when it changes
+            label.update(f"sweep K=0..{L}")
         width = max(20, self.content_region.width)
-        curve.update(sweep_text(a, width, self.view.layer))
+        curve.set_text(sweep_text(a, width, self.view.layer))
