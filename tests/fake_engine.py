@@ -151,7 +151,7 @@ class FakeEngine:
                 on_token(text)
             if progress:
                 progress(Progress("truncating", i + 1, len(answer)))
-        return TruncationRun(
+        run = TruncationRun(
             layer=layer,
             strategy=strategy,
             keep=keep,
@@ -162,6 +162,8 @@ class FakeEngine:
             same=answer == analysis.answer,
             seconds=time.perf_counter() - t0,
         )
+        analysis.truncations.append(run)  # as the real engine does: it owns the record
+        return run
 
     def sweep(self, analysis, progress=None, cancel=None) -> Sweep:
         self.calls.append("sweep")
@@ -181,12 +183,14 @@ class FakeEngine:
         if progress:
             progress(Progress("sweep", L + 1, L + 1))
         same_arr = np.array(same, dtype=bool)
-        return Sweep(
+        sweep = Sweep(
             logprob=np.array(lps, dtype=np.float32),
             same=same_arr,
             answers=answers,
             cliff_layer=cliff_layer(same_arr),
         )
+        analysis.set_sweep(sweep)
+        return sweep
 
 
 def fake_factory(engine: FakeEngine | None = None, fail: bool = False, delay: float = 0.0):

@@ -31,8 +31,10 @@ async def test_real_engine_analysis_truncation_and_sweep(engines, image_file):
         assert a is not None and a.num_layers == engine.info.num_layers
         await pilot.press("end")
         assert app.image_panel.border_title.endswith(f"{a.num_layers - 1}/{a.num_layers - 1}")
+        before = len(a.truncations)
         await pilot.press("t", "enter")  # K follows the layer: the last one
         await settle(app, pilot)
+        assert len(a.truncations) == before + 1  # recorded once, by the engine
         run = a.truncations[-1]
         assert run.layer == a.num_layers - 1
         assert np.isfinite(run.baseline_logprob)

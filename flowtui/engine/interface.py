@@ -42,11 +42,15 @@ class Engine(Protocol):
         seed: int = 0,
         on_token: TokenFn | None = None,
         progress: ProgressFn | None = None,
-    ) -> TruncationRun: ...
+    ) -> TruncationRun:
+        """Rerun with the image cut off from `layer`; appends the run to analysis.truncations."""
+        ...
 
     def sweep(
         self,
         analysis: Analysis,
         progress: ProgressFn | None = None,
         cancel: CancelFn | None = None,
-    ) -> Sweep: ...
+    ) -> Sweep:
+        """Truncate at every K = 0..L; sets the analysis' sweep fields and cliff layer."""
+        ...

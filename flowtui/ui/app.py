@@ -565,8 +565,7 @@ class FlowtuiApp(App[int]):
             self.truncation_panel.show_running(layer, strategy, keep, message.text)
 
     def on_truncation_done(self, message: TruncationDone) -> None:
-        if self.analysis is not None:
-            self.analysis.truncations.append(message.run)
+        # The engine already recorded the run on the analysis (Engine.truncate's contract).
         self.truncation_panel.show_done(message.run)
         self.notify(f"K={message.run.layer}: {message.run.answer!r}", timeout=3)
 
