@@ -77,3 +77,33 @@ def test_image_attention_is_head_mean_of_last_prompt_row(tiny_paths, analyses):
     img = a.image_positions
     ref = np.stack([A[0, :, P - 1, img].mean(0).numpy() for A in att])
     np.testing.assert_allclose(a.image_attention, ref, atol=1e-5)
+
+
+def test_visible_box_follows_center_crop(engines):
+    """A center-cropping processor (as LLaVA-1.5's) shows the model only the middle square."""
+    from transformers import CLIPImageProcessorPil
+
+    from flowtui.engine.adapters import LlavaAdapter
+
+    cropping = CLIPImageProcessorPil(size={"shortest_edge": 48}, do_center_crop=True,
+                                     crop_size={"height": 48, "width": 48})
+
+    class _P:
+        image_processor = cropping
+
+    adapter = LlavaAdapter(engines["a"].model, _P())
+    assert adapter.visible_box(300, 200) == (50, 0, 250, 200)
+    assert adapter.visible_box(100, 160) == (0, 30, 100, 130)
+    # The tiny models resize without cropping: the whole image is seen.
+    assert engines["a"].adapter.visible_box(300, 200) == (0, 0, 300, 200)
+
+
+def test_visible_image_and_box_round_trip(analyses, tmp_path):
+    import flowtui
+
+    a = analyses["a"]
+    assert a.image_box == (0, 0, 80, 64) and a.visible_image.shape == a.image.shape
+    a2 = flowtui.load_snapshot(a.save(tmp_path / "b.flowtui"))
+    assert a2.image_box == a.image_box
+    a2.image_box = (10, 4, 50, 60)
+    assert a2.visible_image.shape == (56, 40, 3)

@@ -79,6 +79,29 @@ class FamilyAdapter:
         inputs = self.processor(images=image, text=prompt, return_tensors="pt")
         return prompt, dict(inputs)
 
+    def visible_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """The region of the original image the patch grid covers, as (left, top, right, bottom).
+
+        CLIP-style processors resize the shortest edge and center-crop (LLaVA-1.5 on the hub
+        does), so a wide photo's sides never reach the model; the CAM must be drawn over the
+        crop, not the whole photo.
+        """
+        ip = getattr(self.processor, "image_processor", None)
+        if ip is None or not getattr(ip, "do_center_crop", False):
+            return 0, 0, width, height
+        def field(obj: Any, name: str) -> Any:  # transformers 5 uses SizeDict, older configs dicts
+            return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+        size, crop = getattr(ip, "size", None), getattr(ip, "crop_size", None)
+        short = field(size, "shortest_edge")
+        ch, cw = field(crop, "height"), field(crop, "width")
+        if not (short and ch and cw):
+            return 0, 0, width, height
+        scale = short / min(width, height)
+        w, h = min(width, round(cw / scale)), min(height, round(ch / scale))
+        left, top = (width - w) // 2, (height - h) // 2
+        return left, top, left + w, top + h
+
     def image_spans(self, input_ids: np.ndarray) -> list[tuple[int, int]]:
         """Runs of image-token positions, as half-open ranges."""
         is_img = input_ids == self.image_token_id

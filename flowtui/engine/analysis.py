@@ -89,7 +89,9 @@ class Analysis:
     """Everything the explorer shows for one image + question.
 
     Arrays follow DESIGN.md: shares [L,4], head_shares [L,H,4], cam [L,rows,cols] in [0,1],
-    answer_logprobs [T]. `image` is the RGB input as uint8 [H,W,3]. `groups` holds half-open
+    answer_logprobs [T]. `image` is the RGB input as uint8 [H,W,3]; `image_box` is the part of
+    it the patch grid covers (processors that center-crop drop the sides): draw the CAM over
+    `visible_image`. `groups` holds half-open
     position ranges over the teacher-forced sequence prompt + answer.
     """
 
@@ -117,6 +119,8 @@ class Analysis:
     cliff_layer: int | None = None
     created: str = ""
     flowtui_version: str = ""
+    # (left, top, right, bottom) of `image` that the model's patch grid covers; None = all of it.
+    image_box: tuple[int, int, int, int] | None = None
     # Whether the answer ended with the model's end-of-sequence token (dropped from the answer):
     # a truncated run only "equals" the baseline if it also stops there.
     ended_with_eos: bool = True
@@ -130,6 +134,14 @@ class Analysis:
     @property
     def num_heads(self) -> int:
         return int(self.head_shares.shape[1])
+
+    @property
+    def visible_image(self) -> np.ndarray:
+        """The part of the image the model saw, which the CAM grid covers exactly."""
+        if self.image_box is None:
+            return self.image
+        left, top, right, bottom = self.image_box
+        return self.image[top:bottom, left:right]
 
     @property
     def prompt_length(self) -> int:

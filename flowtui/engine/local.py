@@ -214,6 +214,7 @@ class LocalEngine:
             groups=groups,
             image_grid=rows_cols,
             image=np.asarray(pil, dtype=np.uint8),
+            image_box=self.adapter.visible_box(*pil.size),
             shares=result["head_shares"].mean(axis=1),
             head_shares=result["head_shares"],
             cam=result["cam"].reshape(L, *rows_cols),

@@ -663,7 +663,7 @@ class FlowtuiApp(App[int]):
         try:
             mode = view.mode if view.mode != "image" else "overlay"
             paths = save_cam_pngs(
-                analysis.image, analysis.cam, folder, mode, view.threshold, view.colormap
+                analysis.visible_image, analysis.cam, folder, mode, view.threshold, view.colormap
             )
             self.post_message(ExportDone(f"{len(paths)} PNGs", folder))
         except Exception as exc:  # noqa: BLE001

@@ -144,7 +144,7 @@ class ImagePanel(Vertical):
 
     def set_analysis(self, analysis: Analysis) -> None:
         self.analysis = analysis
-        self.cam_view.set_source(analysis.image, analysis.cam)
+        self.cam_view.set_source(analysis.visible_image, analysis.cam)
         self.query_one("#image-legend").display = True
         self.set_message("")
         self._sync()
