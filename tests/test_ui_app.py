@@ -102,6 +102,24 @@ async def test_head_view_toggles():
         assert app.flow_panel.size.height > h0
 
 
+async def test_per_token_view_divides_by_group_size():
+    a = make_analysis()
+    app = FlowtuiApp(analysis=a)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        before = app.flow_panel.render().plain
+        assert f"{a.shares[0, 1]:.3f}" in before
+        await pilot.press("v")
+        await pilot.pause()
+        assert app.view.per_token
+        after = app.flow_panel.render().plain
+        assert "per token" in after and after != before
+        sizes = a.group_sizes()
+        assert f"{a.shares[0, 1] / sizes[1]:.1e}" in after
+        await pilot.press("v")
+        assert not app.view.per_token
+
+
 async def test_live_mode_loads_analyzes_and_truncates(image_path):
     engine = FakeEngine(num_layers=6)
     app = FlowtuiApp(image=image_path, question="Is there a red circle?", engine_factory=fake_factory(engine))

@@ -115,6 +115,14 @@ KEY_BINDINGS: list[Binding] = [
         tooltip="Per-head shares of the current layer",
     ),
     Binding(
+        "v",
+        "toggle_per_token",
+        "Per token",
+        show=False,
+        id="flow.per-token",
+        tooltip="Shares per token (divided by group size) instead of per group",
+    ),
+    Binding(
         "t",
         "focus_truncation",
         "Truncate",
@@ -383,6 +391,9 @@ class FlowtuiApp(App[int]):
 
     def action_toggle_heads(self) -> None:
         self._set_view(show_heads=not self.view.show_heads)
+
+    def action_toggle_per_token(self) -> None:
+        self._set_view(per_token=not self.view.per_token)
 
     def action_focus_truncation(self) -> None:
         self.query_one("#trunc-k").focus()

@@ -17,3 +17,5 @@ class ViewState:
     colormap: str = COLORMAPS[0]
     mode: str = DISPLAY_MODES[0]
     show_heads: bool = False
+    # Shares divided by group size: how much each token of a group draws (a display option).
+    per_token: bool = False

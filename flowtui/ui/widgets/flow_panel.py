@@ -57,6 +57,12 @@ def spark_text(values: np.ndarray, lo: float, hi: float, cw: int, color: str, cu
     return lines
 
 
+def per_token_shares(a: Analysis) -> np.ndarray:
+    """Each group's share divided by its number of tokens ([L, 4]; an empty group gives 0)."""
+    sizes = a.group_sizes().astype(np.float64)
+    return np.where(sizes > 0, a.shares / np.maximum(sizes, 1), 0.0)
+
+
 class FlowPanel(Widget):
     """Attention shares per group and layer."""
 
@@ -90,28 +96,34 @@ class FlowPanel(Widget):
             return Text("waiting for the analysis…", style="dim")
         width = max(10, self.content_region.width or self.size.width)
         L, layer = a.num_layers, self.view.layer
-        cw = layer_columns(L, width - LABEL_WIDTH - VALUE_WIDTH)
+        values = per_token_shares(a) if self.view.per_token else a.shares
+        vw = VALUE_WIDTH + (2 if self.view.per_token else 0)
+        fmt = ".1e" if self.view.per_token else ".3f"
+        cw = layer_columns(L, width - LABEL_WIDTH - vw)
         # One scale for all groups (min..max over every group and layer), so heights compare.
-        lo = float(np.min(a.shares)) if a.shares.size else 0.0
-        hi = float(np.max(a.shares)) if a.shares.size else 1.0
+        lo = float(np.min(values)) if values.size else 0.0
+        hi = float(np.max(values)) if values.size else 1.0
         out = Text(no_wrap=True, overflow="crop")
         out.append(f"{'layer':<{LABEL_WIDTH}}", "dim")
         marks = {a.cliff_layer: "▲"} if a.cliff_layer is not None and a.cliff_layer < L else {}
         out.append_text(axis_text(L, cw, layer, marks))
-        out.append(f" {'L' + str(layer):>{VALUE_WIDTH - 1}}", "bold")
+        out.append(f" {'L' + str(layer):>{vw - 1}}", "bold")
         rows = self.spark_height()
         for g, name in enumerate(GROUPS):
             color = GROUP_COLORS[name]
-            lines = spark_text(a.shares[:, g], lo, hi, cw, color, layer, rows)
+            lines = spark_text(values[:, g], lo, hi, cw, color, layer, rows)
             for r, line in enumerate(lines):
                 bottom = r == len(lines) - 1
                 out.append("\n")
                 out.append(f"{name if bottom else '':<{LABEL_WIDTH}}", Style(color=color, bold=True))
                 out.append_text(line)
                 if bottom:
-                    out.append(f" {a.shares[layer, g]:>{VALUE_WIDTH - 1}.3f}", Style(color=color, bold=True))
+                    out.append(f" {values[layer, g]:>{vw - 1}{fmt}}", Style(color=color, bold=True))
         out.append("\n")
-        note = f"scale {lo:.2f}–{hi:.2f} shared · Σ={a.shares[layer].sum():.3f}"
+        if self.view.per_token:
+            note = f"per token (share ÷ group size) · scale {lo:.1e}–{hi:.1e} shared"
+        else:
+            note = f"scale {lo:.2f}–{hi:.2f} shared · Σ={a.shares[layer].sum():.3f}"
         if a.cliff_layer is not None:
             note += f" · ▲ cliff {a.cliff_layer}"
         out.append(note, "dim")
