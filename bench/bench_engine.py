@@ -27,6 +27,7 @@ from tiny_models import Geometry, build_tiny_llava  # noqa: E402
 
 import flowtui  # noqa: E402
 from flowtui.engine import attention  # noqa: E402
+from flowtui.engine.analysis import GROUPS  # noqa: E402
 
 DEEP = Geometry("deep", image_size=336, patch_size=14, system_prompt="you are a helpful model .",
                 num_layers=24, num_heads=4, num_kv_heads=4, hidden=128, vision_hidden=32)
@@ -100,20 +101,13 @@ def capture_overhead(engine) -> dict:
     full, P, pix = inputs_for(engine, "is there a red circle ?")
     T = full.shape[1] - P
     groups = engine._groups(full[0, :P].numpy(), T)
-    from flowtui.engine.analysis import GROUPS
-
-    onehot = torch.zeros(full.shape[1], 4)
-    for gi, g in enumerate(GROUPS):
-        for s, e in groups[g]:
-            onehot[s:e, gi] = 1
-    img = torch.cat([torch.arange(s, e) for s, e in groups["image"]])
 
     def plain():
         with torch.no_grad():
             engine.model(input_ids=full, **pix, use_cache=False, logits_to_keep=T + 1)
 
     def captured():
-        cap = attention.ShareCapture(P - 1, P - 1 + T, onehot, img)
+        cap = attention.ShareCapture.for_groups(groups, GROUPS, T)
         with torch.no_grad(), attention.capturing(cap):
             engine.model(input_ids=full, **pix, use_cache=False, logits_to_keep=T + 1)
 
@@ -152,12 +146,7 @@ with torch.no_grad():
         out = model(input_ids=full, **pix, use_cache=False, logits_to_keep=T + 1, output_attentions=True)
     elif mode == "capture":
         groups = engine._groups(full[0, :P].numpy(), T)
-        onehot = torch.zeros(full.shape[1], 4)
-        for gi, g in enumerate(GROUPS):
-            for s, e in groups[g]:
-                onehot[s:e, gi] = 1
-        img = torch.cat([torch.arange(s, e) for s, e in groups["image"]])
-        cap = attention.ShareCapture(P - 1, P - 1 + T, onehot, img)
+        cap = attention.ShareCapture.for_groups(groups, GROUPS, T)
         with attention.capturing(cap):
             out = model(input_ids=full, **pix, use_cache=False, logits_to_keep=T + 1)
     else:

@@ -35,6 +35,20 @@ class ShareCapture:
     head_shares: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [H, G]
     image_attention: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [N_img]
 
+    @classmethod
+    def for_groups(
+        cls, groups: dict[str, list[tuple[int, int]]], order: tuple[str, ...], answer_len: int
+    ) -> ShareCapture:
+        """A capture for the answer queries of `prompt + answer`, with groups as position spans."""
+        end = max(e for spans in groups.values() for _, e in spans)
+        onehot = torch.zeros(end, len(order))
+        for gi, g in enumerate(order):
+            for s, e in groups[g]:
+                onehot[s:e, gi] = 1.0
+        image = torch.cat([torch.arange(s, e) for s, e in groups["image"]])
+        prompt_len = end - answer_len
+        return cls(prompt_len - 1, prompt_len - 1 + answer_len, onehot, image)
+
 
 @dataclass
 class Truncation:

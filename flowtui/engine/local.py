@@ -280,13 +280,8 @@ class LocalEngine:
         return out.logits[0], hidden, sites, kv
 
     def _capture(self, full, P, T, pixel_inputs, groups, report) -> dict[str, Any]:
-        N = full.shape[1]
-        group_of = torch.zeros(N, len(GROUPS))
-        for gi, g in enumerate(GROUPS):
-            for s, e in groups[g]:
-                group_of[s:e, gi] = 1.0
-        img_pos = torch.cat([torch.arange(s, e) for s, e in groups["image"]])
-        cap = attention.ShareCapture(P - 1, P - 1 + T, group_of, img_pos)
+        cap = attention.ShareCapture.for_groups(groups, GROUPS, T)
+        img_pos = cap.image_positions
         with attention.capturing(cap):
             logits, hidden, sites, kv = self._forward_recording(full, T, pixel_inputs, with_cam=True)
         L = self.adapter.num_layers
@@ -360,11 +355,7 @@ class LocalEngine:
             )
         T = len(a.answer_token_ids)
         full = torch.cat([prompt_ids, torch.tensor([a.answer_token_ids], device=self.device)], 1)
-        img_pos = torch.from_numpy(a.image_positions)
-        cap = attention.ShareCapture(
-            prompt_ids.shape[1] - 1, prompt_ids.shape[1] - 1 + T,
-            torch.zeros(full.shape[1], len(GROUPS)), img_pos,
-        )
+        cap = attention.ShareCapture.for_groups(a.groups, GROUPS, T)
         with torch.no_grad(), attention.capturing(cap):
             logits, hidden, _, kv = self._forward_recording(full, T, inputs, with_cam=False)
         image_attention = torch.stack(
