@@ -1,0 +1,306 @@
+"""Train the built-in toy LVLM from a seed on CPU and save it where flowtui loads it.
+
+    python -m flowtui.toy.train [--steps N] [--seed S] [--out DIR]
+
+Recipe (see MODEL_CARD.md), in two stages:
+
+1. vision: the vision tower and projector alone learn an auxiliary per-patch objective
+   (colour and shape under each patch, predicted from the projector output). The loss is
+   foreground-weighted: background is ~90% of patches, and unweighted it drowns the shape
+   signal (shape accuracy on object patches then stays near chance for thousands of steps);
+2. joint: the whole model learns to answer ``Is there a {colour} {shape}?`` (with
+   single-attribute questions as an early curriculum), the auxiliary loss kept on, several
+   questions per image sharing one forward of the image prefix (a KV cache repeated per
+   question), AdamW with warm-up and cosine decay.
+
+The auxiliary head is a training device only: it is not saved, and only the
+LlavaForConditionalGeneration answers questions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import WEIGHTS_DIR
+from .build import GRID, NUM_IMAGE_TOKENS, build_model
+from .scenes import (
+    COLOURS,
+    SHAPES,
+    Question,
+    Scene,
+    patch_labels,
+    render_scene,
+    sample_attribute_question,
+    sample_question,
+)
+
+
+def random_size(rng: np.random.Generator) -> tuple[int, int]:
+    """Mostly square images of varied size, some not square (the processor squashes them)."""
+    side = int(rng.integers(64, 257))
+    if rng.random() < 0.75:
+        return side, side
+    aspect = float(rng.uniform(0.7, 1.4))
+    return side, max(48, int(side * aspect))
+
+
+class Batcher:
+    """Turns scenes + questions into tensors in exactly the format the processor produces."""
+
+    def __init__(self, processor) -> None:
+        self.processor = processor
+        tok = processor.tokenizer
+        conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q"}]}]
+        prompt = processor.apply_chat_template(conv, add_generation_prompt=True)
+        ids = tok(prompt, add_special_tokens=False).input_ids
+        first = ids.index(processor.image_token_id)
+        # The template puts one <image> that the processor expands to NUM_IMAGE_TOKENS.
+        self.prefix_ids = ids[: first] + [processor.image_token_id] * NUM_IMAGE_TOKENS
+        self.image_start = first
+        self.eos = tok.eos_token_id
+        self.pad = tok.pad_token_id
+        self.answer_ids = {a: tok.convert_tokens_to_ids(a) for a in ("Yes", "No")}
+        self._prompt_tail = prompt[prompt.index("<image>") + len("<image>"):]
+
+    def suffix(self, q: Question) -> list[int]:
+        """Question + assistant tag, as the processor would tokenise them."""
+        tail = self._prompt_tail.replace("Q", q.text, 1)
+        return self.processor.tokenizer(tail, add_special_tokens=False).input_ids
+
+    def pixels(self, scenes: list[Scene]) -> torch.Tensor:
+        out = self.processor.image_processor([s.image for s in scenes], return_tensors="pt")
+        return out["pixel_values"]
+
+    def make(self, scenes: list[Scene], questions: list[list[Question]]) -> dict[str, torch.Tensor]:
+        """Batch: pixels, patch labels, suffix ids [B*Q, S] right-padded, loss targets."""
+        seqs, targets, where = [], [], []
+        for qs in questions:
+            for q in qs:
+                s = self.suffix(q) + [self.answer_ids[q.answer], self.eos]
+                seqs.append(s)
+        width = max(len(s) for s in seqs)
+        suffix = torch.full((len(seqs), width), self.pad, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            suffix[i, : len(s)] = torch.tensor(s)
+            # Predict the answer at the assistant tag and EOS at the answer.
+            where.append([len(s) - 3, len(s) - 2])
+            targets.append([s[-2], s[-1]])
+        labels = [patch_labels(s, GRID) for s in scenes]
+        return {
+            "pixel_values": self.pixels(scenes),
+            "colour_labels": torch.from_numpy(np.stack([c for c, _ in labels]).reshape(len(scenes), -1)),
+            "shape_labels": torch.from_numpy(np.stack([s for _, s in labels]).reshape(len(scenes), -1)),
+            "suffix": suffix,
+            "where": torch.tensor(where),
+            "targets": torch.tensor(targets),
+        }
+
+
+def sample_batch(
+    rng: np.random.Generator, batcher: Batcher, n_images: int, n_questions: int, p_attr: float
+) -> dict[str, torch.Tensor]:
+    scenes = [render_scene(rng, size=random_size(rng)) for _ in range(n_images)]
+    questions = []
+    for sc in scenes:
+        qs = []
+        for j in range(n_questions):
+            yes = j % 2 == 0  # balanced Yes/No inside every image's question set
+            if rng.random() < p_attr:
+                qs.append(sample_attribute_question(rng, sc, yes=yes))
+            else:
+                qs.append(sample_question(rng, sc, yes=yes))
+        questions.append(qs)
+    return batcher.make(scenes, questions)
+
+
+# Background patches weigh 0.1 in the auxiliary loss, object patches 1.
+COLOUR_WEIGHTS = torch.tensor([0.1] + [1.0] * len(COLOURS))
+SHAPE_WEIGHTS = torch.tensor([0.1] + [1.0] * len(SHAPES))
+
+
+def image_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Projector output per patch, [B, 144, D]: what the language model sees."""
+    feats = model.model.get_image_features(
+        pixel_values, vision_feature_layer=-1, vision_feature_select_strategy="default"
+    ).pooler_output
+    return torch.stack(list(feats))
+
+
+def aux_losses(aux_head, feats, colour_labels, shape_labels) -> tuple[torch.Tensor, torch.Tensor]:
+    """Foreground-weighted per-patch colour + shape loss, and shape accuracy on object patches."""
+    col_logits, shp_logits = aux_head(feats)
+    loss = F.cross_entropy(
+        col_logits.flatten(0, 1), colour_labels.flatten(), weight=COLOUR_WEIGHTS
+    ) + F.cross_entropy(shp_logits.flatten(0, 1), shape_labels.flatten(), weight=SHAPE_WEIGHTS)
+    fg = shape_labels > 0
+    return loss, (shp_logits.argmax(-1)[fg] == shape_labels[fg]).float().mean()
+
+
+def pretrain_vision(model, aux_head, processor, steps: int, lr: float, seed: int, images: int = 16,
+                    log_every: int = 100) -> None:
+    """Stage 1: the vision tower and projector learn per-patch colour and shape."""
+    params = (list(model.model.vision_tower.parameters())
+              + list(model.model.multi_modal_projector.parameters()) + list(aux_head.parameters()))
+    opt = torch.optim.AdamW(params, lr=lr)
+    t0 = time.time()
+    for step in range(steps):
+        rng = np.random.default_rng([seed + 1, step])
+        scenes = [render_scene(rng, size=random_size(rng)) for _ in range(images)]
+        pixels = processor.image_processor([s.image for s in scenes], return_tensors="pt")["pixel_values"]
+        labels = [patch_labels(s, GRID) for s in scenes]
+        colours = torch.from_numpy(np.stack([c for c, _ in labels]).reshape(images, -1))
+        shapes = torch.from_numpy(np.stack([s for _, s in labels]).reshape(images, -1))
+        loss, fg_acc = aux_losses(aux_head, image_features(model, pixels), colours, shapes)
+        warm = min(1.0, (step + 1) / 50)
+        for g in opt.param_groups:
+            g["lr"] = lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % log_every == 0 or step == steps - 1:
+            print(f"vision {step:5d} aux {loss.item():.3f} object-patch shape acc "
+                  f"{fg_acc.item():.3f} t {time.time() - t0:.0f}s", flush=True)
+
+
+def forward_losses(model, aux_head, batcher: Batcher, batch: dict[str, torch.Tensor], n_questions: int):
+    """Answer loss (+ accuracy) and auxiliary per-patch loss for one batch."""
+    inner = model.model
+    feats = image_features(model, batch["pixel_values"])  # [B, 144, D]
+    b = feats.shape[0]
+    prefix = torch.tensor(batcher.prefix_ids).unsqueeze(0).expand(b, -1)
+    emb = inner.get_input_embeddings()(prefix)
+    s0 = batcher.image_start
+    emb = torch.cat([emb[:, :s0], feats, emb[:, s0 + NUM_IMAGE_TOKENS:]], dim=1)
+    lm = inner.language_model
+    out = lm(inputs_embeds=emb, use_cache=True)
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(n_questions)  # share the image prefix across questions
+    suffix = batch["suffix"]
+    p = emb.shape[1]
+    pos = torch.arange(p, p + suffix.shape[1]).unsqueeze(0).expand(suffix.shape[0], -1)
+    hidden = lm(input_ids=suffix, past_key_values=cache, position_ids=pos, use_cache=True).last_hidden_state
+    rows = torch.arange(suffix.shape[0]).unsqueeze(1)
+    h = hidden[rows, batch["where"]]  # [BQ, 2, D]
+    logits = model.lm_head(h)
+    tgt = batch["targets"]
+    answer_loss = F.cross_entropy(logits[:, 0], tgt[:, 0])
+    eos_loss = F.cross_entropy(logits[:, 1], tgt[:, 1])
+    acc = (logits[:, 0].argmax(-1) == tgt[:, 0]).float().mean()
+
+    aux_loss, aux_acc = aux_losses(aux_head, feats, batch["colour_labels"], batch["shape_labels"])
+    return answer_loss, eos_loss, aux_loss, acc, aux_acc
+
+
+class AuxHead(torch.nn.Module):
+    """Per-patch colour/shape classifier on the projector output (training only)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.colour = torch.nn.Linear(dim, 1 + len(COLOURS))
+        self.shape = torch.nn.Linear(dim, 1 + len(SHAPES))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.colour(x), self.shape(x)
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vision-steps", type=int, default=1500, help="stage 1 steps")
+    ap.add_argument("--vision-lr", type=float, default=2e-3)
+    ap.add_argument("--steps", type=int, default=2200, help="stage 2 (joint) steps")
+    ap.add_argument("--images", type=int, default=16, help="images per batch")
+    ap.add_argument("--questions", type=int, default=12, help="questions per image")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--aux-weight", type=float, default=0.5)
+    ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    ap.add_argument("--ckpt", type=Path, default=Path("/tmp/flowtui-toy-ckpt.pt"))
+    ap.add_argument("--ckpt-every", type=int, default=100)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--log-every", type=int, default=10)
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    model, processor = build_model(seed=args.seed)
+    model.train()
+    aux_head = AuxHead(model.config.text_config.hidden_size)
+    params = list(model.parameters()) + list(aux_head.parameters())
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr, betas=(0.9, 0.98),
+    )
+    batcher = Batcher(processor)
+    start = 0
+    t_start = time.time()
+    # One generator per step, derived from (seed, step): a resumed run sees the same data.
+    if args.resume and args.ckpt.exists():
+        state = torch.load(args.ckpt, weights_only=False)
+        model.load_state_dict(state["model"])
+        aux_head.load_state_dict(state["aux"])
+        opt.load_state_dict(state["opt"])
+        torch.set_rng_state(state["torch_rng"])
+        start = state["step"]
+        print(f"resumed from step {start}", flush=True)
+    else:
+        pretrain_vision(model, aux_head, processor, args.vision_steps, args.vision_lr, args.seed)
+
+    t0 = time.time()
+    ema = None
+    for step in range(start, args.steps):
+        rng = np.random.default_rng([args.seed + 2, step])
+        # Curriculum: single-attribute questions dominate early, then taper off.
+        p_attr = max(0.1, 0.5 * (1 - step / (0.3 * args.steps)))
+        batch = sample_batch(rng, batcher, args.images, args.questions, p_attr)
+        lr = lr_at(step, args.steps, args.lr, args.warmup)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        ans, eos, aux, acc, aux_acc = forward_losses(model, aux_head, batcher, batch, args.questions)
+        loss = ans + 0.2 * eos + args.aux_weight * aux
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema = acc.item() if ema is None else 0.9 * ema + 0.1 * acc.item()
+        if step % args.log_every == 0 or step == args.steps - 1:
+            print(
+                f"step {step:5d} lr {lr:.2e} loss {loss.item():.3f} ans {ans.item():.3f} "
+                f"eos {eos.item():.3f} aux {aux.item():.3f} acc {acc.item():.3f} ema {ema:.3f} "
+                f"object-patch shape acc {aux_acc.item():.3f} p_attr {p_attr:.2f} t {time.time() - t0:.0f}s",
+                flush=True,
+            )
+        if (step + 1) % args.ckpt_every == 0 or step == args.steps - 1:
+            torch.save(
+                {"model": model.state_dict(), "aux": aux_head.state_dict(), "opt": opt.state_dict(),
+                 "torch_rng": torch.get_rng_state(), "step": step + 1},
+                args.ckpt,
+            )
+    elapsed = time.time() - t_start
+    model.eval()
+    args.out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(args.out)
+    processor.save_pretrained(args.out)
+    print(f"trained in {elapsed / 60:.1f} min; saved to {args.out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
