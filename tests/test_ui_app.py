@@ -148,6 +148,13 @@ async def test_live_mode_loads_analyzes_and_truncates(image_path):
         assert engine.calls[-1] == "truncate:4:top:5"
         assert len(app.analysis.truncations) == 3
         assert "runs this session (3)" in app.query_one("#trunc-results").render().plain
+        # K past the last layer is refused with a notification, not clamped into a run.
+        app.query_one("#trunc-k").value = "99"
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert len(app.analysis.truncations) == 3
+        assert any("K must be 0..6" in n.message for n in app._notifications)
+        app.query_one("#trunc-k").value = "4"
         await pilot.press("escape")
         assert app.focused is None
         await pilot.press("right")

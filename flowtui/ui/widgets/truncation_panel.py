@@ -190,6 +190,12 @@ class TruncationPanel(VerticalScroll):
         return layer, strategy, keep
 
     def request_run(self) -> None:
+        k_text = self.query_one("#trunc-k", Input).value.strip()
+        if self.analysis is not None and k_text and int(k_text) > self.analysis.num_layers:
+            L = self.analysis.num_layers
+            self.app.notify(f"K must be 0..{L} (K = {L} leaves the model untouched)",
+                            severity="warning")
+            return
         layer, strategy, keep = self.chosen()
         self.post_message(TruncationRequested(layer, strategy, keep))
 
