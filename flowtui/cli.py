@@ -38,6 +38,11 @@ exit codes: 0 ok, 2 bad input (one line on stderr), 130 interrupted.
 """
 
 
+THEME_HELP = ("explorer theme: flowtui-dark (default), flowtui-light, flowtui-high-contrast, "
+              "any Textual theme (nord, gruvbox, ...), or your own JSON/TOML file in "
+              "$XDG_CONFIG_HOME/flowtui/themes/ (~/.config/flowtui/themes/)")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line, like every other flowtui error."""
 
@@ -93,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest answer to generate (default: 32)")
     _add_model_options(p)
     ui = p.add_argument_group("explorer")
-    ui.add_argument("--theme", default=None, help="explorer theme (see the README for the list)")
+    ui.add_argument("--theme", default=None, help=THEME_HELP)
     h = p.add_argument_group("headless (no UI: analyze, write a snapshot, print a summary)")
     h.add_argument("--headless", action="store_true", help="run without the explorer")
     h.add_argument("--out", "-o", metavar="FILE", default=None,
@@ -115,7 +120,7 @@ def build_open_parser() -> argparse.ArgumentParser:
                 "No model is needed; pass --model to enable truncation reruns.")
     p.add_argument("snapshot", help="a .flowtui file")
     _add_model_options(p)
-    p.add_argument("--theme", default=None, help="explorer theme")
+    p.add_argument("--theme", default=None, help=THEME_HELP)
     p.add_argument("--summary", action="store_true",
                    help="print the snapshot's summary instead of opening the explorer")
     return p
