@@ -79,6 +79,8 @@ def test_bad_question_and_options(tiny_paths, image_file, tmp_path, capsys):
     _bad([str(image_file), "q?", *m, "--out", str(tmp_path / "no" / "x.flowtui")], capsys,
          "does not exist")
     _bad([str(image_file)], capsys, "required")
+    _bad([str(image_file), "q?", "--model", str(tiny_paths["a"]), "--theme", "nope"], capsys,
+         "unknown theme 'nope'; available: flowtui-dark")
 
 
 def test_bad_models(image_file, tmp_path, capsys, monkeypatch):
