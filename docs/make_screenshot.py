@@ -13,19 +13,15 @@ import asyncio
 import sys
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def toy_session():
+    """The README's own example: the first sample scene and its question."""
     import flowtui
-    from flowtui.toy.scenes import make_question, render_scene
 
-    scene = render_scene(np.random.default_rng(7), size=160)
-    obj = scene.objects[0]
     engine = flowtui.load_engine(device="cpu", dtype="float32")
-    analysis = engine.analyze(np.asarray(scene.image), make_question(scene, obj.colour, obj.shape).text)
+    analysis = engine.analyze(ROOT / "sample_images" / "toy_scene_1.png", "Is there a red circle?")
     return analysis, (lambda progress: engine)
 
 
@@ -42,7 +38,7 @@ async def shoot(out: Path, fake: bool) -> None:
 
     use_fake = fake or not (WEIGHTS_DIR / "config.json").exists()
     analysis, factory = fake_session() if use_fake else toy_session()
-    app = FlowtuiApp(analysis=analysis, engine_factory=factory, snapshot_path="shapes.flowtui")
+    app = FlowtuiApp(analysis=analysis, engine_factory=factory, snapshot_path="toy_scene_1.flowtui")
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         await pilot.press("s")
