@@ -1,14 +1,10 @@
-"""The explorer on real engines: a tiny random LLaVA (always) and the trained toy (when shipped)."""
+"""The explorer on real engines: a tiny random LLaVA and the shipped, trained toy model."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from flowtui.toy import WEIGHTS_DIR
 from flowtui.ui.app import FlowtuiApp
-
-HAS_TOY = (WEIGHTS_DIR / "config.json").exists()
 
 
 async def settle(app, pilot) -> None:
@@ -44,7 +40,6 @@ async def test_real_engine_analysis_truncation_and_sweep(engines, image_file):
         assert app.is_running and app.status.kind == "ready"
 
 
-@pytest.mark.skipif(not HAS_TOY, reason="toy weights not built yet (flowtui/toy/weights)")
 def test_main_screen_toy(snap_compare):
     import flowtui
     from flowtui.toy.scenes import make_question, render_scene
@@ -62,7 +57,6 @@ def test_main_screen_toy(snap_compare):
     assert snap_compare(app, terminal_size=(120, 40), press=["right", "right"])
 
 
-@pytest.mark.skipif(not HAS_TOY, reason="toy weights not built yet (flowtui/toy/weights)")
 async def test_toy_truncation_in_the_app(tmp_path):
     import flowtui
     from flowtui.toy.scenes import make_question, render_scene
