@@ -82,9 +82,9 @@ def _chat_template(system_prompt: str) -> str:
     )
 
 
-def build_tiny_llava(path: Path, geometry: str = "a", seed: int = 0) -> Path:
+def build_tiny_llava(path: Path, geometry: str | Geometry = "a", seed: int = 0) -> Path:
     """Build, save and return the folder of a tiny random LLaVA with its processor."""
-    g = GEOMETRIES[geometry]
+    g = GEOMETRIES[geometry] if isinstance(geometry, str) else geometry
     tokenizer = _tokenizer()
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     vision = CLIPVisionConfig(

@@ -218,13 +218,17 @@ class TruncationPanel(VerticalScroll):
     def _baseline(self) -> float:
         return float(np.sum(self.analysis.answer_logprobs)) if self.analysis is not None else 0.0
 
-    def show_running(self, layer: int, strategy: str, keep: int | None, text: str = "") -> None:
-        a = self.analysis
+    def _baseline_line(self) -> Text:
+        """The first line of the live view: the baseline answer and its log-prob."""
         live = Text(no_wrap=True, overflow="ellipsis")
-        if a is not None:
+        if self.analysis is not None:
             live.append("baseline  ", "dim")
-            live.append(f"{a.answer!r}", "bold")
+            live.append(f"{self.analysis.answer!r}", "bold")
             live.append(f"  log p {self._baseline():+.2f}\n", "dim")
+        return live
+
+    def show_running(self, layer: int, strategy: str, keep: int | None, text: str = "") -> None:
+        live = self._baseline_line()
         strat = strategy if keep is None else f"{strategy}-{keep}"
         live.append(f"K={layer} {strat}  ", "bold")
         live.append(repr(text) if text else "…", "italic")
@@ -232,12 +236,7 @@ class TruncationPanel(VerticalScroll):
         self.query_one("#trunc-live", Static).update(live)
 
     def show_done(self, run: TruncationRun) -> None:
-        a = self.analysis
-        live = Text(no_wrap=True, overflow="ellipsis")
-        if a is not None:
-            live.append("baseline  ", "dim")
-            live.append(f"{a.answer!r}", "bold")
-            live.append(f"  log p {self._baseline():+.2f}\n", "dim")
+        live = self._baseline_line()
         live.append_text(run_line(run, self._baseline()))
         self.query_one("#trunc-live", Static).update(live)
         self.refresh_results()
