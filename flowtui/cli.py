@@ -68,24 +68,23 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="allow a model's own Python code from its folder (only if you trust it)")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _int_at_least(minimum: int, what: str, bound_message: str):
+    """An argparse type: an integer >= minimum, with a one-line message otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{bound_message}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _layer(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a layer number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a layer number is >= 0, got {text!r}")
-    return value
+_positive_int = _int_at_least(1, "a positive integer", "expected a positive integer")
+_layer = _int_at_least(0, "a layer number", "a layer number is >= 0")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,11 +206,9 @@ def _engine_factory(args):
 
 
 def _run_headless(args) -> int:
-    from flowtui.engine.images import load_image
-
+    # The image was already checked by _validate_live, before any model time is spent.
     out = Path(args.out) if args.out else default_snapshot_path(args.image)
     _check_out(out)
-    load_image(args.image)  # fail on a bad image before spending time on the model
     progress = _StderrProgress()
     engine = _engine_factory(args)(progress)
     from flowtui.engine.errors import InputError

@@ -328,8 +328,9 @@ class LocalEngine:
         return h.hexdigest()
 
     def _remember(self, a: Analysis, state: _State) -> None:
-        self._states[self._key(a)] = state
-        self._states.move_to_end(self._key(a))
+        key = self._key(a)  # hashes the whole image: once
+        self._states[key] = state
+        self._states.move_to_end(key)
         while len(self._states) > self._max_states:
             self._states.popitem(last=False)
 

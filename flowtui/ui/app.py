@@ -254,6 +254,7 @@ class FlowtuiApp(App[int]):
         self.engine: Engine | None = None
         self.busy: str | None = None
         self._cancel = threading.Event()
+        self._failed: WorkFailed | None = None  # the last job's failure, until it finishes
         self._theme_errors: list[str] = []
         for t in load_themes(self._theme_errors):
             self.register_theme(t)
@@ -610,9 +611,9 @@ class FlowtuiApp(App[int]):
 
     def on_work_finished(self, message: WorkFinished) -> None:
         self.busy = None
-        if self.status.kind == "busy" and not getattr(self, "_failed", None):
+        if self.status.kind == "busy" and self._failed is None:
             self.status.set_activity("ready", "ready")
-        elif getattr(self, "_failed", None) and self._failed.cancelled:
+        elif self._failed is not None and self._failed.cancelled:
             self.status.set_activity(self._failed.reason, "ready")
         self._failed = None
 
