@@ -2,7 +2,7 @@
 
     python -m flowtui.toy.train [--steps N] [--seed S] [--out DIR]
 
-Recipe (see MODEL_CARD.md), in two stages:
+Recipe (see MODEL_CARD.md), in three stages:
 
 1. vision: the vision tower and projector alone learn an auxiliary per-patch objective
    (colour and shape under each patch, predicted from the projector output). The loss is
@@ -11,10 +11,17 @@ Recipe (see MODEL_CARD.md), in two stages:
 2. joint: the whole model learns to answer ``Is there a {colour} {shape}?`` (with
    single-attribute questions as an early curriculum), the auxiliary loss kept on, several
    questions per image sharing one forward of the image prefix (a KV cache repeated per
-   question), AdamW with warm-up and cosine decay.
+   question), AdamW with warm-up and cosine decay. A grounding term asks the answer query's
+   attention over the image, at two middle layers, to sit on the asked object (what
+   referring-expression data teaches real LVLMs);
+3. explanation prior: a short last stage adds a CAM-alignment term: the LLaVA-CAM of shallow
+   layers, computed exactly as flowtui computes it (raw answer logit, ReLU'd gradient weights
+   averaged over image positions), should put its mass on the asked object. It needs a
+   second-order backward, hence a short stage. Without it the CAM of a model this small
+   lands on *an* object, not the asked one (see MODEL_CARD.md).
 
-The auxiliary head is a training device only: it is not saved, and only the
-LlavaForConditionalGeneration answers questions.
+The auxiliary head and the grounding and CAM terms are training devices only: nothing of
+them is saved, and only the LlavaForConditionalGeneration answers questions.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from .scenes import (
     SHAPES,
     Question,
     Scene,
+    mask_to_grid,
     patch_labels,
     render_scene,
     sample_attribute_question,
@@ -93,7 +101,16 @@ class Batcher:
             where.append([len(s) - 3, len(s) - 2])
             targets.append([s[-2], s[-1]])
         labels = [patch_labels(s, GRID) for s in scenes]
+        # Grounding targets: the patches the asked object covers, for colour+shape Yes questions.
+        grounded, masks = [], []
+        for i, (sc, qs) in enumerate(zip(scenes, questions, strict=True)):
+            for j, q in enumerate(qs):
+                if q.target is not None:
+                    grounded.append(i * len(qs) + j)
+                    masks.append(object_patches(sc, q))
         return {
+            "grounded": torch.tensor(grounded, dtype=torch.long),
+            "object_masks": torch.stack(masks) if masks else torch.zeros(0, NUM_IMAGE_TOKENS),
             "pixel_values": self.pixels(scenes),
             "colour_labels": torch.from_numpy(np.stack([c for c, _ in labels]).reshape(len(scenes), -1)),
             "shape_labels": torch.from_numpy(np.stack([s for _, s in labels]).reshape(len(scenes), -1)),
@@ -101,6 +118,12 @@ class Batcher:
             "where": torch.tensor(where),
             "targets": torch.tensor(targets),
         }
+
+
+def object_patches(scene: Scene, q: Question, min_cover: float = 0.25) -> torch.Tensor:
+    """[144] float mask of the patches the asked object covers (at least `min_cover`)."""
+    cover = mask_to_grid(scene.objects[q.target].mask, GRID).reshape(-1)
+    return torch.from_numpy(cover >= min_cover).float()
 
 
 def sample_batch(
@@ -117,7 +140,9 @@ def sample_batch(
             else:
                 qs.append(sample_question(rng, sc, yes=yes))
         questions.append(qs)
-    return batcher.make(scenes, questions)
+    batch = batcher.make(scenes, questions)
+    batch["scenes"] = scenes
+    return batch
 
 
 # Background patches weigh 0.1 in the auxiliary loss, object patches 1.
@@ -170,8 +195,12 @@ def pretrain_vision(model, aux_head, processor, steps: int, lr: float, seed: int
                   f"{fg_acc.item():.3f} t {time.time() - t0:.0f}s", flush=True)
 
 
-def forward_losses(model, aux_head, batcher: Batcher, batch: dict[str, torch.Tensor], n_questions: int):
-    """Answer loss (+ accuracy) and auxiliary per-patch loss for one batch."""
+def forward_losses(model, aux_head, batcher: Batcher, batch: dict[str, torch.Tensor], n_questions: int,
+                   ground_layers: tuple[int, ...] = ()):
+    """Answer, EOS, auxiliary per-patch and grounding losses (+ accuracies) for one batch.
+
+    Also returns the image-prefix embeddings, which the CAM term reuses.
+    """
     inner = model.model
     feats = image_features(model, batch["pixel_values"])  # [B, 144, D]
     b = feats.shape[0]
@@ -186,7 +215,9 @@ def forward_losses(model, aux_head, batcher: Batcher, batch: dict[str, torch.Ten
     suffix = batch["suffix"]
     p = emb.shape[1]
     pos = torch.arange(p, p + suffix.shape[1]).unsqueeze(0).expand(suffix.shape[0], -1)
-    hidden = lm(input_ids=suffix, past_key_values=cache, position_ids=pos, use_cache=True).last_hidden_state
+    out = lm(input_ids=suffix, past_key_values=cache, position_ids=pos, use_cache=True,
+             output_attentions=bool(ground_layers))
+    hidden = out.last_hidden_state
     rows = torch.arange(suffix.shape[0]).unsqueeze(1)
     h = hidden[rows, batch["where"]]  # [BQ, 2, D]
     logits = model.lm_head(h)
@@ -196,7 +227,70 @@ def forward_losses(model, aux_head, batcher: Batcher, batch: dict[str, torch.Ten
     acc = (logits[:, 0].argmax(-1) == tgt[:, 0]).float().mean()
 
     aux_loss, aux_acc = aux_losses(aux_head, feats, batch["colour_labels"], batch["shape_labels"])
-    return answer_loss, eos_loss, aux_loss, acc, aux_acc
+    ground_loss = torch.zeros(())
+    sel = batch["grounded"]
+    if ground_layers and len(sel):
+        query = batch["where"][sel, 0]  # the position that predicts the answer
+        for layer in ground_layers:
+            att = out.attentions[layer][sel].mean(1)[torch.arange(len(sel)), query]
+            on_image = att[:, s0:s0 + NUM_IMAGE_TOKENS]  # keys are absolute positions (cache first)
+            frac = (on_image * batch["object_masks"]).sum(-1) / on_image.sum(-1).clamp_min(1e-9)
+            ground_loss = ground_loss - torch.log(frac.clamp_min(1e-6)).mean() / len(ground_layers)
+    return answer_loss, eos_loss, aux_loss, ground_loss, acc, aux_acc, emb
+
+
+# Sharpness of the softmax over patches in the CAM term (maps are scaled to [-1, 1]).
+CAM_SHARPNESS = 8.0
+
+
+def cam_alignment_loss(model, batcher: Batcher, emb: torch.Tensor, questions: list[Question],
+                       masks: torch.Tensor, cam_layers: tuple[int, ...]) -> torch.Tensor:
+    """How far each layer's LLaVA-CAM is from peaking on the asked object.
+
+    One Yes question per image; the CAM is flowtui's (DESIGN.md): site = post-attention norm
+    output at the image positions, target = raw logit of the answer token, w = mean over
+    positions of ReLU(gradient). The gradient is kept in the graph (second-order backward),
+    so training shapes the gradient weights as well as the activations.
+    """
+    lm = model.model.language_model
+    s0 = batcher.image_start
+    sites: dict[int, torch.Tensor] = {}
+    hooks = [
+        lm.layers[layer].post_attention_layernorm.register_forward_hook(
+            lambda _m, _a, out, layer=layer: sites.__setitem__(layer, out))
+        for layer in cam_layers
+    ]
+    yes = batcher.answer_ids["Yes"]
+    suffixes = [batcher.suffix(q) for q in questions]
+    total = torch.zeros(())
+    try:
+        # Questions of equal length go together: no padding inside the sequence.
+        for length in sorted({len(x) for x in suffixes}):
+            idx = [i for i, x in enumerate(suffixes) if len(x) == length]
+            ids = torch.tensor([suffixes[i] for i in idx])
+            seq = torch.cat([emb[idx], model.model.get_input_embeddings()(ids)], dim=1)
+            logit = model.lm_head(lm(inputs_embeds=seq).last_hidden_state[:, -1])[:, yes].sum()
+            grads = torch.autograd.grad(logit, [sites[k] for k in cam_layers], create_graph=True)
+            for layer, g in zip(cam_layers, grads, strict=True):
+                a = sites[layer][:, s0:s0 + NUM_IMAGE_TOKENS]
+                w = torch.relu(g[:, s0:s0 + NUM_IMAGE_TOKENS]).mean(1, keepdim=True)
+                # The map before its final ReLU: a ReLU'd map can die (all zero), and then
+                # nothing would pull it back. Scaled to [-1, 1] per map.
+                z = (w * a).mean(-1)
+                z = z / z.abs().amax(-1, keepdim=True).clamp_min(1e-12)
+                on = masks[idx] > 0
+                # A sliver of an object may cover no patch enough: such a question is skipped.
+                valid = on.any(-1)
+                on = on | ~valid[:, None]
+                logits = CAM_SHARPNESS * z
+                # The object's share of a sharpened map, and its peak at the map's (positive) max.
+                share = torch.logsumexp(logits.masked_fill(~on, -torch.inf), -1) - torch.logsumexp(logits, -1)
+                peak = torch.relu(1 - z.masked_fill(~on, -torch.inf).amax(-1))
+                total = total + ((peak - share) * valid).sum()
+    finally:
+        for h in hooks:
+            h.remove()
+    return total / (len(questions) * len(cam_layers))
 
 
 class AuxHead(torch.nn.Module):
@@ -211,6 +305,10 @@ class AuxHead(torch.nn.Module):
         return self.colour(x), self.shape(x)
 
 
+def _layers(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x.strip())
+
+
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -221,14 +319,22 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--vision-steps", type=int, default=1500, help="stage 1 steps")
+    ap.add_argument("--vision-steps", type=int, default=1200, help="stage 1 steps")
     ap.add_argument("--vision-lr", type=float, default=2e-3)
-    ap.add_argument("--steps", type=int, default=2200, help="stage 2 (joint) steps")
+    ap.add_argument("--steps", type=int, default=2400, help="stage 2 (joint) steps")
+    ap.add_argument("--cam-steps", type=int, default=300, help="stage 3 (explanation prior) steps")
     ap.add_argument("--images", type=int, default=16, help="images per batch")
     ap.add_argument("--questions", type=int, default=12, help="questions per image")
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--cam-lr", type=float, default=3e-4)
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--aux-weight", type=float, default=0.5)
+    ap.add_argument("--ground-weight", type=float, default=0.3)
+    ap.add_argument("--ground-layers", type=_layers, default=(4, 5),
+                    help="layers whose answer-query attention is grounded (comma list)")
+    ap.add_argument("--cam-weight", type=float, default=0.3)
+    ap.add_argument("--cam-layers", type=_layers, default=(0, 1, 2, 3),
+                    help="layers whose CAM the stage-3 term aligns (comma list)")
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--ckpt", type=Path, default=Path("/tmp/flowtui-toy-ckpt.pt"))
     ap.add_argument("--ckpt-every", type=int, default=100)
@@ -240,6 +346,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model, processor = build_model(seed=args.seed)
+    # The grounding term reads attention probabilities, which only eager attention returns.
+    model.set_attn_implementation("eager")
     model.train()
     aux_head = AuxHead(model.config.text_config.hidden_size)
     params = list(model.parameters()) + list(aux_head.parameters())
@@ -266,36 +374,52 @@ def main(argv: list[str] | None = None) -> None:
 
     t0 = time.time()
     ema = None
-    for step in range(start, args.steps):
+    total = args.steps + args.cam_steps
+    for step in range(start, total):
         rng = np.random.default_rng([args.seed + 2, step])
         # Curriculum: single-attribute questions dominate early, then taper off.
         p_attr = max(0.1, 0.5 * (1 - step / (0.3 * args.steps)))
         batch = sample_batch(rng, batcher, args.images, args.questions, p_attr)
-        lr = lr_at(step, args.steps, args.lr, args.warmup)
+        explain = step >= args.steps  # stage 3
+        if explain:
+            lr = lr_at(step - args.steps, args.cam_steps, args.cam_lr, 20)
+        else:
+            lr = lr_at(step, args.steps, args.lr, args.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
-        ans, eos, aux, acc, aux_acc = forward_losses(model, aux_head, batcher, batch, args.questions)
-        loss = ans + 0.2 * eos + args.aux_weight * aux
+        ans, eos, aux, ground, acc, aux_acc, emb = forward_losses(
+            model, aux_head, batcher, batch, args.questions, args.ground_layers)
+        loss = ans + 0.2 * eos + args.aux_weight * aux + args.ground_weight * ground
+        cam = torch.zeros(())
+        if explain:
+            cam_rng = np.random.default_rng([args.seed + 3, step])
+            scenes = batch["scenes"]
+            qs = [sample_question(cam_rng, sc, yes=True) for sc in scenes]
+            masks = torch.stack([object_patches(sc, q) for sc, q in zip(scenes, qs, strict=True)])
+            cam = cam_alignment_loss(model, batcher, emb, qs, masks, args.cam_layers)
+            loss = loss + args.cam_weight * cam
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         ema = acc.item() if ema is None else 0.9 * ema + 0.1 * acc.item()
-        if step % args.log_every == 0 or step == args.steps - 1:
+        if step % args.log_every == 0 or step == total - 1:
             print(
-                f"step {step:5d} lr {lr:.2e} loss {loss.item():.3f} ans {ans.item():.3f} "
-                f"eos {eos.item():.3f} aux {aux.item():.3f} acc {acc.item():.3f} ema {ema:.3f} "
+                f"{'explain' if explain else 'joint'} {step:5d} lr {lr:.2e} loss {loss.item():.3f} "
+                f"ans {ans.item():.3f} eos {eos.item():.3f} aux {aux.item():.3f} "
+                f"ground {ground.item():.3f} cam {cam.item():.3f} acc {acc.item():.3f} ema {ema:.3f} "
                 f"object-patch shape acc {aux_acc.item():.3f} p_attr {p_attr:.2f} t {time.time() - t0:.0f}s",
                 flush=True,
             )
-        if (step + 1) % args.ckpt_every == 0 or step == args.steps - 1:
-            torch.save(
-                {"model": model.state_dict(), "aux": aux_head.state_dict(), "opt": opt.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "step": step + 1},
-                args.ckpt,
-            )
+        if (step + 1) % args.ckpt_every == 0 or step + 1 in (args.steps, total):
+            state = {"model": model.state_dict(), "aux": aux_head.state_dict(), "opt": opt.state_dict(),
+                     "torch_rng": torch.get_rng_state(), "step": step + 1}
+            torch.save(state, args.ckpt)
+            if step + 1 == args.steps:  # kept apart, so stage 3 can be redone with --resume
+                torch.save(state, args.ckpt.with_name(args.ckpt.stem + "-joint.pt"))
     elapsed = time.time() - t_start
     model.eval()
+    model.set_attn_implementation("sdpa")
     args.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.out)
     processor.save_pretrained(args.out)
