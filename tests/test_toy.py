@@ -1,9 +1,9 @@
 """The built-in toy model end to end: it loads offline from the package, answers from the image,
-its CAM finds the asked object far above chance, and truncating the image early destroys the
-answer.
+its CAM finds the asked object, and truncating the image early destroys the answer.
 
-The thresholds are what the shipped model does (MODEL_CARD.md), not the issue's targets where
-it falls short of them (accuracy 95%, pointing 80%): those stay open work.
+Thresholds are the project's targets (accuracy >= 95%, pointing >= 80% at the model card's best
+layer), checked on scenes neither training nor the model card used; MODEL_CARD.md has the
+numbers on 1,000 scenes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import pytest
 from flowtui.toy.evaluate import CARD_JSON, normalise, points_at
 from flowtui.toy.scenes import mask_to_grid, render_scene, sample_question
 
-N_SCENES = 48
+N_SCENES = 200  # enough that a 95% bar is not decided by one or two scenes
+N_TRUNCATED = 48
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def test_toy_is_the_default_and_loads_from_the_package(toy):
 
 def test_answers_fresh_scenes(runs):
     correct = [normalise(a.answer) == q.answer.lower() for _, q, a in runs]
-    assert np.mean(correct) >= 0.9, np.mean(correct)  # 94.1% on the card's 1,000 scenes
+    assert np.mean(correct) >= 0.95, np.mean(correct)
     for _, _, a in runs:
         assert a.image_grid[0] >= 12 and a.image_grid[1] >= 12
 
@@ -71,7 +72,7 @@ def test_question_case_and_punctuation_do_not_matter(toy, runs):
 
 def test_truncation_k0_destroys_and_kl_keeps_the_answer(toy, runs):
     at0, atL = [], []
-    for _, q, a in runs:
+    for _, q, a in runs[:N_TRUNCATED]:
         at0.append(normalise(toy.truncate(a, 0, record=False).answer) == q.answer.lower())
         full = toy.truncate(a, a.num_layers, record=False)
         atL.append(full.answer_token_ids == a.answer_token_ids)
@@ -80,15 +81,16 @@ def test_truncation_k0_destroys_and_kl_keeps_the_answer(toy, runs):
 
 
 def test_cam_at_the_cards_best_layer_points_at_the_object(runs):
-    """Far above chance (the asked object covers ~5% of the patches); the card measured 38%."""
+    """Yes questions on scenes with >= 2 objects: the CAM's maximum is on the asked object
+    (chance: the asked object covers ~5% of the patches, ~1/3 of the object patches)."""
     best = json.loads(CARD_JSON.read_text())["best_layer"]
     hits = [
         points_at(a.cam[best], mask_to_grid(scene.objects[q.target].mask, a.image_grid))
         for scene, q, a in runs
         if q.target is not None and len(scene.objects) >= 2
     ]
-    assert len(hits) >= 10
-    assert np.mean(hits) >= 0.25, np.mean(hits)
+    assert len(hits) >= 40
+    assert np.mean(hits) >= 0.8, np.mean(hits)
 
 
 def test_sample_scenes_are_answered_as_documented(toy):
@@ -105,3 +107,21 @@ def test_sample_scenes_are_answered_as_documented(toy):
     for file, _seed, question, answer in rows:
         a = toy.analyze(readme.parent / file, question, max_new_tokens=3)
         assert normalise(a.answer) == answer.lower(), (file, question, a.answer)
+
+
+def test_training_script_runs_every_stage_and_saves_a_loadable_model(tmp_path):
+    """`python -m flowtui.toy.train` end to end at a few steps per stage (the real run takes
+    ~40 minutes and is never run by tests): vision, joint with grounding, and the CAM stage,
+    then the saved folder loads through the normal path and answers."""
+    import flowtui
+    from flowtui.toy import train
+
+    out = tmp_path / "toy"
+    train.main(["--vision-steps", "2", "--steps", "2", "--cam-steps", "2", "--images", "2",
+                "--questions", "2", "--out", str(out), "--ckpt", str(tmp_path / "ckpt.pt"),
+                "--log-every", "1"])
+    engine = flowtui.load_engine(str(out), device="cpu", dtype="float32")
+    rng = np.random.default_rng(5)
+    a = engine.analyze(render_scene(rng, size=96).image, "Is there a red circle?", max_new_tokens=2)
+    assert a.num_layers == 8 and a.cam.shape == (8, 12, 12)
+    assert np.isfinite(a.shares).all()
