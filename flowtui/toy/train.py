@@ -30,6 +30,7 @@ import argparse
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -128,7 +129,8 @@ def object_patches(scene: Scene, q: Question, min_cover: float = 0.25) -> torch.
 
 def sample_batch(
     rng: np.random.Generator, batcher: Batcher, n_images: int, n_questions: int, p_attr: float
-) -> dict[str, torch.Tensor]:
+) -> dict[str, Any]:
+    """A batch of tensors as `Batcher.make` builds them, plus the scenes (for the CAM term)."""
     scenes = [render_scene(rng, size=random_size(rng)) for _ in range(n_images)]
     questions = []
     for sc in scenes:
