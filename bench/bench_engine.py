@@ -245,6 +245,7 @@ def llava7b(device: str) -> dict:
         model = LlavaForConditionalGeneration(config).to(torch.bfloat16).eval()
     model.requires_grad_(False)
     from flowtui.engine.adapters import adapter_for
+
     from flowtui.engine.analysis import ModelInfo
     from flowtui.engine.local import LocalEngine
 

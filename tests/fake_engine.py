@@ -20,6 +20,7 @@ from flowtui.engine.analysis import (
     Sweep,
     TruncationRun,
     cliff_layer,
+    grid_regions,
 )
 from flowtui.engine.errors import Cancelled, ModelLoadError
 
@@ -78,6 +79,7 @@ def make_analysis(
         cams.append(blob / blob.max())
     cam = np.asarray(cams, dtype=np.float32)
     cam[-1] = 0.0  # an all-zero map stays zero
+    image = make_image(image_size)
     return Analysis(
         model=ModelInfo("fake-lvlm", "fake", L, H, "float32", "cpu"),
         question=question,
@@ -87,12 +89,15 @@ def make_analysis(
         tokens=tokens,
         groups=groups,
         image_grid=grid,
-        image=make_image(image_size),
+        image=image,
         shares=shares,
         head_shares=head_shares,
-        cam=cam,
+        cam_tokens=cam.reshape(L, -1),
+        token_regions=grid_regions(grid[0], grid[1], (0, 0, image.shape[1], image.shape[0])),
+        token_views=np.zeros(n_img, dtype=np.int16),
         answer_logprobs=np.array([-0.05, -1.7][:T] + [-0.3] * max(0, T - 2), dtype=np.float32),
         image_attention=rng.random((L, n_img)).astype(np.float32),
+        attention_tokens=rng.random((L, n_img)).astype(np.float32),
         created="2025-01-01T00:00:00+00:00",
         flowtui_version="0.1.0",
     )

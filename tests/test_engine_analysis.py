@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from conftest import random_image
 from references import cam_per_layer_loop, shares_eager
 
@@ -50,7 +51,12 @@ def test_analysis_fields_and_logprobs(engines, analyses):
     assert a.answer_logprobs.shape == (T,) and (a.answer_logprobs <= 0).all()
     assert a.answer == engines["a"].tokenizer.decode(a.answer_token_ids, skip_special_tokens=True).strip()
     assert a.model.num_layers == 4 and a.model.num_heads == 4
-    assert a.image_attention.shape == (4, 36)
+    assert a.image_attention.shape == (4, 36) and a.attention_tokens.shape == (4, 36)
+    assert a.cam_tokens.shape == (4, 36) and a.cam.shape == (4, 6, 6)
+    assert a.views == ["image"] and a.image_grid == (6, 6)
+    assert a.token_regions.shape == (36, 4) and a.token_views.shape == (36,)
+    assert a.token_regions[0].tolist() == pytest.approx([0, 0, 80 / 6, 64 / 6])
+    assert a.cam_settings.site == "post_attention_layernorm"
     assert a.image.dtype == np.uint8 and a.image.shape == (64, 80, 3)
 
 
@@ -79,31 +85,36 @@ def test_image_attention_is_head_mean_of_last_prompt_row(tiny_paths, analyses):
     np.testing.assert_allclose(a.image_attention, ref, atol=1e-5)
 
 
-def test_visible_box_follows_center_crop(engines):
-    """A center-cropping processor (as LLaVA-1.5's) shows the model only the middle square."""
-    from transformers import CLIPImageProcessorPil
+def test_llava_regions_follow_center_crop_and_pad(engines):
+    """A centre-cropping processor (as LLaVA-1.5's on the hub) shows the model only the middle
+    square; a padding one (LlavaImageProcessor) squeezes the whole image into the square."""
+    from transformers import CLIPImageProcessorPil, LlavaImageProcessorPil
 
-    from flowtui.engine.adapters import LlavaAdapter
+    from flowtui.engine.families.llava import LlavaAdapter
+
+    def layout(ip, size):
+        class _P:
+            image_processor = ip
+
+        adapter = LlavaAdapter(engines["a"].model, _P())
+        n = 36
+        ids = torch.full((1, n + 3), adapter.image_token_id)
+        return adapter.layout(size, {"input_ids": ids[:, :n]})
 
     cropping = CLIPImageProcessorPil(size={"shortest_edge": 48}, do_center_crop=True,
                                      crop_size={"height": 48, "width": 48})
-
-    class _P:
-        image_processor = cropping
-
-    adapter = LlavaAdapter(engines["a"].model, _P())
-    assert adapter.visible_box(300, 200) == (50, 0, 250, 200)
-    assert adapter.visible_box(100, 160) == (0, 30, 100, 130)
-    # The tiny models resize without cropping: the whole image is seen.
-    assert engines["a"].adapter.visible_box(300, 200) == (0, 0, 300, 200)
-
-
-def test_visible_image_and_box_round_trip(analyses, tmp_path):
-    import flowtui
-
-    a = analyses["a"]
-    assert a.image_box == (0, 0, 80, 64) and a.visible_image.shape == a.image.shape
-    a2 = flowtui.load_snapshot(a.save(tmp_path / "b.flowtui"))
-    assert a2.image_box == a.image_box
-    a2.image_box = (10, 4, 50, 60)
-    assert a2.visible_image.shape == (56, 40, 3)
+    reg = layout(cropping, (300, 200)).regions
+    assert reg[:, 0].min() == pytest.approx(50) and reg[:, 2].max() == pytest.approx(250)
+    assert reg[:, 1].min() == pytest.approx(0) and reg[:, 3].max() == pytest.approx(200)
+    assert reg[0].tolist() == pytest.approx([50, 0, 50 + 200 / 6, 200 / 6])
+    tall = layout(cropping, (100, 160)).regions
+    # 160 px resize to int(48 * 1.6) = 76 rows (truncated, as the processor does), crop 14 off.
+    assert tall[:, 1].min() == pytest.approx(14 / 0.475) and tall[:, 3].max() == pytest.approx(62 / 0.475)
+    padding = LlavaImageProcessorPil(size={"height": 48, "width": 48}, do_pad=True,
+                                     do_center_crop=False)
+    lay = layout(padding, (300, 150))
+    # Padded to 300x300 (75 px above and below): the first row is all padding, so no region.
+    assert np.isnan(lay.regions[:6]).all() and np.isfinite(lay.regions[6:30]).all()
+    assert np.nanmin(lay.regions[:, 1]) == pytest.approx(0)
+    assert np.nanmax(lay.regions[:, 3]) == pytest.approx(150)
+    assert lay.regions[6].tolist() == pytest.approx([0, 0, 50, 25])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from flowtui.engine.analysis import grid_regions
 from flowtui.render.cells import (
     DISPLAY_MODES,
     CamRenderer,
@@ -15,6 +16,8 @@ from flowtui.render.cells import (
     cam_overlay_image,
     compose_pixels,
     fit_cells,
+    owner_map,
+    paint,
 )
 from flowtui.render.colormaps import (
     COLORMAPS,
@@ -111,10 +114,10 @@ def test_cellgrid_pairs_rows():
 
 def test_renderer_caches_and_differs_per_layer():
     img = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
-    cam = np.zeros((3, 6, 6), dtype=np.float32)
-    cam[0, 0, 0] = 1.0
-    cam[1, 5, 5] = 1.0
-    r = CamRenderer(img, cam)
+    cam = np.zeros((3, 36), dtype=np.float32)
+    cam[0, 0] = 1.0
+    cam[1, 35] = 1.0
+    r = CamRenderer(img, cam, grid_regions(6, 6, (0, 0, 96, 64)))
     cols, rows = r.fit(48, 30)
     assert (cols, rows) == (48, 16)
     a = r.cells(0, cols, rows)
@@ -136,9 +139,45 @@ def test_sparkline_shared_scale():
 
 def test_png_export(tmp_path):
     img, cam = _scene()
-    cams = np.stack([cam, cam[::-1], np.zeros_like(cam)])
-    paths = save_cam_pngs(img, cams, tmp_path / "out", colormap="jet")
+    cams = np.stack([cam, cam[::-1], np.zeros_like(cam)]).reshape(3, 64)
+    regions = grid_regions(8, 8, (0, 0, 8, 8))
+    paths = save_cam_pngs(img, cams, regions, tmp_path / "out", colormap="jet")
     assert [p.name for p in paths] == ["layer-00.png", "layer-01.png", "layer-02.png"]
     with Image.open(paths[0]) as im:
         assert im.size == (336, 336) and im.mode == "RGB"
-    assert cam_overlay_image(img, cam).shape == (336, 336, 3)
+    assert cam_overlay_image(img, cams[0], regions).shape == (336, 336, 3)
+
+
+def test_png_export_one_file_per_layer_and_view(tmp_path):
+    img = np.full((20, 40, 3), 100, np.uint8)
+    regions = np.concatenate([grid_regions(1, 2, (0, 0, 40, 20)), grid_regions(1, 1, (0, 0, 40, 20))])
+    values = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5]], np.float32)
+    paths = save_cam_pngs(img, values, regions, tmp_path, np.array([0, 0, 1]), ["tiles", "global/x"])
+    assert [p.name for p in paths] == [
+        "layer-00-tiles.png", "layer-00-global_x.png", "layer-01-tiles.png", "layer-01-global_x.png"
+    ]
+    with Image.open(paths[0]) as left_hot, Image.open(paths[2]) as right_hot:
+        a, b = np.asarray(left_hot), np.asarray(right_hot)
+    h, w = a.shape[:2]
+    assert not np.array_equal(a[:, : w // 2], b[:, : w // 2])  # the hot half moved
+
+
+def test_owner_map_paints_regions_on_the_original_image():
+    regions = np.array([[0, 0, 50, 100], [50, 0, 100, 100], [np.nan] * 4, [10, 10, 20, 20]], np.float32)
+    owner = owner_map(regions, np.array([0, 1, 2]), (100, 100), (10, 10))
+    assert (owner[:, :5] == 0).all() and (owner[:, 5:] == 1).all()  # the NaN token paints nothing
+    # Later tokens paint over earlier ones; a token outside the view paints nothing.
+    owner = owner_map(regions, np.array([0, 3]), (100, 100), (10, 10))
+    assert owner[1, 1] == 3 and owner[5, 2] == 0 and owner[5, 7] == -1
+    values = paint(np.array([0.2, 0.4, 0.6, 0.8]), owner)
+    assert values[1, 1] == pytest.approx(0.8) and np.isnan(values[5, 7])
+
+
+def test_unseen_pixels_are_dimmed_not_coloured():
+    img = np.full((4, 4, 3), 210, np.uint8)
+    cam = np.full((4, 4), np.nan, np.float32)
+    cam[:, :2] = 1.0
+    for mode in ("overlay", "heatmap"):
+        out = compose_pixels(img, cam, mode, 0.5, "grey")
+        assert out[0, 3].tolist() == [70, 70, 70]  # the model never saw it
+        assert out[0, 0].tolist() != [70, 70, 70]

@@ -27,13 +27,16 @@ def test_round_trip_keeps_everything(swept, tmp_path):
     a = swept
     path = a.save(tmp_path / "s.flowtui", screen_svg="<svg/>")
     b = flowtui.load_snapshot(path)
-    for name in ("shares", "head_shares", "cam", "answer_logprobs", "image_attention", "sweep_logprob"):
+    for name in ("shares", "head_shares", "cam", "answer_logprobs", "image_attention", "sweep_logprob",
+                 "cam_tokens", "token_regions", "attention_tokens"):
         np.testing.assert_array_equal(getattr(a, name).astype(np.float32), getattr(b, name))
+    np.testing.assert_array_equal(a.token_views, b.token_views)
+    np.testing.assert_array_equal(a.feature_positions, b.feature_positions)
     np.testing.assert_array_equal(a.sweep_same, b.sweep_same)
     np.testing.assert_array_equal(a.image, b.image)
     for name in ("question", "prompt", "answer", "answer_token_ids", "tokens", "groups",
                  "image_grid", "cliff_layer", "model", "truncations", "ended_with_eos",
-                 "max_new_tokens", "sweep_answers", "cam_settings"):
+                 "max_new_tokens", "sweep_answers", "cam_settings", "views"):
         assert getattr(a, name) == getattr(b, name), name
     with zipfile.ZipFile(path) as zf:
         m = json.loads(zf.read("manifest.json"))
@@ -41,6 +44,8 @@ def test_round_trip_keeps_everything(swept, tmp_path):
         with np.load(io.BytesIO(zf.read("arrays.npz")), allow_pickle=False) as npz:
             assert npz["shares"].dtype == np.float32 and npz["sweep_same"].dtype == bool
             assert npz["head_shares"].shape == (a.num_layers, a.num_heads, 4)
+            assert npz["cam_tokens"].shape == (a.num_layers, 36) and npz["cam"].shape == (4, 6, 6)
+            assert npz["token_regions"].dtype == np.float32 and npz["token_views"].dtype == np.int16
     assert m["format"] == "flowtui.snapshot" and m["version"] == snap.VERSION
     assert m["groups"]["image"] == [list(s) for s in a.groups["image"]]
     assert m["truncations"][-1]["strategy"] == "top" and m["truncations"][-1]["keep"] == 3
@@ -138,3 +143,37 @@ def test_write_is_atomic(swept, tmp_path, monkeypatch):
 def test_write_to_a_directory_is_refused(swept, tmp_path):
     with pytest.raises(SnapshotError, match="directory"):
         swept.save(tmp_path)
+
+
+def _as_version_1(src, dst, image_box=None):
+    """Rewrite a snapshot as flowtui 0.1 wrote it: one grid `cam`, no per-token arrays."""
+    with np.load(io.BytesIO(zipfile.ZipFile(src).read("arrays.npz"))) as npz:
+        arrays = {k: npz[k] for k in npz.files if k not in
+                  ("cam_tokens", "token_regions", "token_views", "feature_positions",
+                   "attention_tokens")}
+
+    def edit(m):
+        m["version"] = 1
+        m.pop("views")
+        m["image_box"] = image_box
+
+    _rewrite(src, dst, edit, arrays)
+
+
+def test_version_1_snapshots_open_and_show_as_before(analyses, tmp_path):
+    a = analyses["a"]
+    src = a.save(tmp_path / "v2.flowtui")
+    _as_version_1(src, tmp_path / "v1.flowtui")
+    b = flowtui.load_snapshot(tmp_path / "v1.flowtui")
+    np.testing.assert_array_equal(b.cam, a.cam)
+    np.testing.assert_allclose(b.token_regions, a.token_regions, atol=1e-4)
+    assert b.views == ["image"] and b.image_grid == (6, 6)
+    np.testing.assert_array_equal(b.feature_positions, a.image_positions)
+    # A version-1 centre crop (image_box) puts the grid over the crop, not the whole image.
+    _as_version_1(src, tmp_path / "v1crop.flowtui", image_box=[10, 0, 74, 64])
+    c = flowtui.load_snapshot(tmp_path / "v1crop.flowtui")
+    assert c.token_regions[0].tolist() == pytest.approx([10, 0, 10 + 64 / 6, 64 / 6])
+    assert c.token_regions[:, 2].max() == pytest.approx(74)
+    # ...and it can be written again, as version 2.
+    d = flowtui.load_snapshot(c.save(tmp_path / "again.flowtui"))
+    np.testing.assert_allclose(d.token_regions, c.token_regions)

@@ -50,7 +50,7 @@ def load_engine(
     quantize: None|"4bit"|"8bit" (needs bitsandbytes). Raises FlowtuiError subclasses with a
     one-line message on any problem.
     """
-    from flowtui.engine.adapters import adapter_for, supported_families
+    from flowtui.engine.families import adapter_class, adapter_for, supported_families
     from flowtui.engine.loading import (
         load_model,
         read_model_type,
@@ -64,16 +64,14 @@ def load_engine(
     placement = resolve_placement(device, dtype)
     path, name = resolve_model_path(model)
     model_type = read_model_type(path)
-    from flowtui.engine.adapters import ADAPTERS
-
-    if not any(model_type in a.model_types for a in ADAPTERS):
+    if adapter_class(model_type) is None:
         raise ModelLoadError(
             f"{name} is a {model_type!r} model, which flowtui does not support; supported: "
             f"{supported_families()}"
         )
     if progress:
         progress(Progress("loading", 0, 1, name))
-    loaded, processor = load_model(path, placement, trust_remote_code, quantize)
+    loaded, processor = load_model(path, placement, trust_remote_code, quantize, model_type)
     adapter = adapter_for(loaded, processor)
     param = next(loaded.parameters())
     info = ModelInfo(

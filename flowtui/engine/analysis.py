@@ -49,7 +49,7 @@ class ModelInfo:
 class CamSettings:
     """How the CAM was computed and how it is shown (the paper's defaults)."""
 
-    site: str = "post_attention_layernorm"
+    site: str = "post_attention_layernorm"  # the module whose output is the MLP input
     target: str = "sum of answer-token logits"
     threshold: float = 0.5
 
@@ -88,11 +88,12 @@ class Sweep:
 class Analysis:
     """Everything the explorer shows for one image + question.
 
-    Arrays follow DESIGN.md: shares [L,4], head_shares [L,H,4], cam [L,rows,cols] in [0,1],
-    answer_logprobs [T]. `image` is the RGB input as uint8 [H,W,3]; `image_box` is the part of
-    it the patch grid covers (processors that center-crop drop the sides): draw the CAM over
-    `visible_image`. `groups` holds half-open
-    position ranges over the teacher-forced sequence prompt + answer.
+    Arrays follow DESIGN.md: shares [L,4], head_shares [L,H,4], answer_logprobs [T], and per
+    feature token (the image-group positions that carry a vision feature, in sequence order):
+    `cam_tokens` [L,N] in [0,1], `token_regions` [N,4] (x0, y0, x1, y1 in pixels of the
+    original `image`, NaN where a token has no region), `token_views` [N] (index into `views`).
+    `image` is the RGB input as uint8 [H,W,3]. `groups` holds half-open position ranges over
+    the teacher-forced sequence prompt + answer.
     """
 
     model: ModelInfo
@@ -102,15 +103,24 @@ class Analysis:
     answer_token_ids: list[int]
     tokens: list[str]
     groups: dict[str, Spans]
-    image_grid: tuple[int, int]
     image: np.ndarray
     shares: np.ndarray
     head_shares: np.ndarray
-    cam: np.ndarray
     answer_logprobs: np.ndarray
-    # Head-mean attention from the last prompt position to each image token, per layer [L, N_img]:
+    cam_tokens: np.ndarray
+    token_regions: np.ndarray
+    token_views: np.ndarray
+    views: list[str] = field(default_factory=lambda: ["image"])
+    # Sequence positions of the feature tokens [N] (a subset of the image group).
+    feature_positions: np.ndarray | None = None
+    # (rows, cols) when the feature tokens are one raster grid over one view; None otherwise.
+    image_grid: tuple[int, int] | None = None
+    # Head-mean attention from the last prompt position to each feature token, per layer [L, N]:
     # what the `top` truncation strategy ranks by (FastV-style).
     image_attention: np.ndarray | None = None
+    # The answer's attention on each feature token, per layer [L, N]: mean over heads and
+    # answer queries (the second map mode beside the CAM).
+    attention_tokens: np.ndarray | None = None
     cam_settings: CamSettings = field(default_factory=CamSettings)
     truncations: list[TruncationRun] = field(default_factory=list)
     sweep_logprob: np.ndarray | None = None
@@ -119,13 +129,19 @@ class Analysis:
     cliff_layer: int | None = None
     created: str = ""
     flowtui_version: str = ""
-    # (left, top, right, bottom) of `image` that the model's patch grid covers; None = all of it.
+    # Version-1 snapshots: the part of `image` the patch grid covered (center-crop processors).
+    # Version 2 keeps this in `token_regions` instead.
     image_box: tuple[int, int, int, int] | None = None
     # Whether the answer ended with the model's end-of-sequence token (dropped from the answer):
     # a truncated run only "equals" the baseline if it also stops there.
     ended_with_eos: bool = True
     # The generation budget of the baseline; truncated reruns get the same one.
     max_new_tokens: int = 32
+
+    def __post_init__(self) -> None:
+        if self.feature_positions is None:
+            self.feature_positions = self.image_positions
+        self.feature_positions = np.asarray(self.feature_positions, dtype=np.int64)
 
     @property
     def num_layers(self) -> int:
@@ -136,12 +152,18 @@ class Analysis:
         return int(self.head_shares.shape[1])
 
     @property
-    def visible_image(self) -> np.ndarray:
-        """The part of the image the model saw, which the CAM grid covers exactly."""
-        if self.image_box is None:
-            return self.image
-        left, top, right, bottom = self.image_box
-        return self.image[top:bottom, left:right]
+    def num_features(self) -> int:
+        return int(self.cam_tokens.shape[1])
+
+    @property
+    def cam(self) -> np.ndarray | None:
+        """The CAM as [L, rows, cols] where the layout is one grid (as version 1 stored it)."""
+        if self.image_grid is None or len(self.views) != 1:
+            return None
+        rows, cols = self.image_grid
+        if rows * cols != self.num_features:
+            return None
+        return self.cam_tokens.reshape(self.num_layers, rows, cols)
 
     @property
     def prompt_length(self) -> int:
@@ -151,7 +173,11 @@ class Analysis:
     def image_positions(self) -> np.ndarray:
         return np.concatenate(
             [np.arange(s, e) for s, e in self.groups["image"]] or [np.zeros(0, dtype=np.int64)]
-        )
+        ).astype(np.int64)
+
+    def view_tokens(self, view: int) -> np.ndarray:
+        """Indices of the feature tokens that belong to view number `view`."""
+        return np.flatnonzero(np.asarray(self.token_views) == view)
 
     def group_sizes(self) -> np.ndarray:
         """Number of positions in each group, in GROUPS order (for the per-token view)."""
@@ -168,6 +194,18 @@ class Analysis:
         from flowtui.engine.snapshot import save_snapshot
 
         return save_snapshot(self, path, screen_svg=screen_svg)
+
+
+def grid_regions(
+    rows: int, cols: int, box: tuple[float, float, float, float]
+) -> np.ndarray:
+    """Regions [rows*cols, 4] of a raster grid laid over `box` = (x0, y0, x1, y1), row-major."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    xs = np.linspace(x0, x1, cols + 1, dtype=np.float64)
+    ys = np.linspace(y0, y1, rows + 1, dtype=np.float64)
+    r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    r, c = r.reshape(-1), c.reshape(-1)
+    return np.stack([xs[c], ys[r], xs[c + 1], ys[r + 1]], axis=1).astype(np.float32)
 
 
 def cliff_layer(same: np.ndarray) -> int | None:

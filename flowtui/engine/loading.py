@@ -132,11 +132,13 @@ def load_model(
     placement: Placement,
     trust_remote_code: bool = False,
     quantize: str | None = None,
+    model_type: str | None = None,
 ) -> tuple[Any, Any]:
     """Load (model, processor) from a local folder, or raise ModelLoadError with one line."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
     from flowtui.engine import attention
+    from flowtui.engine.processors import load_processor
 
     quiet_transformers()
     attention.register()
@@ -157,16 +159,22 @@ def load_model(
     elif placement.device_map:
         kwargs["device_map"] = placement.device_map
     try:
-        processor = AutoProcessor.from_pretrained(path, **{
-            k: kwargs[k] for k in ("trust_remote_code", "local_files_only")
-        })
+        processor = load_processor(path, model_type or "", trust_remote_code)
         model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    except ImportError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if "torchvision" in str(exc).lower():
+            raise ModelLoadError(
+                f"cannot load {path}: its processor needs torchvision even for images "
+                f"({first.strip()}); install torchvision where a build exists for this machine"
+            ) from None
+        raise ModelLoadError(f"cannot load {path}: {first}") from None
     except ValueError as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "trust_remote_code" in msg:
             msg = "this model needs custom code; pass --trust-remote-code if you trust it"
         raise ModelLoadError(f"cannot load {path}: {msg}") from None
-    except (OSError, KeyError, TypeError, RuntimeError, ImportError) as exc:
+    except (OSError, KeyError, TypeError, RuntimeError) as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise ModelLoadError(f"cannot load {path}: {first}") from None
     if "device_map" not in kwargs:

@@ -6,6 +6,8 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,15 +15,15 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
+from transformers import DynamicCache
 from transformers.generation.streamers import BaseStreamer
 
 from flowtui import __version__
 from flowtui.engine import attention
-from flowtui.engine.adapters import FamilyAdapter
 from flowtui.engine.analysis import (
     GROUPS,
     Analysis,
+    CamSettings,
     ModelInfo,
     Progress,
     ProgressFn,
@@ -30,6 +32,7 @@ from flowtui.engine.analysis import (
     cliff_layer,
 )
 from flowtui.engine.errors import Cancelled, FlowtuiError, InputError
+from flowtui.engine.families import FamilyAdapter, Layout
 from flowtui.engine.images import load_image
 from flowtui.engine.interface import CancelFn, ImageInput, TokenFn
 
@@ -44,13 +47,43 @@ def _noop(_: Progress) -> None:
 class _State:
     """Tensors kept for reruns of one analysis: the baseline's residual stream below every K."""
 
-    input_ids: torch.Tensor  # [1, P + T] prompt + answer
-    prompt_ids: torch.Tensor  # [1, P]
-    pixel_inputs: dict[str, torch.Tensor]
+    full: dict[str, torch.Tensor]  # teacher-forced model inputs for prompt + answer
+    prompt_len: int
+    # What the text model received in the baseline forward (masks, M-RoPE positions, DeepStack
+    # features, ...): a rerun from K gives layers K..L-1 exactly this again.
+    text_args: tuple
+    text_kwargs: dict[str, Any]
     hidden: list[torch.Tensor]  # hidden[K]: input of layer K over the full sequence, [1, P+T, D]
     logits: torch.Tensor  # [T + 1, V] float32 at the answer queries and the last position
-    image_attention: np.ndarray  # [L, N_img]
+    rank_attention: np.ndarray  # [L, N_feat] last prompt position -> feature tokens
     kv: dict[int, tuple[torch.Tensor, torch.Tensor]]  # per layer keys/values over the sequence
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return self.full["input_ids"]
+
+
+class _Skip(nn.Module):
+    """Stands in for a decoder layer below K during a rerun: its output is already known."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        for name in ("attention_type", "layer_type", "is_sliding", "sliding_window", "layer_idx"):
+            if hasattr(layer, name):
+                setattr(self, name, getattr(layer, name))
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return hidden_states
+
+
+def _detached(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.detach()
+    if isinstance(x, dict):
+        return {k: _detached(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return type(x)(_detached(v) for v in x)
+    return x
 
 
 class _Streamer(BaseStreamer):
@@ -72,15 +105,6 @@ class _Streamer(BaseStreamer):
         pass
 
 
-class _CancelCriteria(StoppingCriteria):
-    def __init__(self, cancel: CancelFn) -> None:
-        self.cancel = cancel
-
-    def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
-        stop = bool(self.cancel())
-        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
-
-
 class LocalEngine:
     """Implements flowtui.engine.interface.Engine on a model loaded in this process."""
 
@@ -89,13 +113,13 @@ class LocalEngine:
         self.processor = processor
         self.adapter = adapter
         self.info = info
-        # One model call at a time: reruns temporarily re-slice the decoder stack.
+        # One model call at a time: reruns temporarily swap decoder layers.
         self._lock = threading.RLock()
         self._states: OrderedDict[str, _State] = OrderedDict()
         self._max_states = 4
         attention.register()
-        text_config = adapter.text_config
-        text_config._attn_implementation = attention.NAME
+        # Only the language model gets flowtui's attention; the vision tower keeps its own.
+        adapter.text_config._attn_implementation = attention.NAME
         self.device = next(adapter.text_model.parameters()).device
 
     # --- helpers -----------------------------------------------------------------------------
@@ -111,42 +135,34 @@ class LocalEngine:
         dtype = next(self.model.parameters()).dtype
         out = {}
         for k, v in inputs.items():
-            v = v.to(self.device)
-            out[k] = v.to(dtype) if v.is_floating_point() else v
+            if isinstance(v, torch.Tensor):
+                v = v.to(self.device)
+                v = v.to(dtype) if v.is_floating_point() else v
+            out[k] = v
         return prompt, out
 
     def _generate(
         self,
-        input_ids: torch.Tensor,
-        pixel_inputs: dict[str, torch.Tensor],
+        inputs: dict[str, torch.Tensor],
         max_new_tokens: int,
         on_ids=None,
-        cancel: CancelFn | None = None,
-        cache: DynamicCache | None = None,
     ) -> list[int]:
+        """The model's own greedy answer, through its own generate()."""
         kwargs: dict[str, Any] = {}
-        if cache is not None:
-            kwargs["past_key_values"] = cache
         if on_ids is not None:
             kwargs["streamer"] = _Streamer(on_ids)
-        if cancel is not None:
-            kwargs["stopping_criteria"] = StoppingCriteriaList([_CancelCriteria(cancel)])
         with torch.no_grad():
             out = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                **pixel_inputs,
+                **inputs,
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 num_beams=1,
-                # The image placeholder is input-only; emitting it would corrupt the sequence.
-                suppress_tokens=[self.adapter.image_token_id],
+                # Image placeholders are input-only; emitting one would corrupt the sequence.
+                suppress_tokens=self.adapter.suppressed_token_ids,
                 pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
                 **kwargs,
             )
-        if cancel is not None and cancel():
-            raise Cancelled("cancelled")
-        return [int(t) for t in out[0, input_ids.shape[1]:].tolist()]
+        return [int(t) for t in out[0, inputs["input_ids"].shape[1]:].tolist()]
 
     def _split_eos(self, ids: list[int]) -> tuple[list[int], bool]:
         eos = self.adapter.eos_token_ids
@@ -165,6 +181,15 @@ class LocalEngine:
             "output": [(p, p + answer_len)],
         }
 
+    def _layout(self, size: tuple[int, int], inputs: dict, feats: np.ndarray) -> Layout:
+        layout = self.adapter.layout(size, inputs)
+        if len(layout) != len(feats):
+            raise FlowtuiError(
+                f"{self.adapter.family}: the layout has {len(layout)} regions for "
+                f"{len(feats)} feature tokens; this processor configuration is not supported"
+            )
+        return layout
+
     # --- analysis ----------------------------------------------------------------------------
     def analyze(
         self,
@@ -182,27 +207,25 @@ class LocalEngine:
         question = question.strip()
         with self._lock:
             prompt, inputs = self._inputs(pil, question)
-            prompt_ids = inputs.pop("input_ids")
-            inputs.pop("attention_mask", None)
-            P = prompt_ids.shape[1]
+            prompt_ids = inputs["input_ids"][0].cpu().numpy()
+            P = len(prompt_ids)
+            feats = self.adapter.feature_positions(prompt_ids)
+            layout = self._layout(pil.size, inputs, feats)
             report(Progress("generating", 0, max_new_tokens))
 
             def on_ids(ids: list[int]) -> None:
                 report(Progress("generating", len(ids), max_new_tokens, self._decode(ids)))
 
-            generated = self._generate(prompt_ids, inputs, max_new_tokens, on_ids)
+            generated = self._generate(inputs, max_new_tokens, on_ids)
             answer_ids, ended = self._split_eos(generated)
             if not answer_ids:
                 raise FlowtuiError("the model's answer is empty (it stopped at once); nothing to analyze")
             T = len(answer_ids)
-            full = torch.cat(
-                [prompt_ids, torch.tensor([answer_ids], device=prompt_ids.device)], dim=1
-            )
-            groups = self._groups(prompt_ids[0].cpu().numpy(), T)
+            full = self.adapter.teacher_forced(inputs, answer_ids)
+            groups = self._groups(prompt_ids, T)
             report(Progress("capturing", 0, 1))
-            result = self._capture(full, P, T, inputs, groups, report)
+            result = self._capture(full, P, T, groups, feats, report)
 
-        rows_cols = self.adapter.image_grid(int(sum(e - s for s, e in groups["image"])))
         L = self.adapter.num_layers
         analysis = Analysis(
             model=self.info,
@@ -210,36 +233,41 @@ class LocalEngine:
             prompt=prompt,
             answer=self._decode(answer_ids),
             answer_token_ids=answer_ids,
-            tokens=self.tokenizer.convert_ids_to_tokens(full[0].tolist()),
+            tokens=self.tokenizer.convert_ids_to_tokens(full["input_ids"][0].tolist()),
             groups=groups,
-            image_grid=rows_cols,
             image=np.asarray(pil, dtype=np.uint8),
-            image_box=self.adapter.visible_box(*pil.size),
             shares=result["head_shares"].mean(axis=1),
             head_shares=result["head_shares"],
-            cam=result["cam"].reshape(L, *rows_cols),
             answer_logprobs=result["answer_logprobs"],
-            image_attention=result["image_attention"],
+            cam_tokens=result["cam"],
+            token_regions=layout.regions,
+            token_views=layout.token_views,
+            views=list(layout.views),
+            feature_positions=feats,
+            image_grid=layout.grid,
+            image_attention=result["rank_attention"],
+            attention_tokens=result["answer_attention"],
+            cam_settings=CamSettings(site=self.adapter.cam_site_name(self.adapter.layers[0])),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             flowtui_version=__version__,
             ended_with_eos=ended,
             max_new_tokens=max_new_tokens,
         )
+        assert analysis.cam_tokens.shape == (L, len(feats))
         self._remember(analysis, result["state"])
         return analysis
 
-    def _forward_recording(
-        self, full: torch.Tensor, T: int, pixel_inputs: dict[str, torch.Tensor], with_cam: bool
-    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], dict]:
-        """One teacher-forced forward that keeps every layer's input and (for CAM) site output.
-
-        Returns (logits at the last T+1 positions, layer inputs, CAM-site activations, and each
-        layer's keys/values).
-        """
+    def _forward_recording(self, full: dict[str, torch.Tensor], T: int, with_cam: bool) -> dict:
+        """One teacher-forced forward that keeps every layer's input, (for CAM) every site's
+        output, every layer's keys/values, and what the text model was called with."""
         layers = list(self.adapter.layers)
         hidden: list[torch.Tensor] = [None] * len(layers)  # type: ignore[list-item]
         sites: list[torch.Tensor] = [None] * len(layers)  # type: ignore[list-item]
+        call: dict[str, Any] = {}
         handles = []
+
+        def keep_call(_mod, args, kwargs):
+            call["args"], call["kwargs"] = _detached(tuple(args)), _detached(dict(kwargs))
 
         def keep_input(i: int):
             def hook(_mod, args, kwargs):
@@ -254,6 +282,9 @@ class LocalEngine:
 
             return hook
 
+        handles.append(
+            self.adapter.text_model.register_forward_pre_hook(keep_call, with_kwargs=True)
+        )
         for i, layer in enumerate(layers):
             handles.append(layer.register_forward_pre_hook(keep_input(i), with_kwargs=True))
             if with_cam:
@@ -267,54 +298,53 @@ class LocalEngine:
             )
         try:
             with torch.set_grad_enabled(with_cam), attention.recording_kv() as kv:
-                out = self.model(
-                    input_ids=full,
-                    attention_mask=torch.ones_like(full),
-                    **pixel_inputs,
-                    use_cache=False,
-                    logits_to_keep=T + 1,
-                )
+                out = self.model(**full, use_cache=False, logits_to_keep=T + 1)
         finally:
             for h in handles:
                 h.remove()
-        return out.logits[0], hidden, sites, kv
+        return {"logits": out.logits[0], "hidden": hidden, "sites": sites, "kv": kv,
+                "text_args": call["args"], "text_kwargs": call["kwargs"]}
 
-    def _capture(self, full, P, T, pixel_inputs, groups, report) -> dict[str, Any]:
-        cap = attention.ShareCapture.for_groups(groups, GROUPS, T)
-        img_pos = cap.image_positions
+    def _capture(self, full, P, T, groups, feats, report) -> dict[str, Any]:
+        cap = attention.ShareCapture.for_groups(groups, GROUPS, T, feats)
         with attention.capturing(cap):
-            logits, hidden, sites, kv = self._forward_recording(full, T, pixel_inputs, with_cam=True)
+            rec = self._forward_recording(full, T, with_cam=True)
+        logits, sites = rec["logits"], rec["sites"]
         L = self.adapter.num_layers
-        answer = full[0, P:].to(logits.device)
+        answer = full["input_ids"][0, P:].to(logits.device)
         idx = torch.arange(T, device=logits.device)
         report(Progress("cam", 0, 1))
         # The paper's target: the raw logit of each answer token at its query, summed.
         target = logits[idx, answer].sum()
         grads = torch.autograd.grad(target, sites, allow_unused=True)
-        cams = np.zeros((L, len(img_pos)), dtype=np.float32)
+        pos = torch.as_tensor(feats, dtype=torch.long)
+        cams = np.zeros((L, len(feats)), dtype=np.float32)
         for layer, (a, g) in enumerate(zip(sites, grads, strict=True)):
             if g is None:
                 continue
-            cams[layer] = cam_from(a[0, img_pos.to(a.device)], g[0, img_pos.to(g.device)])
+            cams[layer] = cam_from(a[0, pos.to(a.device)], g[0, pos.to(g.device)])
         report(Progress("cam", 1, 1))
         logits = logits.detach().float()
         logprobs = torch.log_softmax(logits[:T], dim=-1)[idx, answer]
         head_shares = torch.stack([cap.head_shares[i] for i in range(L)]).numpy()
-        image_attention = torch.stack([cap.image_attention[i] for i in range(L)]).numpy()
+        rank = torch.stack([cap.rank_attention[i] for i in range(L)]).numpy()
+        answer_attention = torch.stack([cap.answer_attention[i] for i in range(L)]).numpy()
         state = _State(
-            input_ids=full,
-            prompt_ids=full[:, :P],
-            pixel_inputs=pixel_inputs,
-            hidden=hidden,
+            full=full,
+            prompt_len=P,
+            text_args=rec["text_args"],
+            text_kwargs=rec["text_kwargs"],
+            hidden=rec["hidden"],
             logits=logits,
-            image_attention=image_attention,
-            kv=kv,
+            rank_attention=rank,
+            kv=rec["kv"],
         )
         return {
             "head_shares": head_shares.astype(np.float32),
             "cam": cams,
             "answer_logprobs": logprobs.cpu().numpy().astype(np.float32),
-            "image_attention": image_attention.astype(np.float32),
+            "rank_attention": rank.astype(np.float32),
+            "answer_attention": answer_attention.astype(np.float32),
             "state": state,
         }
 
@@ -341,28 +371,34 @@ class LocalEngine:
             return self._states[key]
         # A reopened snapshot or an evicted analysis: rebuild the baseline's residual stream.
         report(Progress("capturing", 0, 1, "rebuilding the baseline"))
-        _, inputs = self._inputs(load_image(a.image), a.question)
-        prompt_ids = inputs.pop("input_ids")
-        inputs.pop("attention_mask", None)
-        if a.groups["output"] and prompt_ids.shape[1] != a.prompt_length:
-            raise InputError(
-                f"this analysis was made with {a.model.name}; its prompt does not match the "
-                f"loaded model {self.info.name} ({a.prompt_length} vs {prompt_ids.shape[1]} tokens)"
-            )
         if self.adapter.num_layers != a.num_layers:
             raise InputError(
-                f"this analysis has {a.num_layers} layers but {self.info.name} has "
-                f"{self.adapter.num_layers}; load the model it was made with"
+                f"this analysis was made with {a.model.name} ({a.num_layers} layers) but the "
+                f"loaded model {self.info.name} has {self.adapter.num_layers}; load the model "
+                "it was made with"
+            )
+        _, inputs = self._inputs(load_image(a.image), a.question)
+        prompt_ids = inputs["input_ids"][0].cpu().numpy()
+        P = len(prompt_ids)
+        if a.groups["output"] and P != a.prompt_length:
+            raise InputError(
+                f"this analysis was made with {a.model.name}; its prompt does not match the "
+                f"loaded model {self.info.name} ({a.prompt_length} vs {P} tokens)"
+            )
+        feats = self.adapter.feature_positions(prompt_ids)
+        if not np.array_equal(feats, a.feature_positions):
+            raise InputError(
+                f"this analysis was made with {a.model.name}; its image tokens do not match "
+                f"the loaded model {self.info.name}"
             )
         T = len(a.answer_token_ids)
-        full = torch.cat([prompt_ids, torch.tensor([a.answer_token_ids], device=self.device)], 1)
-        cap = attention.ShareCapture.for_groups(a.groups, GROUPS, T)
+        full = self.adapter.teacher_forced(inputs, list(a.answer_token_ids))
+        cap = attention.ShareCapture.for_groups(a.groups, GROUPS, T, feats)
         with torch.no_grad(), attention.capturing(cap):
-            logits, hidden, _, kv = self._forward_recording(full, T, inputs, with_cam=False)
-        image_attention = torch.stack(
-            [cap.image_attention[i] for i in range(self.adapter.num_layers)]
-        ).numpy()
-        state = _State(full, prompt_ids, inputs, hidden, logits.float(), image_attention, kv)
+            rec = self._forward_recording(full, T, with_cam=False)
+        rank = torch.stack([cap.rank_attention[i] for i in range(self.adapter.num_layers)]).numpy()
+        state = _State(full, P, rec["text_args"], rec["text_kwargs"], rec["hidden"],
+                       rec["logits"].float(), rank, rec["kv"])
         self._remember(a, state)
         return state
 
@@ -375,23 +411,46 @@ class LocalEngine:
             raise InputError(f"truncation layer must be between 0 and {L}, got {layer!r}")
         if strategy not in STRATEGIES:
             raise InputError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        img = a.image_positions
+        img, feats = a.image_positions, np.asarray(a.feature_positions)
         if strategy == "all":
             masked = img
         else:
-            if keep is None or not 0 <= int(keep) <= len(img):
+            if keep is None or not 0 <= int(keep) <= len(feats):
                 raise InputError(
-                    f"strategy {strategy!r} needs keep=R with 0 <= R <= {len(img)} image tokens"
+                    f"strategy {strategy!r} needs keep=R with 0 <= R <= {len(feats)} image tokens"
                 )
             keep = int(keep)
             if strategy == "top":
                 # FastV: rank by attention from the last prompt position at the last intact layer.
-                ranked = np.argsort(-st.image_attention[max(layer - 1, 0)], kind="stable")
-                kept = ranked[:keep]
+                ranked = np.argsort(-st.rank_attention[max(layer - 1, 0)], kind="stable")
+                kept = feats[ranked[:keep]]
             else:
-                kept = np.random.default_rng(seed).choice(len(img), size=keep, replace=False)
-            masked = np.delete(img, kept)
+                kept = feats[np.random.default_rng(seed).choice(len(feats), size=keep, replace=False)]
+            # Markers and separators carry no feature of their own: only kept features stay.
+            masked = np.setdiff1d(img, kept)
         return attention.Truncation(int(layer), torch.as_tensor(np.sort(masked), dtype=torch.long))
+
+    @contextmanager
+    def _from_layer(self, K: int, hidden: torch.Tensor) -> Iterator[None]:
+        """Layers below K become pass-throughs and layer K gets the baseline's input: the text
+        model's own forward then builds masks, positions and DeepStack additions as usual."""
+        layers = self.adapter.layers
+        saved = [layers[i] for i in range(K)]
+
+        def inject(_mod, args, kwargs):
+            if args:
+                return (hidden, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": hidden}
+
+        handle = layers[K].register_forward_pre_hook(inject, with_kwargs=True)
+        try:
+            for i in range(K):
+                layers[i] = _Skip(saved[i])
+            yield
+        finally:
+            for i, layer in enumerate(saved):
+                layers[i] = layer
+            handle.remove()
 
     def _logits_from_layer(
         self, st: _State, trunc: attention.Truncation
@@ -403,31 +462,30 @@ class LocalEngine:
         K..L-1 run, from the stored input of layer K.
         """
         K = trunc.layer
-        if K >= self.adapter.num_layers:
-            return st.logits, st.kv
-        text = self.adapter.text_model
         T1 = st.logits.shape[0]
-        full_stack = text.layers
-        text.layers = nn.ModuleList(list(full_stack)[K:])
-        try:
-            with torch.no_grad(), attention.truncated(trunc), attention.recording_kv() as kv:
-                out = text(
-                    inputs_embeds=st.hidden[K],
-                    attention_mask=torch.ones_like(st.input_ids),
-                    use_cache=False,
-                )
-        finally:
-            text.layers = full_stack
+        kwargs = {**st.text_kwargs, "use_cache": False, "past_key_values": None}
+        with (
+            torch.no_grad(),
+            self._from_layer(K, st.hidden[K]),
+            attention.truncated(trunc),
+            attention.recording_kv() as kv,
+        ):
+            out = self.adapter.text_model(*st.text_args, **kwargs)
         kv = {i: st.kv[i] if i < K else kv[i] for i in range(self.adapter.num_layers)}
-        return self.adapter.lm_head(out.last_hidden_state[0, -T1:]).float(), kv
+        last = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        return self.adapter.logits(last[0, -T1:]).float(), kv
+
+    def _masked_argmax(self, logits: torch.Tensor) -> torch.Tensor:
+        """Greedy picks as generate() makes them: the input-only placeholders suppressed."""
+        banned = torch.tensor(self.adapter.suppressed_token_ids, device=logits.device)
+        return logits.index_fill(-1, banned, float("-inf")).argmax(dim=-1)
 
     def _compare(self, a: Analysis, logits: torch.Tensor) -> tuple[float, int | None, int | None]:
         """(baseline log-prob, first index where greedy departs from the baseline, its token)."""
         b = torch.tensor(a.answer_token_ids, device=logits.device)
         T = len(b)
         logprob = float(torch.log_softmax(logits[:T], dim=-1)[torch.arange(T), b].sum())
-        pred = logits.index_fill(1, torch.tensor([self.adapter.image_token_id]), float("-inf"))
-        pred = pred.argmax(dim=-1)  # as generate() picks: the image placeholder suppressed
+        pred = self._masked_argmax(logits)
         diff = torch.nonzero(pred[:T] != b)
         if len(diff):
             j = int(diff[0])
@@ -435,6 +493,61 @@ class LocalEngine:
         if a.ended_with_eos and int(pred[T]) not in self.adapter.eos_token_ids:
             return logprob, T, int(pred[T])
         return logprob, None, None
+
+    def _position_ids(self, st: _State, n: int) -> torch.Tensor:
+        """Position ids of absolute position n, as the model's own forward would give them.
+
+        They come from the baseline's (so Qwen's M-RoPE offsets after the image carry over) and
+        step by one per token past the end of the teacher-forced sequence.
+        """
+        given = st.text_kwargs.get("position_ids")
+        if given is None:
+            return torch.tensor([[n]], device=self.device)
+        N = given.shape[-1]
+        if n < N:
+            return given[..., n:n + 1]
+        return given[..., N - 1:N] + (n - (N - 1))
+
+    def _continue(
+        self,
+        st: _State,
+        trunc: attention.Truncation,
+        kv: dict[int, tuple[torch.Tensor, torch.Tensor]],
+        ids: list[int],
+        budget: int,
+        on_ids=None,
+        cancel: CancelFn | None = None,
+    ) -> list[int]:
+        """Greedy decoding under `trunc` after the answer prefix `ids`, with a KV cache holding
+        everything before the last of them (baseline below K, the truncated pass from K on)."""
+        n = st.prompt_len + len(ids) - 1
+        text = self.adapter.text_model
+        cache = DynamicCache(config=self.adapter.text_config)
+        for i in range(self.adapter.num_layers):
+            # update() keeps each layer's own kind: a sliding layer trims to its window.
+            cache.update(kv[i][0][:, :, :n], kv[i][1][:, :, :n], i)
+        eos = self.adapter.eos_token_ids
+        tok, more = ids[-1], []
+        with torch.no_grad(), attention.truncated(trunc):
+            for _ in range(budget):
+                with attention.decoding_at(n + 1):
+                    out = text(
+                        input_ids=torch.tensor([[tok]], device=self.device),
+                        position_ids=self._position_ids(st, n),
+                        past_key_values=cache,
+                        use_cache=True,
+                    )
+                last = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+                tok = int(self._masked_argmax(self.adapter.logits(last[0, -1:]).float())[0])
+                if tok in eos:
+                    break
+                more.append(tok)
+                n += 1
+                if on_ids is not None:
+                    on_ids(more)
+                if cancel is not None and cancel():
+                    raise Cancelled("cancelled")
+        return more
 
     def _rerun(
         self,
@@ -449,9 +562,16 @@ class LocalEngine:
         Greedy decoding agrees with the teacher-forced baseline up to the first token where the
         argmax differs; only from there on does it need real cached decoding (with the mask).
         """
+        b = list(a.answer_token_ids)
+        if trunc.layer >= self.adapter.num_layers:
+            # K = L is the unmodified model: the baseline itself, by definition.
+            T = len(b)
+            lp = torch.log_softmax(st.logits[:T], dim=-1)[torch.arange(T), torch.tensor(b)]
+            if on_token:
+                on_token(self._decode(b))
+            return b, float(lp.sum()), True
         logits, kv = self._logits_from_layer(st, trunc)
         logprob, j, token = self._compare(a, logits)
-        b = list(a.answer_token_ids)
         if j is None:
             if on_token:
                 on_token(self._decode(b))
@@ -463,22 +583,11 @@ class LocalEngine:
             return b[:j], logprob, False
         budget = a.max_new_tokens - len(ids)
         if budget > 0:
-            # Everything before the departing token is already in `kv` (baseline below K, the
-            # truncated pass from K on), so decoding continues from there with no prefill.
-            n = st.prompt_ids.shape[1] + j
-            cache = DynamicCache(
-                ddp_cache_data=[(k[:, :, :n], v[:, :, :n]) for k, v in (kv[i] for i in sorted(kv))],
-                config=self.adapter.text_config,
-            )
-            prefix = torch.cat([st.prompt_ids, torch.tensor([ids], device=self.device)], dim=1)
-
             def on_ids(new: list[int]) -> None:
                 if on_token:
-                    on_token(self._decode(ids + self._split_eos(new)[0]))
+                    on_token(self._decode(ids + new))
 
-            with attention.truncated(trunc):
-                more = self._generate(prefix, {}, budget, on_ids, cancel, cache=cache)
-            ids = ids + more
+            ids = ids + self._continue(st, trunc, kv, ids, budget, on_ids, cancel)
         ids, _ = self._split_eos(ids)
         return ids, logprob, False
 

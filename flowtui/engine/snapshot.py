@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from flowtui.engine.analysis import Analysis, CamSettings, ModelInfo, TruncationRun
+from flowtui.engine.analysis import Analysis, CamSettings, ModelInfo, TruncationRun, grid_regions
 from flowtui.engine.errors import SnapshotError
 
 FORMAT = "flowtui.snapshot"
-VERSION = 1
+VERSION = 2
 
 
 def _manifest(a: Analysis) -> dict:
@@ -41,7 +41,8 @@ def _manifest(a: Analysis) -> dict:
         "max_new_tokens": int(a.max_new_tokens),
         "tokens": list(a.tokens),
         "groups": {g: [[int(s), int(e)] for s, e in spans] for g, spans in a.groups.items()},
-        "image_grid": [int(a.image_grid[0]), int(a.image_grid[1])],
+        "image_grid": None if a.image_grid is None else [int(v) for v in a.image_grid],
+        "views": list(a.views),
         "image_box": None if a.image_box is None else [int(v) for v in a.image_box],
         "cam": asdict(a.cam_settings),
         "truncations": [asdict(t) for t in a.truncations],
@@ -54,11 +55,18 @@ def _arrays(a: Analysis) -> dict[str, np.ndarray]:
     arrays = {
         "shares": np.asarray(a.shares, dtype=np.float32),
         "head_shares": np.asarray(a.head_shares, dtype=np.float32),
-        "cam": np.asarray(a.cam, dtype=np.float32),
         "answer_logprobs": np.asarray(a.answer_logprobs, dtype=np.float32),
+        "cam_tokens": np.asarray(a.cam_tokens, dtype=np.float32),
+        "token_regions": np.asarray(a.token_regions, dtype=np.float32),
+        "token_views": np.asarray(a.token_views, dtype=np.int16),
+        "feature_positions": np.asarray(a.feature_positions, dtype=np.int32),
     }
+    if a.cam is not None:  # one grid: also as version 1 stored it
+        arrays["cam"] = np.asarray(a.cam, dtype=np.float32)
     if a.image_attention is not None:
         arrays["image_attention"] = np.asarray(a.image_attention, dtype=np.float32)
+    if a.attention_tokens is not None:
+        arrays["attention_tokens"] = np.asarray(a.attention_tokens, dtype=np.float32)
     if a.sweep_logprob is not None:
         arrays["sweep_logprob"] = np.asarray(a.sweep_logprob, dtype=np.float32)
     if a.sweep_same is not None:
@@ -141,12 +149,47 @@ def load_snapshot(path: str | Path) -> Analysis:
         raise SnapshotError(f"{path} is corrupt: {type(exc).__name__}: {exc}") from None
 
 
+def _tokens_v1(m: dict, arrays: dict[str, np.ndarray], image: np.ndarray) -> dict:
+    """Version 1 stored one grid `cam` [L, rows, cols] over `image_box`: make it per token."""
+    if "cam" not in arrays:
+        raise SnapshotError("snapshot is missing the array 'cam'")
+    cam = arrays["cam"]
+    if cam.ndim != 3:
+        raise SnapshotError(f"snapshot array 'cam' has shape {cam.shape}, expected [L, rows, cols]")
+    L, rows, cols = cam.shape
+    h, w = image.shape[:2]
+    box = tuple(int(v) for v in m["image_box"]) if m.get("image_box") else (0, 0, w, h)
+    return {
+        "cam_tokens": cam.reshape(L, rows * cols),
+        "token_regions": grid_regions(rows, cols, box),
+        "token_views": np.zeros(rows * cols, dtype=np.int16),
+        "views": ["image"],
+        "image_grid": (rows, cols),
+    }
+
+
 def _analysis_from(m: dict, arrays: dict[str, np.ndarray], image: np.ndarray) -> Analysis:
-    for key in ("shares", "head_shares", "cam", "answer_logprobs"):
+    for value in arrays.values():
+        if value.dtype == object:
+            raise SnapshotError("snapshot holds pickled data; refusing to load it")
+    for key in ("shares", "head_shares", "answer_logprobs"):
         if key not in arrays:
             raise SnapshotError(f"snapshot is missing the array {key!r}")
-        if arrays[key].dtype == object:
-            raise SnapshotError("snapshot holds pickled data; refusing to load it")
+    if "cam_tokens" in arrays:
+        for key in ("token_regions", "token_views"):
+            if key not in arrays:
+                raise SnapshotError(f"snapshot is missing the array {key!r}")
+        grid = m.get("image_grid")
+        tokens = {
+            "cam_tokens": arrays["cam_tokens"],
+            "token_regions": arrays["token_regions"],
+            "token_views": arrays["token_views"].astype(np.int16),
+            "views": [str(v) for v in m.get("views") or ["image"]],
+            "image_grid": (int(grid[0]), int(grid[1])) if grid else None,
+        }
+    else:
+        tokens = _tokens_v1(m, arrays, image)
+    feats = arrays.get("feature_positions")
     known_run = set(TruncationRun.__dataclass_fields__)
     known_cam = set(CamSettings.__dataclass_fields__)
     known_model = set(ModelInfo.__dataclass_fields__)
@@ -158,14 +201,14 @@ def _analysis_from(m: dict, arrays: dict[str, np.ndarray], image: np.ndarray) ->
         answer_token_ids=[int(t) for t in m["answer_token_ids"]],
         tokens=[str(t) for t in m["tokens"]],
         groups={g: [(int(s), int(e)) for s, e in spans] for g, spans in m["groups"].items()},
-        image_grid=(int(m["image_grid"][0]), int(m["image_grid"][1])),
         image=image,
         image_box=tuple(int(v) for v in m["image_box"]) if m.get("image_box") else None,
         shares=arrays["shares"],
         head_shares=arrays["head_shares"],
-        cam=arrays["cam"],
         answer_logprobs=arrays["answer_logprobs"],
+        feature_positions=None if feats is None else feats.astype(np.int64),
         image_attention=arrays.get("image_attention"),
+        attention_tokens=arrays.get("attention_tokens"),
         cam_settings=CamSettings(**{k: v for k, v in m.get("cam", {}).items() if k in known_cam}),
         truncations=[
             TruncationRun(**{k: v for k, v in t.items() if k in known_run})
@@ -179,4 +222,5 @@ def _analysis_from(m: dict, arrays: dict[str, np.ndarray], image: np.ndarray) ->
         flowtui_version=str(m.get("flowtui_version", "")),
         ended_with_eos=bool(m.get("ended_with_eos", True)),
         max_new_tokens=int(m.get("max_new_tokens", len(m["answer_token_ids"]))),
+        **tokens,
     )

@@ -18,6 +18,8 @@ DISPLAY_MODES: tuple[str, ...] = ("overlay", "heatmap", "image")
 HALF_BLOCK = "▀"
 # Heat opacity over the image where the CAM is at or above the threshold.
 OVERLAY_ALPHA = 0.6
+# Parts of the image no feature token covers are drawn at 1/UNSEEN_DIM brightness.
+UNSEEN_DIM = 3
 
 
 @dataclass(frozen=True)
@@ -62,11 +64,33 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(pil.resize((w, h), resample))
 
 
-def upsample_cam(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A patch-grid CAM [rows, cols] bilinearly resized to (width, height), as the paper does."""
+def owner_map(
+    regions: np.ndarray, tokens: np.ndarray, image_hw: tuple[int, int], size: tuple[int, int]
+) -> np.ndarray:
+    """int32 [height, width]: which of `tokens` covers each pixel of the image drawn at `size`
+    = (width, height), or -1. A pixel belongs to a token when its centre lies in the token's
+    region (original-image coordinates); later tokens paint over earlier ones."""
     w, h = size
-    pil = Image.fromarray(np.asarray(cam, dtype=np.float32), mode="F")
-    return np.clip(np.asarray(pil.resize((w, h), Image.Resampling.BILINEAR)), 0.0, 1.0)
+    H, W = image_hw
+    owner = np.full((h, w), -1, dtype=np.int32)
+    if not len(tokens):
+        return owner
+    r = np.asarray(regions, dtype=np.float64)[tokens]
+    ok = np.isfinite(r).all(axis=1)
+    sx, sy = w / W, h / H
+    x0 = np.ceil(r[:, 0] * sx - 0.5)
+    x1 = np.ceil(r[:, 2] * sx - 0.5)
+    y0 = np.ceil(r[:, 1] * sy - 0.5)
+    y1 = np.ceil(r[:, 3] * sy - 0.5)
+    for t, a, b, c, d in zip(np.asarray(tokens)[ok], x0[ok], x1[ok], y0[ok], y1[ok], strict=True):
+        owner[max(int(c), 0):max(int(d), 0), max(int(a), 0):max(int(b), 0)] = t
+    return owner
+
+
+def paint(values: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """float32 [h, w]: each pixel gets its token's value; NaN where no token covers it."""
+    v = np.append(np.asarray(values, dtype=np.float32), np.float32(np.nan))
+    return v[owner]  # owner -1 picks the NaN appended last
 
 
 def compose_pixels(
@@ -79,47 +103,81 @@ def compose_pixels(
     """Combine an image and an already resized CAM of the same height/width into RGB pixels.
 
     The paper zeroes CAM values below the threshold for display: in `overlay` those pixels show
-    the plain image; in `heatmap` they take the colormap's lowest colour.
+    the plain image; in `heatmap` they take the colormap's lowest colour. Pixels no token covers
+    (NaN: parts of the image the model never saw, such as a centre crop's sides) are dimmed.
     """
     if mode not in DISPLAY_MODES:
         raise ValueError(f"unknown display mode {mode!r} (choose from {', '.join(DISPLAY_MODES)})")
     if mode == "image":
         return image
+    unseen = np.isnan(cam)
+    cam = np.where(unseen, 0.0, cam)
     shown = np.where(cam >= threshold, cam, 0.0)
     heat = apply_colormap(shown, colormap)
     if mode == "heatmap":
+        if unseen.any():
+            heat[unseen] = (image[unseen] // UNSEEN_DIM).astype(np.uint8)
         return heat
     mask = (cam >= threshold) & (cam > 0)
     out = image.copy()
+    if unseen.any():
+        out[unseen] = (image[unseen] // UNSEEN_DIM).astype(np.uint8)
     blend = OVERLAY_ALPHA * heat[mask].astype(np.float32) + (1 - OVERLAY_ALPHA) * image[mask]
     out[mask] = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
     return out
 
 
 class CamRenderer:
-    """Renders one analysis' image + per-layer CAMs at any cell size, caching what it made.
+    """Renders one analysis' image + per-layer token values at any cell size, caching results.
 
-    The resized image is shared by all layers; each (layer, size, mode, threshold, colormap)
-    result is kept in a small LRU so flipping between layers costs a dictionary lookup.
+    `values` [L, N] in [0, 1] per feature token, `regions` [N, 4] on the original image,
+    `token_views` [N]: only the tokens of the chosen view are painted. The resized image and
+    each size's owner map are shared by all layers; each (layer, size, mode, threshold,
+    colormap, view) result is kept in a small LRU so flipping layers costs a dictionary lookup.
     """
 
-    def __init__(self, image: np.ndarray, cam: np.ndarray, cache_size: int = 512) -> None:
+    def __init__(
+        self,
+        image: np.ndarray,
+        values: np.ndarray,
+        regions: np.ndarray,
+        token_views: np.ndarray | None = None,
+        cache_size: int = 512,
+    ) -> None:
         self.image = np.asarray(image, dtype=np.uint8)
-        self.cam = np.asarray(cam, dtype=np.float32)
+        self.values = np.asarray(values, dtype=np.float32)
+        self.regions = np.asarray(regions, dtype=np.float32)
+        n = self.values.shape[1]
+        self.token_views = (
+            np.zeros(n, dtype=np.int16) if token_views is None else np.asarray(token_views)
+        )
         self._images: dict[tuple[int, int], np.ndarray] = {}
-        self._cams: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._owners: dict[tuple, np.ndarray] = {}
         self._cells: OrderedDict[tuple, CellGrid] = OrderedDict()
         self._cache_size = cache_size
 
     @property
     def num_layers(self) -> int:
-        return int(self.cam.shape[0])
+        return int(self.values.shape[0])
 
     def fit(self, max_cols: int, max_rows: int) -> tuple[int, int]:
         return fit_cells(self.image.shape[:2], max_cols, max_rows)
 
+    def owner(self, size: tuple[int, int], view: int = 0) -> np.ndarray:
+        key = (size, view)
+        if key not in self._owners:
+            tokens = np.flatnonzero(self.token_views == view)
+            self._owners[key] = owner_map(self.regions, tokens, self.image.shape[:2], size)
+        return self._owners[key]
+
     def pixels(
-        self, layer: int, size: tuple[int, int], mode: str, threshold: float, colormap: str
+        self,
+        layer: int,
+        size: tuple[int, int],
+        mode: str,
+        threshold: float,
+        colormap: str,
+        view: int = 0,
     ) -> np.ndarray:
         """RGB uint8 [height, width, 3] for `layer` at pixel `size` = (width, height)."""
         img = self._images.get(size)
@@ -127,13 +185,9 @@ class CamRenderer:
             img = self._images[size] = resize_image(self.image, size)
         if mode == "image":
             return img
-        key = (layer, size)
-        cam = self._cams.get(key)
-        if cam is None:
-            cam = self._cams[key] = upsample_cam(self.cam[layer], size)
-            while len(self._cams) > self._cache_size:
-                self._cams.popitem(last=False)
-        return compose_pixels(img, cam, mode, threshold, colormap)
+        return compose_pixels(
+            img, paint(self.values[layer], self.owner(size, view)), mode, threshold, colormap
+        )
 
     def cells(
         self,
@@ -143,14 +197,16 @@ class CamRenderer:
         mode: str = "overlay",
         threshold: float = 0.5,
         colormap: str = "viridis",
+        view: int = 0,
     ) -> CellGrid:
         """The half-block cells for `layer` at exactly `cols` x `rows` cells."""
-        key = (layer, cols, rows, mode, round(threshold, 4), colormap)
+        key = (layer, cols, rows, mode, round(threshold, 4), colormap, view)
         grid = self._cells.get(key)
         if grid is not None:
             self._cells.move_to_end(key)
             return grid
-        grid = CellGrid.from_pixels(self.pixels(layer, (cols, rows * 2), mode, threshold, colormap))
+        px = self.pixels(layer, (cols, rows * 2), mode, threshold, colormap, view)
+        grid = CellGrid.from_pixels(px)
         self._cells[key] = grid
         while len(self._cells) > self._cache_size:
             self._cells.popitem(last=False)
@@ -159,15 +215,20 @@ class CamRenderer:
 
 def cam_overlay_image(
     image: np.ndarray,
-    cam: np.ndarray,
+    values: np.ndarray,
+    regions: np.ndarray,
+    token_views: np.ndarray | None = None,
+    view: int = 0,
     mode: str = "overlay",
     threshold: float = 0.5,
     colormap: str = "viridis",
     min_side: int = 336,
 ) -> np.ndarray:
-    """A full-resolution RGB overlay of one CAM for PNG export (small images are upscaled)."""
+    """A full-resolution RGB image of one layer's token values [N] (small images upscaled)."""
     h, w = image.shape[:2]
     scale = max(1.0, min_side / max(1, min(h, w)))
     size = (int(round(w * scale)), int(round(h * scale)))
     img = resize_image(image, size) if scale != 1.0 else np.asarray(image, dtype=np.uint8)
-    return compose_pixels(img, upsample_cam(cam, size), mode, threshold, colormap)
+    views = np.zeros(len(values), np.int16) if token_views is None else np.asarray(token_views)
+    owner = owner_map(regions, np.flatnonzero(views == view), (h, w), size)
+    return compose_pixels(img, paint(values, owner), mode, threshold, colormap)

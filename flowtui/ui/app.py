@@ -675,7 +675,8 @@ class FlowtuiApp(App[int]):
         try:
             mode = view.mode if view.mode != "image" else "overlay"
             paths = save_cam_pngs(
-                analysis.visible_image, analysis.cam, folder, mode, view.threshold, view.colormap
+                analysis.image, analysis.cam_tokens, analysis.token_regions, folder,
+                analysis.token_views, analysis.views, mode, view.threshold, view.colormap,
             )
             self.post_message(ExportDone(f"{len(paths)} PNGs", folder))
         except Exception as exc:  # noqa: BLE001

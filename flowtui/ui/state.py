@@ -19,3 +19,5 @@ class ViewState:
     show_heads: bool = False
     # Shares divided by group size: how much each token of a group draws (a display option).
     per_token: bool = False
+    # Which of the analysis' views (tiles, global, ...) the image panel shows.
+    view: int = 0

@@ -34,10 +34,17 @@ class CamView(Widget):
         self.view = ViewState()
         self._frames: OrderedDict[tuple, list[Strip]] = OrderedDict()
 
-    def set_source(self, image: np.ndarray, cam: np.ndarray | None) -> None:
-        if cam is None:  # image only (a preview while the model loads)
-            cam = np.zeros((1, 1, 1), dtype=np.float32)
-        self.renderer = CamRenderer(image, cam)
+    def set_source(
+        self,
+        image: np.ndarray,
+        values: np.ndarray | None,
+        regions: np.ndarray | None = None,
+        token_views: np.ndarray | None = None,
+    ) -> None:
+        if values is None or regions is None:  # image only (a preview while the model loads)
+            values = np.zeros((1, 0), dtype=np.float32)
+            regions = np.zeros((0, 4), dtype=np.float32)
+        self.renderer = CamRenderer(image, values, regions, token_views)
         self._frames.clear()
         self.refresh()
 
@@ -54,11 +61,11 @@ class CamView(Widget):
         v = self.view
         layer = min(v.layer, self.renderer.num_layers - 1)
         pad = self.rich_style
-        key = (layer, v.threshold, v.colormap, v.mode, width, height, pad)
+        key = (layer, v.threshold, v.colormap, v.mode, v.view, width, height, pad)
         strips = self._frames.get(key)
         if strips is None:
             cols, rows = self.renderer.fit(width, height)
-            grid = self.renderer.cells(layer, cols, rows, v.mode, v.threshold, v.colormap)
+            grid = self.renderer.cells(layer, cols, rows, v.mode, v.threshold, v.colormap, v.view)
             strips = self._frames[key] = grid_to_strips(grid, width, height, pad)
             while len(self._frames) > 256:
                 self._frames.popitem(last=False)
@@ -144,7 +151,9 @@ class ImagePanel(Vertical):
 
     def set_analysis(self, analysis: Analysis) -> None:
         self.analysis = analysis
-        self.cam_view.set_source(analysis.visible_image, analysis.cam)
+        self.cam_view.set_source(
+            analysis.image, analysis.cam_tokens, analysis.token_regions, analysis.token_views
+        )
         self.query_one("#image-legend").display = True
         self.set_message("")
         self._sync()
@@ -159,8 +168,7 @@ class ImagePanel(Vertical):
         self.cam_view.set_view(self.view)
         a, v = self.analysis, self.view
         self.border_title = f"CAM · layer {v.layer}/{a.num_layers - 1}"
-        cam = a.cam[v.layer]
-        self.border_subtitle = "all-zero map" if not np.any(cam > 0) else f"max patch {_argmax(cam)}"
+        self.border_subtitle = _peak(a, v.layer, v.view)
         self._update_legend()
 
     def _update_legend(self) -> None:
@@ -172,6 +180,15 @@ class ImagePanel(Vertical):
             self._update_legend()
 
 
-def _argmax(cam: np.ndarray) -> str:
-    r, c = np.unravel_index(int(np.argmax(cam)), cam.shape)
-    return f"({r},{c})"
+def _peak(a: Analysis, layer: int, view: int) -> str:
+    """Where the current view's map peaks: grid cell where there is one grid, else the region."""
+    tokens = a.view_tokens(view)
+    values = a.cam_tokens[layer, tokens]
+    if not len(values) or not np.any(values > 0):
+        return "all-zero map"
+    i = int(tokens[int(np.argmax(values))])
+    if a.cam is not None:
+        r, c = np.unravel_index(i, a.image_grid)
+        return f"max patch ({r},{c})"
+    x0, y0, x1, y1 = (int(round(float(v))) for v in a.token_regions[i])
+    return f"max at x {x0}-{x1}, y {y0}-{y1}"
