@@ -244,9 +244,8 @@ def llava7b(device: str) -> dict:
     with torch.device(device):
         model = LlavaForConditionalGeneration(config).to(torch.bfloat16).eval()
     model.requires_grad_(False)
-    from flowtui.engine.adapters import adapter_for
-
     from flowtui.engine.analysis import ModelInfo
+    from flowtui.engine.families import adapter_for
     from flowtui.engine.local import LocalEngine
 
     adapter = adapter_for(model, proc)

@@ -1,41 +1,71 @@
 """Independent reference implementations, written from DESIGN.md's definitions.
 
-They share no code with flowtui.engine: eager attention with output_attentions, the paper's
-per-layer CAM loop, and a no-cache greedy loop over an eager masked attention.
+They share no code with flowtui.engine and work on any family: eager attention with
+output_attentions, the paper's per-layer CAM loop, a no-cache greedy loop over an eager masked
+attention, and each feature token's pixels found by back-propagation (regions.py).
+
+The prompt text is taken from the analysis (it is the input flowtui gave the processor);
+everything else is rebuilt here from the processor, the config and DESIGN.md.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from transformers import AttentionInterface, AutoModelForImageTextToText, AutoProcessor
+from PIL import Image
+from transformers import AttentionInterface, AutoModelForImageTextToText
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+from flowtui.engine.processors import load_processor  # loading is not what is under test
 
 GROUP_ORDER = ("system", "image", "user", "output")
 
 
 def load_eager(path):
     model = AutoModelForImageTextToText.from_pretrained(path, attn_implementation="eager")
-    return model.eval(), AutoProcessor.from_pretrained(path)
+    model.requires_grad_(False)
+    return model.eval(), load_processor(path, model.config.model_type)
 
 
-def full_inputs(processor, analysis):
-    """Prompt + answer ids and pixel values, rebuilt from the analysis' image and question."""
-    from PIL import Image
+def language_model(model):
+    inner = model.model
+    return inner.language_model if hasattr(inner, "language_model") else inner.text_model
 
-    conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": analysis.question}]}]
-    prompt = processor.apply_chat_template(conv, add_generation_prompt=True)
-    inputs = processor(images=Image.fromarray(analysis.image), text=prompt, return_tensors="pt")
-    ids = torch.cat([inputs["input_ids"], torch.tensor([analysis.answer_token_ids])], dim=1)
-    return ids, inputs["pixel_values"], inputs["input_ids"].shape[1]
+
+def image_token_id(model) -> int:
+    c = model.config
+    return int(c.image_token_id if getattr(c, "image_token_id", None) is not None else c.image_token_index)
+
+
+def full_inputs(processor, analysis, answer_ids=None, model_type: str = ""):
+    """Model kwargs for prompt + answer, and the prompt length, from the analysis' image and
+    prompt text. Every per-token input is extended over the answer: with 0 (text), except
+    PaliGemma's token_type_ids, which mark the answer (the suffix) with 1."""
+    answer = list(analysis.answer_token_ids if answer_ids is None else answer_ids)
+    inputs = dict(processor(images=[Image.fromarray(analysis.image)], text=analysis.prompt,
+                            return_tensors="pt"))
+    P = inputs["input_ids"].shape[1]
+    extra = torch.tensor([answer], dtype=torch.long)
+    out = {}
+    for k, v in inputs.items():
+        if k == "input_ids":
+            v = torch.cat([v, extra], 1)
+        elif k == "attention_mask":
+            v = torch.ones(1, P + len(answer), dtype=v.dtype)
+        elif isinstance(v, torch.Tensor) and v.dim() == 2 and v.shape == (1, P):
+            fill = 1 if (model_type == "paligemma" and k == "token_type_ids") else 0
+            v = torch.cat([v, torch.full((1, len(answer)), fill, dtype=v.dtype)], 1)
+        out[k] = v
+    return out, P
 
 
 def shares_eager(path, analysis) -> tuple[np.ndarray, np.ndarray]:
     """(shares [L,4], head_shares [L,H,4]) from eager output_attentions."""
     model, processor = load_eager(path)
-    ids, pixels, P = full_inputs(processor, analysis)
+    inputs, P = full_inputs(processor, analysis, model_type=model.config.model_type)
     T = len(analysis.answer_token_ids)
     with torch.no_grad():
-        out = model(input_ids=ids, pixel_values=pixels, output_attentions=True)
+        out = model(**inputs, output_attentions=True)
     head = []
     for A in out.attentions:
         rows = A[0, :, P - 1 : P - 1 + T, :].double()  # [H, T, N]
@@ -48,87 +78,132 @@ def shares_eager(path, analysis) -> tuple[np.ndarray, np.ndarray]:
     return head_shares.mean(1), head_shares
 
 
-def cam_per_layer_loop(path, analysis) -> np.ndarray:
-    """The paper's loop: one forward + backward per layer, gradient at that layer's norm output."""
+def attention_maps_eager(path, analysis) -> tuple[np.ndarray, np.ndarray]:
+    """Per layer and feature token: (last prompt position's head-mean attention, the answer's
+    attention as mean over heads and answer queries)."""
     model, processor = load_eager(path)
-    ids, pixels, P = full_inputs(processor, analysis)
+    inputs, P = full_inputs(processor, analysis, model_type=model.config.model_type)
     T = len(analysis.answer_token_ids)
-    img = [k for s, e in analysis.groups["image"] for k in range(s, e)]
-    layers = model.model.language_model.layers
+    feats = np.flatnonzero(inputs["input_ids"][0, :P].numpy() == image_token_id(model))
+    with torch.no_grad():
+        out = model(**inputs, output_attentions=True)
+    last = np.stack([A[0, :, P - 1, feats].double().mean(0).numpy() for A in out.attentions])
+    answer = np.stack(
+        [A[0, :, P - 1 : P - 1 + T][:, :, feats].double().mean((0, 1)).numpy() for A in out.attentions]
+    )
+    return last, answer
+
+
+def cam_site(layer) -> torch.nn.Module:
+    """DESIGN.md: the norm that feeds the MLP."""
+    if hasattr(layer, "pre_feedforward_layernorm"):
+        return layer.pre_feedforward_layernorm
+    if hasattr(layer, "post_attention_layernorm"):
+        return layer.post_attention_layernorm
+    return layer.input_layernorm  # parallel attention + MLP blocks (Cohere 2)
+
+
+def cam_per_layer_loop(path, analysis) -> np.ndarray:
+    """The paper's loop: one forward + backward per layer, gradient at that layer's MLP input,
+    over the feature tokens. Returns [L, N]."""
+    model, processor = load_eager(path)
+    inputs, P = full_inputs(processor, analysis, model_type=model.config.model_type)
+    T = len(analysis.answer_token_ids)
+    img = np.flatnonzero(inputs["input_ids"][0, :P].numpy() == image_token_id(model)).tolist()
+    emb = model.get_input_embeddings()
     cams = []
-    for layer in layers:
+    for layer in language_model(model).layers:
         saved = {}
 
         def hook(_m, _a, out, saved=saved):
             out.retain_grad()
             saved["a"] = out
 
-        handle = layer.post_attention_layernorm.register_forward_hook(hook)
-        model.zero_grad()
-        logits = model(input_ids=ids, pixel_values=pixels).logits[0]
+        handles = [
+            cam_site(layer).register_forward_hook(hook),
+            # The parameters are frozen: let the graph start at the input embeddings instead.
+            emb.register_forward_hook(lambda _m, _a, out: out.detach().requires_grad_(True)),
+        ]
+        logits = model(**inputs).logits[0]
         target = sum(logits[P - 1 + t, analysis.answer_token_ids[t]] for t in range(T))
         target.backward()
-        handle.remove()
+        for h in handles:
+            h.remove()
         a = saved["a"][0, img].detach().double()
         g = saved["a"].grad[0, img].double()
         w = torch.relu(g).mean(0)
         cam = torch.relu((w * a).mean(1))
         cams.append((cam / cam.max() if cam.max() > 0 else cam).numpy())
-    rows, cols = analysis.image_grid
-    return np.stack(cams).reshape(len(layers), rows, cols)
+    return np.stack(cams)
 
 
 class MaskedEager:
-    """A model whose layers >= K cannot see the masked image keys; greedy without a KV cache."""
+    """A model whose layers >= K cannot see the masked image keys; greedy without a KV cache.
+
+    The model's own mask (causal, sliding windows, bidirectional image blocks) is kept; masked
+    image keys are removed on top of it. Attention logits are soft-capped where the layer asks.
+    """
 
     def __init__(self, path):
         self.model, self.processor = load_eager(path)
+        self.model_type = self.model.config.model_type
         self.K = None
         self.masked: list[int] = []
         ref = self
 
-        def attn(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kw):
-            groups = module.num_key_value_groups
+        def attn(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                 softcap=None, **kw):
+            groups = query.shape[1] // key.shape[1]
             key = key.repeat_interleave(groups, dim=1)
             value = value.repeat_interleave(groups, dim=1)
             scores = query @ key.transpose(2, 3) * scaling
+            if softcap is not None:
+                scores = torch.tanh(scores / softcap) * softcap
             n = key.shape[2]
-            bad = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)
+            if attention_mask is None:
+                ok = torch.ones(n, n, dtype=torch.bool).tril()
+            else:
+                ok = attention_mask[0, 0, -query.shape[2]:, -n:].clone()
             if ref.K is not None and module.layer_idx >= ref.K:
                 for k in ref.masked:
-                    bad[:, k] = True
-                    bad[k, k] = False  # a masked image row keeps itself (never an empty row)
-            scores = scores.masked_fill(bad[None, None], float("-inf"))
+                    ok[:, k] = False
+                    ok[k, k] = True  # a masked image row keeps itself (never an empty row)
+            scores = scores.masked_fill(~ok[None, None], float("-inf"))
             probs = torch.softmax(scores.float(), -1).to(query.dtype)
             return (probs @ value).transpose(1, 2).contiguous(), probs
 
-        # One registered name per instance: the closure reads this instance's K and mask.
+        # One registered name per instance: the closure reads this instance's K and mask. The
+        # mask function is registered too, or transformers would hand the layers no mask.
         name = f"reference_masked_{id(self)}"
         AttentionInterface.register(name, attn)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(name, sdpa_mask)
         self.model.set_attn_implementation({"text_config": name})
+        self.suppressed = {image_token_id(self.model)}
+        video = getattr(self.model.config, "video_token_id", None)
+        if video is not None:
+            self.suppressed.add(int(video))
 
-    def logits(self, ids, pixels) -> torch.Tensor:
+    def logits(self, inputs) -> torch.Tensor:
         with torch.no_grad():
-            return self.model(input_ids=ids, pixel_values=pixels, use_cache=False).logits[0].float()
+            return self.model(**inputs, use_cache=False).logits[0].float()
 
     def greedy(self, analysis, K, masked, max_new_tokens, eos):
         self.K, self.masked = K, list(masked)
-        ids, pixels, P = full_inputs(self.processor, analysis)
-        ids = ids[:, :P]
-        out = []
+        out: list[int] = []
         for _ in range(max_new_tokens):
-            last = self.logits(ids, pixels)[-1]
-            last[self.model.config.image_token_id] = float("-inf")  # never generated
+            inputs, _ = full_inputs(self.processor, analysis, out, self.model_type)
+            last = self.logits(inputs)[-1]
+            for t in self.suppressed:
+                last[t] = float("-inf")  # never generated
             nxt = int(last.argmax())
             if nxt in eos:
                 break
             out.append(nxt)
-            ids = torch.cat([ids, torch.tensor([[nxt]])], 1)
         return out
 
     def baseline_logprob(self, analysis, K, masked) -> float:
         self.K, self.masked = K, list(masked)
-        ids, pixels, P = full_inputs(self.processor, analysis)
+        inputs, P = full_inputs(self.processor, analysis, model_type=self.model_type)
         T = len(analysis.answer_token_ids)
-        lp = torch.log_softmax(self.logits(ids, pixels)[P - 1 : P - 1 + T], -1)
+        lp = torch.log_softmax(self.logits(inputs)[P - 1 : P - 1 + T], -1)
         return float(lp[torch.arange(T), torch.tensor(analysis.answer_token_ids)].sum())

@@ -23,7 +23,7 @@ def test_shares_match_eager_output_attentions(geometry, tiny_paths, analyses):
 @pytest.mark.parametrize("geometry", ["a", "b"])
 def test_cam_matches_per_layer_loop_of_the_paper(geometry, tiny_paths, analyses):
     a = analyses[geometry]
-    ref = cam_per_layer_loop(tiny_paths[geometry], a)
+    ref = cam_per_layer_loop(tiny_paths[geometry], a).reshape(a.cam.shape)
     assert a.cam.shape == ref.shape
     np.testing.assert_allclose(a.cam, ref, atol=1e-4)
     assert a.cam.min() >= 0 and a.cam.max() <= 1 + 1e-6
@@ -77,9 +77,9 @@ def test_image_attention_is_head_mean_of_last_prompt_row(tiny_paths, analyses):
 
     a = analyses["b"]
     model, processor = load_eager(tiny_paths["b"])
-    ids, pixels, P = full_inputs(processor, a)
+    inputs, P = full_inputs(processor, a)
     with torch.no_grad():
-        att = model(input_ids=ids, pixel_values=pixels, output_attentions=True).attentions
+        att = model(**inputs, output_attentions=True).attentions
     img = a.image_positions
     ref = np.stack([A[0, :, P - 1, img].mean(0).numpy() for A in att])
     np.testing.assert_allclose(a.image_attention, ref, atol=1e-5)

@@ -67,16 +67,14 @@ def test_truncation_matches_no_cache_reference(geometry, strategy, keep, engines
 
 def test_cached_decoding_equals_teacher_forced_check(engines, analyses, reference):
     """The truncated answer (decoded with the KV cache) is greedy under the same masked model."""
-    import torch
     from references import full_inputs
 
     e, a, ref = engines["a"], analyses["a"], reference["a"]
     for K in (0, 1, 2):
         r = e.truncate(a, K, record=False)
-        ids, pixels, P = full_inputs(ref.processor, a)
-        seq = torch.cat([ids[:, :P], torch.tensor([r.answer_token_ids])], 1)
+        inputs, P = full_inputs(ref.processor, a, r.answer_token_ids)
         ref.K, ref.masked = K, list(a.image_positions)
-        logits = ref.logits(seq, pixels)
+        logits = ref.logits(inputs)
         greedy = logits[P - 1 : P - 1 + len(r.answer_token_ids)].argmax(-1).tolist()
         assert greedy == r.answer_token_ids
 

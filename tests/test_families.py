@@ -1,0 +1,159 @@
+"""Every supported family on a tiny random model, against the independent references.
+
+For each module in tests/tiny/: load it through the public path, analyse an odd-sized image,
+and check shares, attention maps, CAM, every K of the sweep, the truncation strategies, the
+regions (by back-propagation to the pixels) and a snapshot round trip with a rerun.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import tiny
+from references import (
+    MaskedEager,
+    attention_maps_eager,
+    cam_per_layer_loop,
+    load_eager,
+    shares_eager,
+)
+from regions import channels_last3, check_regions, pixel_support, position_image, sample_tokens
+
+import flowtui
+from flowtui.engine.analysis import cliff_layer
+
+FAMILIES = tiny.discover()
+
+
+def _image(size: tuple[int, int], seed: int = 5):
+    from PIL import Image
+
+    w, h = size
+    rng = np.random.default_rng(seed)
+    # Smooth blobs, not noise: resampling then changes little, and answers depend on content.
+    base = rng.integers(0, 256, (max(2, h // 16), max(2, w // 16), 3), dtype=np.uint8)
+    return Image.fromarray(base).resize((w, h), Image.Resampling.BILINEAR)
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def fam(request, tmp_path_factory):
+    spec = FAMILIES[request.param]
+    path = spec.build(tmp_path_factory.mktemp(request.param))
+    engine = flowtui.load_engine(str(path), device="cpu", dtype="float32")
+    a = engine.analyze(_image(spec.IMAGE_SIZE), spec.QUESTION,
+                       max_new_tokens=getattr(spec, "MAX_NEW_TOKENS", 4))
+    return SimpleNamespace(name=request.param, spec=spec, path=path, engine=engine, a=a)
+
+
+def test_loads_through_the_public_path(fam):
+    assert fam.engine.info.family == fam.spec.FAMILY
+    module = getattr(fam.spec, "ADAPTER_MODULE", fam.name)
+    assert type(fam.engine.adapter).__module__ == f"flowtui.engine.families.{module}"
+
+
+def test_groups_image_block_and_layout(fam):
+    a = fam.a
+    spans = [s for g in ("system", "image", "user", "output") for s in a.groups[g]]
+    assert spans[0][0] == 0 and spans[-1][1] == len(a.tokens)
+    assert all(p[1] <= q[0] for p, q in zip(spans, spans[1:], strict=False))
+    assert sum(e - s for s, e in spans) == len(a.tokens)
+    img = set(a.image_positions.tolist())
+    assert set(a.feature_positions.tolist()) <= img
+    first, last = fam.spec.BLOCK
+    assert a.tokens[a.groups["image"][0][0]] == first
+    assert a.tokens[a.groups["image"][-1][1] - 1] == last
+    assert a.groups["user"], "the question sits after the image"
+    n = len(a.feature_positions)
+    assert a.cam_tokens.shape == (a.num_layers, n) and a.token_regions.shape == (n, 4)
+    assert a.token_views.shape == (n,) and set(a.token_views.tolist()) == set(range(len(a.views)))
+    finite = np.isfinite(a.token_regions).all(axis=1)
+    assert finite.any()
+    r = a.token_regions[finite]
+    w, h = fam.spec.IMAGE_SIZE
+    assert (r[:, 0] >= -1e-3).all() and (r[:, 2] <= w + 1e-3).all()
+    assert (r[:, 1] >= -1e-3).all() and (r[:, 3] <= h + 1e-3).all()
+    assert (r[:, 2] > r[:, 0]).all() and (r[:, 3] > r[:, 1]).all()
+
+
+def test_shares_match_eager_output_attentions(fam):
+    a = fam.a
+    shares, head_shares = shares_eager(fam.path, a)
+    np.testing.assert_allclose(a.head_shares, head_shares, atol=1e-5)
+    np.testing.assert_allclose(a.shares, shares, atol=1e-5)
+    np.testing.assert_allclose(a.shares.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_attention_maps_match_eager(fam):
+    last, answer = attention_maps_eager(fam.path, fam.a)
+    np.testing.assert_allclose(fam.a.image_attention, last, atol=1e-5)
+    np.testing.assert_allclose(fam.a.attention_tokens, answer, atol=1e-5)
+
+
+def test_cam_matches_the_papers_per_layer_loop(fam):
+    ref = cam_per_layer_loop(fam.path, fam.a)
+    np.testing.assert_allclose(fam.a.cam_tokens, ref, atol=1e-4)
+    assert (fam.a.cam_tokens.max(axis=1) > 0).any()
+
+
+@pytest.fixture(scope="module")
+def reference(fam):
+    return MaskedEager(fam.path)
+
+
+def test_every_k_of_the_sweep_matches_a_no_cache_masked_loop(fam, reference):
+    e, a = fam.engine, fam.a
+    sweep = e.sweep(a)
+    sames = []
+    for K in range(a.num_layers + 1):
+        expect = reference.greedy(a, K, a.image_positions, a.max_new_tokens, e.adapter.eos_token_ids)
+        assert e._decode(expect) == sweep.answers[K], K
+        sames.append(expect == a.answer_token_ids)
+        assert sweep.logprob[K] == pytest.approx(
+            reference.baseline_logprob(a, K, a.image_positions), abs=1e-3
+        ), K
+    assert sweep.same.tolist() == sames
+    assert sweep.cliff_layer == cliff_layer(np.array(sames))
+    assert not all(sames), "the tiny model ignores the image: the sweep proves nothing"
+
+
+@pytest.mark.parametrize("strategy,keep", [("top", 3), ("random", 2)])
+def test_strategies_match_the_reference(fam, reference, strategy, keep):
+    e, a = fam.engine, fam.a
+    feats, img = a.feature_positions, a.image_positions
+    for K in (1, a.num_layers - 1):
+        r = e.truncate(a, K, strategy=strategy, keep=keep, seed=7, record=False)
+        if strategy == "top":
+            kept = feats[np.argsort(-a.image_attention[K - 1], kind="stable")[:keep]]
+        else:
+            kept = feats[np.random.default_rng(7).choice(len(feats), keep, replace=False)]
+        masked = np.setdiff1d(img, kept)
+        expect = reference.greedy(a, K, masked, a.max_new_tokens, e.adapter.eos_token_ids)
+        assert r.answer_token_ids == expect, K
+        assert r.baseline_logprob == pytest.approx(reference.baseline_logprob(a, K, masked), abs=1e-3)
+
+
+def test_regions_are_the_pixels_each_token_is_computed_from(fam):
+    spec = fam.spec
+    w, h = spec.IMAGE_SIZE
+    image = position_image(w, h)
+    a = fam.engine.analyze(image, spec.QUESTION, max_new_tokens=1)
+    model, processor = load_eager(fam.path)
+    support = pixel_support(model, processor, image, a.prompt, sample_tokens(a),
+                            getattr(spec, "to_channels", channels_last3))
+    check_regions(a, support, getattr(spec, "TOLERANCE", 3.0))
+
+
+def test_snapshot_round_trip_and_rerun(fam, tmp_path):
+    e, a = fam.engine, fam.a
+    b = flowtui.load_snapshot(a.save(tmp_path / "s.flowtui"))
+    assert b.views == a.views and b.image_grid == a.image_grid
+    np.testing.assert_array_equal(b.token_regions, a.token_regions)
+    np.testing.assert_array_equal(b.feature_positions, a.feature_positions)
+    e._states.clear()  # the rebuild path a reopened snapshot takes
+    for K in (0, a.num_layers // 2):
+        r1 = e.truncate(b, K, record=False)
+        r2 = e.truncate(a, K, record=False)
+        assert r1.answer_token_ids == r2.answer_token_ids
+        assert r1.baseline_logprob == pytest.approx(r2.baseline_logprob, abs=1e-5)

@@ -1,0 +1,57 @@
+"""LLaVA-1.5 as on the hub: CLIP tower, shortest-edge resize and a centre crop, so a wide
+image's sides never reach the model (regions must land on the crop, not the whole image)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (
+    CLIPImageProcessorPil,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+)
+
+from tiny.common import finish, save, word_tokenizer
+
+FAMILY = "llava"
+QUESTION = "Is there a red circle?"
+IMAGE_SIZE = (150, 97)
+BLOCK = ("<image>", "<image>")
+TOLERANCE = 4.0
+
+TEMPLATE = (
+    "{{ bos_token }}you are a helpful model . "
+    "{% for m in messages %}{% if m['role'] == 'user' %}user : "
+    "{% for c in m['content'] %}{% if c['type'] == 'image' %}<image> {% endif %}"
+    "{% if c['type'] == 'text' %}{{ c['text'] }} {% endif %}{% endfor %}"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}assistant :{% endif %}"
+)
+
+
+def build(path: Path) -> Path:
+    tok = word_tokenizer(["<s>", "</s>", "<pad>", "<image>"], bos="<s>",
+                         extra={"image_token": "<image>"})
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, image_size=56, patch_size=8,
+                              projection_dim=32)
+    text = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                       num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=512, bos_token_id=tok.bos_token_id,
+                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                       tie_word_embeddings=False)
+    config = LlavaConfig(vision_config=vision, text_config=text,
+                         image_token_id=tok.convert_tokens_to_ids("<image>"),
+                         vision_feature_select_strategy="default", vision_feature_layer=-1)
+    torch.manual_seed(1)
+    model = finish(LlavaForConditionalGeneration(config), tok)
+    ip = CLIPImageProcessorPil(size={"shortest_edge": 56}, do_center_crop=True,
+                               crop_size={"height": 56, "width": 56})
+    processor = LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=8,
+                               vision_feature_select_strategy="default",
+                               num_additional_image_tokens=1, chat_template=TEMPLATE,
+                               image_token="<image>")
+    return save(model, processor, path)
