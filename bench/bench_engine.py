@@ -52,18 +52,20 @@ def image(seed: int = 0):
 
 
 def inputs_for(engine, question: str, answer_len: int = 4):
+    """Teacher-forced model inputs for prompt + a made-up answer, the prompt length, the token
+    groups and the feature positions, as the engine builds them."""
     _, inputs = engine._inputs(image(), question)
-    ids = inputs.pop("input_ids")
-    inputs.pop("attention_mask", None)
-    answer = torch.full((1, answer_len), ids[0, -1].item())
-    return torch.cat([ids, answer], 1), ids.shape[1], inputs
+    ids = inputs["input_ids"][0].cpu().numpy()
+    full = engine.adapter.teacher_forced(inputs, [int(ids[-1])] * answer_len)
+    groups = engine._groups(ids, answer_len)
+    return full, len(ids), groups, engine.adapter.feature_positions(ids)
 
 
 def cam_one_pass_vs_loop(engine) -> dict:
-    full, P, pix = inputs_for(engine, "is there a red circle ?")
-    T = full.shape[1] - P
-    groups = engine._groups(full[0, :P].numpy(), T)
-    one = timed(lambda: engine._capture(full, P, T, pix, groups, lambda p: None), repeat=2)
+    full, P, groups, feats = inputs_for(engine, "is there a red circle ?")
+    ids = full["input_ids"]
+    T = ids.shape[1] - P
+    one = timed(lambda: engine._capture(full, P, T, groups, feats, lambda p: None), repeat=2)
     layers = list(engine.adapter.layers)
 
     def loop():  # the paper's scripts: one forward + backward per layer
@@ -74,9 +76,9 @@ def cam_one_pass_vs_loop(engine) -> dict:
             h2 = engine.model.get_input_embeddings().register_forward_hook(
                 lambda _m, _a, out: out.detach().requires_grad_(True))
             with torch.enable_grad():
-                logits = engine.model(input_ids=full, **pix, use_cache=False).logits[0]
+                logits = engine.model(**full, use_cache=False).logits[0]
                 idx = torch.arange(P - 1, P - 1 + T)
-                target = logits[idx, full[0, P:]].sum()
+                target = logits[idx, ids[0, P:]].sum()
                 (g,) = torch.autograd.grad(target, [saved["a"]])
             h1.remove()
             h2.remove()
@@ -94,9 +96,9 @@ def cam_one_pass_vs_loop(engine) -> dict:
                 h = engine.adapter.cam_site(layer).register_forward_hook(keep)
                 engine.model.zero_grad(set_to_none=True)
                 with torch.enable_grad():
-                    logits = engine.model(input_ids=full, **pix, use_cache=False).logits[0]
+                    logits = engine.model(**full, use_cache=False).logits[0]
                     idx = torch.arange(P - 1, P - 1 + T)
-                    logits[idx, full[0, P:]].sum().backward()
+                    logits[idx, ids[0, P:]].sum().backward()
                 _ = saved["a"].grad
                 h.remove()
         finally:
@@ -106,25 +108,24 @@ def cam_one_pass_vs_loop(engine) -> dict:
     loop_t = timed(loop, repeat=1)
     paper_t = timed(paper_loop, repeat=1)
     L = len(layers)
-    return {"tokens": full.shape[1], "layers": L, "one_pass_s": one,
+    return {"tokens": ids.shape[1], "layers": L, "one_pass_s": one,
             "paper_loop_s": paper_t, "speedup_vs_paper_loop": paper_t / one,
             "activation_only_loop_s": loop_t, "speedup_vs_activation_only_loop": loop_t / one,
             "target_speedup": 0.8 * L}
 
 
 def capture_overhead(engine) -> dict:
-    full, P, pix = inputs_for(engine, "is there a red circle ?")
-    T = full.shape[1] - P
-    groups = engine._groups(full[0, :P].numpy(), T)
+    full, P, groups, feats = inputs_for(engine, "is there a red circle ?")
+    T = full["input_ids"].shape[1] - P
 
     def plain():
         with torch.no_grad():
-            engine.model(input_ids=full, **pix, use_cache=False, logits_to_keep=T + 1)
+            engine.model(**full, use_cache=False, logits_to_keep=T + 1)
 
     def captured():
-        cap = attention.ShareCapture.for_groups(groups, GROUPS, T)
+        cap = attention.ShareCapture.for_groups(groups, GROUPS, T, feats)
         with torch.no_grad(), attention.capturing(cap):
-            engine.model(input_ids=full, **pix, use_cache=False, logits_to_keep=T + 1)
+            engine.model(**full, use_cache=False, logits_to_keep=T + 1)
 
     # Interleave to spread noise from other processes evenly.
     a, b = [], []
@@ -132,7 +133,7 @@ def capture_overhead(engine) -> dict:
         a.append(timed(plain, 1))
         b.append(timed(captured, 1))
     pa, pb = statistics.median(a), statistics.median(b)
-    return {"tokens": full.shape[1], "plain_forward_s": pa, "with_share_capture_s": pb,
+    return {"tokens": full["input_ids"].shape[1], "plain_forward_s": pa, "with_share_capture_s": pb,
             "overhead": pb / pa - 1, "target_overhead": 0.10}
 
 
@@ -147,27 +148,26 @@ from transformers import AutoModelForImageTextToText
 mode = {mode!r}
 engine = flowtui.load_engine({path!r}, device="cpu", dtype="float32")
 question = " ".join(["is there a red circle in the picture ?"] * {repeats})
-full, P, pix = inputs_for(engine, question)
-T = full.shape[1] - P
+full, P, groups, feats = inputs_for(engine, question)
+T = full["input_ids"].shape[1] - P
 if mode == "eager":
     model = AutoModelForImageTextToText.from_pretrained({path!r}, attn_implementation="eager").eval()
 else:
     model = engine.model
 with torch.no_grad():  # a warm plain forward first: extra memory is measured above its peak
-    engine.model(input_ids=full, **pix, use_cache=False, logits_to_keep=T + 1)
+    engine.model(**full, use_cache=False, logits_to_keep=T + 1)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 with torch.no_grad():
     if mode == "eager":
-        out = model(input_ids=full, **pix, use_cache=False, logits_to_keep=T + 1, output_attentions=True)
+        out = model(**full, use_cache=False, logits_to_keep=T + 1, output_attentions=True)
     elif mode == "capture":
-        groups = engine._groups(full[0, :P].numpy(), T)
-        cap = attention.ShareCapture.for_groups(groups, GROUPS, T)
+        cap = attention.ShareCapture.for_groups(groups, GROUPS, T, feats)
         with attention.capturing(cap):
-            out = model(input_ids=full, **pix, use_cache=False, logits_to_keep=T + 1)
+            out = model(**full, use_cache=False, logits_to_keep=T + 1)
     else:
-        out = model(input_ids=full, **pix, use_cache=False, logits_to_keep=T + 1)
+        out = model(**full, use_cache=False, logits_to_keep=T + 1)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"tokens": full.shape[1], "base_kb": base, "peak_kb": peak}}))
+print(json.dumps({{"tokens": full["input_ids"].shape[1], "base_kb": base, "peak_kb": peak}}))
 """
 
 
@@ -190,23 +190,25 @@ def capture_memory(path: Path, repeats: int = 300) -> dict:
 
 
 def sweep_vs_independent(engine, max_new_tokens: int = 6) -> dict:
-    a = engine.analyze(image(1), "what colour is the shape ?", max_new_tokens=max_new_tokens)
+    question = "what colour is the shape ?"
+    a = engine.analyze(image(1), question, max_new_tokens=max_new_tokens)
     L = a.num_layers
     sweep_t = timed(lambda: engine.sweep(a), repeat=1)
     st = engine._state(a, lambda p: None)
+    _, prompt_inputs = engine._inputs(image(1), question)
 
     def independent():  # L+1 plain truncated generations, each with its own prefill
         for K in range(L + 1):
             trunc = engine._truncation(a, st, K, "all", None, 0)
             with attention.truncated(trunc):
-                engine._generate(st.prompt_ids, st.pixel_inputs, max_new_tokens)
+                engine._generate(prompt_inputs, max_new_tokens)
 
     def independent_scored():  # ... plus the teacher-forced log-prob each run records
         independent()
         for K in range(L + 1):
             trunc = engine._truncation(a, st, K, "all", None, 0)
             with torch.no_grad(), attention.truncated(trunc):
-                engine.model(input_ids=st.input_ids, **st.pixel_inputs, use_cache=False,
+                engine.model(**st.full, use_cache=False,
                              logits_to_keep=len(a.answer_token_ids) + 1)
 
     gen_t = timed(independent, repeat=1)
