@@ -170,7 +170,7 @@ class FakeEngine:
         analysis.truncations.append(run)  # as the real engine does: it owns the record
         return run
 
-    def sweep(self, analysis, progress=None, cancel=None) -> Sweep:
+    def sweep(self, analysis, progress=None, cancel=None, strategy="all", keep=None, seed=0) -> Sweep:
         self.calls.append("sweep")
         self._maybe_fail("sweep")
         L = analysis.num_layers
@@ -194,7 +194,8 @@ class FakeEngine:
             answers=answers,
             cliff_layer=cliff_layer(same_arr),
         )
-        analysis.set_sweep(sweep)
+        if strategy == "all":
+            analysis.set_sweep(sweep)
         return sweep
 
 

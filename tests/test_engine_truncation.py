@@ -172,3 +172,17 @@ def test_rerun_after_snapshot_reload(engines, analyses, tmp_path):
     assert r1.baseline_logprob == pytest.approx(r2.baseline_logprob, abs=1e-5)
     with pytest.raises(InputError, match="made with tiny_a"):
         engines["b"].truncate(b, 1)
+
+
+@pytest.mark.parametrize("strategy,keep", [("top", 5), ("random", 4)])
+def test_sweep_with_a_strategy_equals_single_truncations(engines, analyses, strategy, keep):
+    e, a = engines["a"], analyses["a"]
+    before = (a.sweep_same, len(a.truncations))
+    s = e.sweep(a, strategy=strategy, keep=keep, seed=2)
+    assert (s.strategy, s.keep) == (strategy, keep)
+    for K in range(a.num_layers + 1):
+        r = e.truncate(a, K, strategy=strategy, keep=keep, seed=2, record=False)
+        assert s.answers[K] == r.answer and s.same[K] == r.same
+        assert s.logprob[K] == pytest.approx(r.baseline_logprob, abs=1e-5)
+    # The analysis' own sweep (and its cliff) is the `all` one: left as it was.
+    assert a.sweep_same is before[0] and len(a.truncations) == before[1]

@@ -75,13 +75,17 @@ class TruncationRun:
 
 @dataclass
 class Sweep:
-    """Truncation with strategy `all` at every K = 0..L."""
+    """Truncation at every K = 0..L (strategy `all` unless stated): the cliff layer is
+    defined on the `all` sweep."""
 
     logprob: np.ndarray  # float32 [L+1]
     same: np.ndarray  # bool [L+1]
     answers: list[str]
     cliff_layer: int | None
     seconds: float = 0.0
+    strategy: str = "all"
+    keep: int | None = None
+    seed: int | None = None
 
 
 @dataclass

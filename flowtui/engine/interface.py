@@ -51,6 +51,10 @@ class Engine(Protocol):
         analysis: Analysis,
         progress: ProgressFn | None = None,
         cancel: CancelFn | None = None,
+        strategy: str = "all",
+        keep: int | None = None,
+        seed: int = 0,
     ) -> Sweep:
-        """Truncate at every K = 0..L; sets the analysis' sweep fields and cliff layer."""
+        """Truncate at every K = 0..L with `strategy`; a sweep with strategy `all` also sets the
+        analysis' sweep fields and cliff layer. Nothing is recorded in analysis.truncations."""
         ...

@@ -630,6 +630,9 @@ class LocalEngine:
         analysis: Analysis,
         progress: ProgressFn | None = None,
         cancel: CancelFn | None = None,
+        strategy: str = "all",
+        keep: int | None = None,
+        seed: int = 0,
     ) -> Sweep:
         report = progress or _noop
         start = time.perf_counter()
@@ -643,12 +646,15 @@ class LocalEngine:
                 if cancel is not None and cancel():
                     raise Cancelled(f"sweep cancelled at K={K}")
                 report(Progress("sweep", K, L + 1, f"K={K}"))
-                trunc = self._truncation(analysis, st, K, "all", None, 0)
+                trunc = self._truncation(analysis, st, K, strategy, keep, seed)
                 ids, logprob[K], same[K] = self._rerun(analysis, st, trunc, cancel=cancel)
                 answers.append(self._decode(ids))
-        result = Sweep(logprob, same, answers, cliff_layer(same), time.perf_counter() - start)
+        result = Sweep(logprob, same, answers, cliff_layer(same), time.perf_counter() - start,
+                       strategy, None if strategy == "all" else keep,
+                       seed if strategy == "random" else None)
         report(Progress("sweep", L + 1, L + 1, "done"))
-        analysis.set_sweep(result)
+        if strategy == "all":  # the analysis keeps the sweep DESIGN's cliff is defined on
+            analysis.set_sweep(result)
         return result
 
 
