@@ -131,13 +131,44 @@ def test_hub_id_resolves_from_local_cache(tiny_paths, tmp_path, monkeypatch):
     assert name == "tiny/llava" and (path / "config.json").exists()
 
 
-@pytest.mark.parametrize("flag", ["--help", "--version"])
-def test_help_and_version(flag, capsys):
+def test_top_level_help_lists_every_command(capsys):
+    from flowtui.cli import COMMANDS
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "flowtui IMAGE QUESTION" in out
+    for name in COMMANDS:
+        assert f"  {name} " in out
+    assert main([]) == 2  # no arguments: the same usage, as an error
+    assert "usage: flowtui" in capsys.readouterr().out
+    assert main(["--version"]) == 0 and "flowtui 0.1.0" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (["analyze", "--help"], ("--headless", "--sweep", "--model", "never downloads", "llava")),
+        (["open", "--help"], ("snapshot", "--summary", "--model")),
+    ],
+)
+def test_each_command_has_its_own_help(argv, words, capsys):
     with pytest.raises(SystemExit) as exc:
-        main([flag])
+        main(argv)
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert "flowtui" in out
-    if flag == "--help":
-        for word in ("--headless", "--sweep", "--model", "open", "never downloads"):
-            assert word in out
+    assert out.startswith(f"usage: flowtui {argv[0]}")
+    for word in words:
+        assert word in out
+
+
+def test_default_command_is_analyze(tiny_paths, image_file, tmp_path, capsys):
+    """`flowtui IMAGE QUESTION` and `flowtui analyze IMAGE QUESTION` are the same command."""
+    import flowtui
+
+    answers = []
+    for prefix in ([], ["analyze"]):
+        out = tmp_path / f"{len(prefix)}.flowtui"
+        assert main([*prefix, str(image_file), "is there a cat ?", "--headless", "--model",
+                     str(tiny_paths["b"]), "--out", str(out), "--max-new-tokens", "3"]) == 0
+        answers.append(flowtui.load_snapshot(out).answer)
+    assert answers[0] == answers[1]

@@ -1,0 +1,132 @@
+"""`flowtui [analyze] IMAGE QUESTION`: the explorer, or a headless run that writes a snapshot."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from flowtui import __version__
+from flowtui.cli.common import (
+    THEME_HELP,
+    Parser,
+    StderrProgress,
+    add_model_options,
+    check_model_options,
+    check_out,
+    check_theme,
+    default_snapshot_path,
+    engine_factory,
+    layer_number,
+    positive_int,
+    summary,
+)
+
+HELP = "analyse an image + question in the explorer or headless (the default command)"
+
+DESCRIPTION = """\
+Explore the information flow inside a vision-language model: per-layer attention shares by
+token group (system / image / user / output), LLaVA-CAM heatmaps over the image, and
+truncation of the image from layer K onward to find the cliff layer.
+
+With no --model, flowtui uses its built-in toy LVLM (trained on shape scenes; try
+`flowtui sample_images/toy_scene_1.png "Is there a red circle?"`).
+"""
+
+EPILOG = """\
+examples:
+  flowtui photo.jpg "Is there a horse?"                         open the explorer
+  flowtui photo.jpg "Is there a horse?" --model llava-hf/llava-1.5-7b-hf
+  flowtui photo.jpg "Is there a horse?" --model Qwen/Qwen2.5-VL-7B-Instruct --device cuda
+  flowtui photo.jpg "Is there a horse?" --headless --sweep --out horse.flowtui
+  flowtui open horse.flowtui                                    reopen a snapshot, no model needed
+
+models: --model takes a local transformers folder or a hub id already in the local Hugging Face
+cache; flowtui never downloads at run time. Supported model types: {families}.
+exit codes: 0 ok, 2 bad input (one line on stderr), 130 interrupted.
+"""
+
+
+def build_parser(prog: str = "flowtui") -> argparse.ArgumentParser:
+    from flowtui.engine.families import supported_families
+
+    p = Parser(prog=prog, description=DESCRIPTION,
+               epilog=EPILOG.format(families=supported_families()),
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("image", help="the image (any format Pillow reads)")
+    p.add_argument("question", help="the question to ask about it, in quotes")
+    p.add_argument("--version", action="version", version=f"flowtui {__version__}")
+    p.add_argument("--max-new-tokens", type=positive_int, default=32, metavar="N",
+                   help="longest answer to generate (default: 32)")
+    add_model_options(p)
+    ui = p.add_argument_group("explorer")
+    ui.add_argument("--theme", default=None, help=THEME_HELP)
+    h = p.add_argument_group("headless (no UI: analyze, write a snapshot, print a summary)")
+    h.add_argument("--headless", action="store_true", help="run without the explorer")
+    h.add_argument("--out", "-o", metavar="FILE", default=None,
+                   help="snapshot to write (default: <image-stem>-<yyyymmdd-hhmmss>.flowtui)")
+    h.add_argument("--sweep", action="store_true",
+                   help="also truncate at every layer K = 0..L and find the cliff layer")
+    h.add_argument("--truncate", type=layer_number, action="append", metavar="K", default=[],
+                   help="also rerun with the image cut off from layer K (repeatable)")
+    h.add_argument("--strategy", choices=["all", "top", "random"], default="all",
+                   help="which image tokens --truncate hides: all, or all but the top/random R")
+    h.add_argument("--keep", type=int, metavar="R", default=None,
+                   help="image tokens kept by --strategy top/random")
+    h.add_argument("--seed", type=int, default=0, help="seed for --strategy random")
+    return p
+
+
+def _validate(args) -> None:
+    from flowtui.engine.errors import InputError
+    from flowtui.engine.images import load_image
+
+    if not args.question.strip():
+        raise InputError("the question is empty")
+    load_image(args.image)
+    check_model_options(args)
+    if args.strategy != "all" and args.keep is None and args.truncate:
+        raise InputError(f"--strategy {args.strategy} needs --keep R")
+
+
+def _run_headless(args) -> int:
+    # The image was already checked by _validate, before any model time is spent.
+    out = Path(args.out) if args.out else default_snapshot_path(args.image)
+    check_out(out)
+    progress = StderrProgress()
+    engine = engine_factory(args)(progress)
+    from flowtui.engine.errors import InputError
+
+    for k in args.truncate:
+        if k > engine.info.num_layers:
+            progress.done()
+            raise InputError(f"--truncate {k}: {engine.info.name} has layers 0..{engine.info.num_layers}")
+    try:
+        a = engine.analyze(args.image, args.question, max_new_tokens=args.max_new_tokens,
+                           progress=progress)
+        for k in args.truncate:
+            engine.truncate(a, k, strategy=args.strategy, keep=args.keep, seed=args.seed,
+                            progress=progress)
+        if args.sweep:
+            engine.sweep(a, progress=progress)
+    finally:
+        progress.done()
+    a.save(out)
+    print(summary(a, out))
+    return 0
+
+
+def run(argv: list[str], prog: str = "flowtui") -> int:
+    args = build_parser(prog).parse_args(argv)
+    _validate(args)
+    if args.headless:
+        return _run_headless(args)
+    check_theme(args.theme)
+    from flowtui.ui.app import run_explorer
+
+    return run_explorer(
+        image=args.image,
+        question=args.question,
+        engine_factory=engine_factory(args),
+        max_new_tokens=args.max_new_tokens,
+        theme=args.theme,
+    )

@@ -1,0 +1,165 @@
+"""Pieces every subcommand shares: one-line argparse errors, model options, progress, output."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import NoReturn
+
+EXIT_BAD_INPUT = 2
+
+THEME_HELP = ("explorer theme: flowtui-dark (default), flowtui-light, flowtui-high-contrast, "
+              "any Textual theme (nord, gruvbox, ...), or your own JSON/TOML file in "
+              "$XDG_CONFIG_HOME/flowtui/themes/ (~/.config/flowtui/themes/)")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, like every other flowtui error."""
+
+    def error(self, message: str) -> NoReturn:
+        from flowtui.engine.errors import InputError
+
+        raise InputError(f"{message} (see {self.prog} --help)")
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", "-m", metavar="M", default=None,
+                   help="local model folder or cached hub id (default: the built-in toy model)")
+    g.add_argument("--device", default="auto", metavar="D",
+                   help="auto | cpu | cuda | cuda:N (default: auto = a GPU if visible)")
+    g.add_argument("--dtype", default="auto", metavar="T",
+                   choices=["auto", "float32", "bfloat16", "float16"],
+                   help="auto | float32 | bfloat16 | float16 (auto: bf16 on a GPU that has it, "
+                        "else fp16; float32 on CPU)")
+    g.add_argument("--quantize", choices=["4bit", "8bit"], default=None,
+                   help="load 4/8-bit with bitsandbytes (pip install 'flowtui[quant]')")
+    g.add_argument("--trust-remote-code", action="store_true",
+                   help="allow a model's own Python code from its folder (only if you trust it)")
+
+
+def int_at_least(minimum: int, what: str, bound_message: str):
+    """An argparse type: an integer >= minimum, with a one-line message otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{bound_message}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = int_at_least(1, "a positive integer", "expected a positive integer")
+layer_number = int_at_least(0, "a layer number", "a layer number is >= 0")
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
+    print(f"flowtui: error: {message}", file=sys.stderr)
+    return code
+
+
+class StderrProgress:
+    """Progress lines on stderr: one per stage, overwritten in place on a terminal."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last_stage = ""
+        self.start = time.perf_counter()
+
+    def __call__(self, p) -> None:
+        count = f" {p.done}/{p.total}" if p.total > 1 else ""
+        line = f"[{time.perf_counter() - self.start:6.1f}s] {p.stage}{count} {p.message}".rstrip()
+        if self.tty:
+            sys.stderr.write("\r\033[K" + line[:200])
+            sys.stderr.flush()
+        elif p.stage != self.last_stage or p.stage == "sweep":
+            print(line[:200], file=sys.stderr)
+        self.last_stage = p.stage
+
+    def done(self) -> None:
+        if self.tty:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def default_snapshot_path(image: str | Path, folder: Path | None = None) -> Path:
+    stem = Path(image).stem or "session"
+    return (folder or Path.cwd()) / f"{stem}-{datetime.now():%Y%m%d-%H%M%S}.flowtui"
+
+
+def check_out(out: Path) -> None:
+    from flowtui.engine.errors import InputError
+
+    if out.is_dir():
+        raise InputError(f"--out {out} is a directory; give a file name")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"--out {out}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"--out {out}: folder {parent} is not writable")
+
+
+def summary(a, path: Path | None = None) -> str:
+    lines = [
+        f"model:    {a.model.name} ({a.model.family}, {a.model.num_layers} layers, "
+        f"{a.model.dtype} on {a.model.device})",
+        f"question: {a.question}",
+        f"answer:   {a.answer}",
+    ]
+    peak = int(a.shares[:, 1].argmax())
+    lines.append(f"image share: peak {a.shares[peak, 1]:.3f} at layer {peak}, "
+                 f"mean {a.shares[:, 1].mean():.3f}")
+    if len(a.views) > 1:
+        counts = ", ".join(f"{v} {int((a.token_views == i).sum())}" for i, v in enumerate(a.views))
+        lines.append(f"image tokens: {a.num_features} ({counts})")
+    for run in a.truncations:
+        how = run.strategy if run.strategy == "all" else f"{run.strategy}-{run.keep}"
+        lines.append(f"truncate K={run.layer} ({how}): {run.answer!r} "
+                     f"({'same' if run.same else 'changed'}; baseline log-prob "
+                     f"{run.baseline_logprob:.3f})")
+    if a.sweep_same is not None:
+        cliff = a.cliff_layer
+        lines.append(f"cliff layer: {cliff if cliff is not None else 'none (K = L differs)'}")
+    if path is not None:
+        lines.append(f"wrote:    {path}")
+    return "\n".join(lines)
+
+
+def engine_factory(args):
+    """A callable that loads the engine the options name (in a UI worker, or at once)."""
+
+    def factory(progress=None):
+        from flowtui.engine import load_engine
+
+        return load_engine(args.model, device=args.device, dtype=args.dtype,
+                           trust_remote_code=args.trust_remote_code, quantize=args.quantize,
+                           progress=progress)
+
+    return factory
+
+
+def check_theme(theme: str | None) -> None:
+    if theme is None:
+        return
+    from flowtui.engine.errors import InputError
+    from flowtui.ui.themes import available_themes
+
+    names = available_themes()
+    if theme not in names:
+        raise InputError(f"unknown theme {theme!r}; available: {', '.join(names)}")
+
+
+def check_model_options(args) -> None:
+    """Fail on a bad --device/--dtype/--model before any model time is spent."""
+    from flowtui.engine.loading import resolve_model_path, resolve_placement
+
+    resolve_placement(args.device, args.dtype)
+    resolve_model_path(args.model)
