@@ -172,3 +172,14 @@ def test_default_command_is_analyze(tiny_paths, image_file, tmp_path, capsys):
                      str(tiny_paths["b"]), "--out", str(out), "--max-new-tokens", "3"]) == 0
         answers.append(flowtui.load_snapshot(out).answer)
     assert answers[0] == answers[1]
+
+
+def test_help_names_every_supported_model_type_without_importing_torch():
+    from flowtui.engine.families import supported_model_types
+
+    code = ("import sys\ntry:\n    from flowtui.cli import main; main(['analyze', '--help'])\n"
+            "except SystemExit:\n    pass\nprint('torch imported:', 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    for model_type in supported_model_types():
+        assert model_type in proc.stdout
+    assert proc.stdout.strip().endswith("torch imported: False")

@@ -19,6 +19,7 @@ from flowtui.cli.common import (
     layer_number,
     positive_int,
     summary,
+    supported_model_types,
 )
 
 HELP = "analyse an image + question in the explorer or headless (the default command)"
@@ -47,10 +48,8 @@ exit codes: 0 ok, 2 bad input (one line on stderr), 130 interrupted.
 
 
 def build_parser(prog: str = "flowtui") -> argparse.ArgumentParser:
-    from flowtui.engine.families import supported_families
-
     p = Parser(prog=prog, description=DESCRIPTION,
-               epilog=EPILOG.format(families=supported_families()),
+               epilog=EPILOG.format(families=supported_model_types()),
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("image", help="the image (any format Pillow reads)")
     p.add_argument("question", help="the question to ask about it, in quotes")

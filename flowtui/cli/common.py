@@ -61,6 +61,27 @@ positive_int = int_at_least(1, "a positive integer", "expected a positive intege
 layer_number = int_at_least(0, "a layer number", "a layer number is >= 0")
 
 
+def supported_model_types() -> str:
+    """The model types the family modules declare, read from their source: `--help` stays
+    fast because it imports neither torch nor transformers."""
+    import ast
+
+    folder = Path(__file__).resolve().parents[1] / "engine" / "families"
+    types: set[str] = set()
+    for path in folder.glob("*.py"):
+        if path.name.startswith("_") or path.name == "base.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "model_types" for t in node.targets
+            ):
+                try:
+                    types.update(ast.literal_eval(node.value))
+                except ValueError:
+                    continue
+    return ", ".join(sorted(types))
+
+
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
     print(f"flowtui: error: {message}", file=sys.stderr)
     return code

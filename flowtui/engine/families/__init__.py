@@ -49,6 +49,7 @@ def supported_model_types() -> list[str]:
     return sorted(t for cls in adapters() for t in cls.model_types)
 
 
+
 def supported_families() -> str:
     return ", ".join(supported_model_types())
 
