@@ -118,3 +118,14 @@ def test_llava_regions_follow_center_crop_and_pad(engines):
     assert np.nanmin(lay.regions[:, 1]) == pytest.approx(0)
     assert np.nanmax(lay.regions[:, 3]) == pytest.approx(150)
     assert lay.regions[6].tolist() == pytest.approx([0, 0, 50, 25])
+
+
+def test_analysis_without_cam_skips_the_backward_and_says_so(engines, analyses):
+    e, a = engines["a"], analyses["a"]
+    b = e.analyze(a.image, a.question, max_new_tokens=a.max_new_tokens, cam=False)
+    assert b.answer_token_ids == a.answer_token_ids
+    np.testing.assert_allclose(b.shares, a.shares, atol=1e-6)
+    assert not b.cam_settings.computed and a.cam_settings.computed
+    assert not b.cam_tokens.any()
+    r = e.truncate(b, 1, record=False)  # reruns do not need the CAM
+    assert r.answer_token_ids == e.truncate(a, 1, record=False).answer_token_ids

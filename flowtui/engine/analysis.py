@@ -52,6 +52,9 @@ class CamSettings:
     site: str = "post_attention_layernorm"  # the module whose output is the MLP input
     target: str = "sum of answer-token logits"
     threshold: float = 0.5
+    # False when the analysis skipped the backward pass (analyze(cam=False), e.g. a dataset
+    # run without snapshots): cam_tokens are then zeros, not a map.
+    computed: bool = True
 
 
 @dataclass

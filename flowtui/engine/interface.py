@@ -31,7 +31,10 @@ class Engine(Protocol):
         question: str,
         max_new_tokens: int = 32,
         progress: ProgressFn | None = None,
-    ) -> Analysis: ...
+        cam: bool = True,
+    ) -> Analysis:
+        """Answer, shares and (unless cam=False, which skips the backward pass) LLaVA-CAM."""
+        ...
 
     def truncate(
         self,

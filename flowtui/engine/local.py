@@ -197,6 +197,7 @@ class LocalEngine:
         question: str,
         max_new_tokens: int = 32,
         progress: ProgressFn | None = None,
+        cam: bool = True,
     ) -> Analysis:
         report = progress or _noop
         if not isinstance(question, str) or not question.strip():
@@ -224,7 +225,7 @@ class LocalEngine:
             full = self.adapter.teacher_forced(inputs, answer_ids)
             groups = self._groups(prompt_ids, T)
             report(Progress("capturing", 0, 1))
-            result = self._capture(full, P, T, groups, feats, report)
+            result = self._capture(full, P, T, groups, feats, report, cam)
 
         L = self.adapter.num_layers
         analysis = Analysis(
@@ -247,7 +248,9 @@ class LocalEngine:
             image_grid=layout.grid,
             image_attention=result["rank_attention"],
             attention_tokens=result["answer_attention"],
-            cam_settings=CamSettings(site=self.adapter.cam_site_name(self.adapter.layers[0])),
+            cam_settings=CamSettings(
+                site=self.adapter.cam_site_name(self.adapter.layers[0]), computed=cam
+            ),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             flowtui_version=__version__,
             ended_with_eos=ended,
@@ -305,25 +308,26 @@ class LocalEngine:
         return {"logits": out.logits[0], "hidden": hidden, "sites": sites, "kv": kv,
                 "text_args": call["args"], "text_kwargs": call["kwargs"]}
 
-    def _capture(self, full, P, T, groups, feats, report) -> dict[str, Any]:
+    def _capture(self, full, P, T, groups, feats, report, cam: bool = True) -> dict[str, Any]:
         cap = attention.ShareCapture.for_groups(groups, GROUPS, T, feats)
         with attention.capturing(cap):
-            rec = self._forward_recording(full, T, with_cam=True)
+            rec = self._forward_recording(full, T, with_cam=cam)
         logits, sites = rec["logits"], rec["sites"]
         L = self.adapter.num_layers
         answer = full["input_ids"][0, P:].to(logits.device)
         idx = torch.arange(T, device=logits.device)
-        report(Progress("cam", 0, 1))
-        # The paper's target: the raw logit of each answer token at its query, summed.
-        target = logits[idx, answer].sum()
-        grads = torch.autograd.grad(target, sites, allow_unused=True)
-        pos = torch.as_tensor(feats, dtype=torch.long)
         cams = np.zeros((L, len(feats)), dtype=np.float32)
-        for layer, (a, g) in enumerate(zip(sites, grads, strict=True)):
-            if g is None:
-                continue
-            cams[layer] = cam_from(a[0, pos.to(a.device)], g[0, pos.to(g.device)])
-        report(Progress("cam", 1, 1))
+        if cam:
+            report(Progress("cam", 0, 1))
+            # The paper's target: the raw logit of each answer token at its query, summed.
+            target = logits[idx, answer].sum()
+            grads = torch.autograd.grad(target, sites, allow_unused=True)
+            pos = torch.as_tensor(feats, dtype=torch.long)
+            for layer, (a, g) in enumerate(zip(sites, grads, strict=True)):
+                if g is None:
+                    continue
+                cams[layer] = cam_from(a[0, pos.to(a.device)], g[0, pos.to(g.device)])
+            report(Progress("cam", 1, 1))
         logits = logits.detach().float()
         logprobs = torch.log_softmax(logits[:T], dim=-1)[idx, answer]
         head_shares = torch.stack([cap.head_shares[i] for i in range(L)]).numpy()
