@@ -62,7 +62,29 @@ def test_bad_images(tiny_paths, tmp_path, capsys, image_file):
     corrupt.write_bytes(image_file.read_bytes()[:200])
     _bad([str(corrupt), "q?", *m], capsys, "corrupt or truncated")
     _bad([str(tmp_path), "q?", *m], capsys, "directory")
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    _bad([str(fifo), "q?", *m], capsys, "is a FIFO, not an image file")
+    _bad(["/dev/zero", "q?", *m], capsys, "is a device, not an image file")
+    from test_images import _png_declaring
+
+    (tmp_path / "bomb.png").write_bytes(_png_declaring(60_000, 60_000))
+    _bad([str(tmp_path / "bomb.png"), "q?", *m], capsys, "decompression bomb")
     assert not (tmp_path / "x.flowtui").exists()
+
+
+def test_notes_on_how_the_image_was_read_reach_the_summary(tiny_paths, tmp_path, capsys):
+    from PIL import Image
+
+    frames = [Image.new("RGB", (40, 30), c) for c in ("red", "blue")]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    out = tmp_path / "anim.flowtui"
+    assert main([str(tmp_path / "anim.gif"), "is there a cat ?", "--headless", "--model",
+                 str(tiny_paths["b"]), "--out", str(out), "--max-new-tokens", "2"]) == 0
+    assert "note:     used the first of 2 frames" in capsys.readouterr().out
+    import flowtui
+
+    assert flowtui.load_snapshot(out).notes == ["used the first of 2 frames"]
 
 
 def test_bad_question_and_options(tiny_paths, image_file, tmp_path, capsys):

@@ -149,6 +149,7 @@ def summary(a, path: Path | None = None) -> str:
     if a.sweep_same is not None:
         cliff = a.cliff_layer
         lines.append(f"cliff layer: {cliff if cliff is not None else 'none (K = L differs)'}")
+    lines += [f"note:     {n}" for n in a.notes]
     if path is not None:
         lines.append(f"wrote:    {path}")
     return "\n".join(lines)

@@ -33,7 +33,7 @@ from flowtui.engine.analysis import (
 )
 from flowtui.engine.errors import Cancelled, FlowtuiError, InputError
 from flowtui.engine.families import FamilyAdapter, Layout
-from flowtui.engine.images import load_image
+from flowtui.engine.images import load_image, load_image_notes
 from flowtui.engine.interface import CancelFn, ImageInput, TokenFn
 
 STRATEGIES = ("all", "top", "random")
@@ -204,7 +204,7 @@ class LocalEngine:
             raise InputError("the question is empty")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-        pil = load_image(image)
+        pil, notes = load_image_notes(image)
         question = question.strip()
         with self._lock:
             prompt, inputs = self._inputs(pil, question)
@@ -255,6 +255,7 @@ class LocalEngine:
             flowtui_version=__version__,
             ended_with_eos=ended,
             max_new_tokens=max_new_tokens,
+            notes=notes,
         )
         assert analysis.cam_tokens.shape == (L, len(feats))
         self._remember(analysis, result["state"])
