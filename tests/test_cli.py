@@ -123,7 +123,53 @@ def test_bad_models(image_file, tmp_path, capsys, monkeypatch):
     llava_no_weights = tmp_path / "llava_empty"
     llava_no_weights.mkdir()
     (llava_no_weights / "config.json").write_text(json.dumps({"model_type": "llava"}))
-    _bad([*base, str(llava_no_weights)], capsys, "cannot load")
+    _bad([*base, str(llava_no_weights)], capsys, "processor files in")
+    assert not (tmp_path / "x.flowtui").exists()
+
+
+def _damaged(good, root, name, damage):
+    import shutil
+
+    folder = root / name
+    shutil.copytree(good, folder)
+    damage(folder)
+    return str(folder)
+
+
+def test_damaged_model_folders_say_which_part_is_damaged(tiny_paths, image_file, tmp_path, capsys):
+    base = [str(image_file), "q?", "--headless", "--out", str(tmp_path / "x.flowtui"), "--model"]
+    good = tiny_paths["a"]
+    weights = "model.safetensors"
+
+    def truncate(f):  # an interrupted download
+        (f / weights).write_bytes((f / weights).read_bytes()[:5000])
+
+    def garbage(f):
+        (f / weights).write_bytes(b"not a safetensors file at all")
+
+    def shard_missing(f):  # an index naming a shard that never arrived
+        (f / weights).rename(f / "model-00001-of-00002.safetensors")
+        index = {"metadata": {}, "weight_map": {"lm_head.weight": "model-00002-of-00002.safetensors"}}
+        (f / "model.safetensors.index.json").write_text(json.dumps(index))
+
+    for name, damage in [("trunc", truncate), ("garbage", garbage), ("shard", shard_missing)]:
+        _bad([*base, _damaged(good, tmp_path, name, damage)], capsys,
+             f"the weights in {tmp_path / name} are corrupt or incomplete")
+    tok = _damaged(good, tmp_path, "tok", lambda f: (f / "tokenizer.json").write_text("{bad"))
+    _bad([*base, tok], capsys, "tokenizer or processor files in")
+    cfg = _damaged(good, tmp_path, "cfg", lambda f: (f / "config.json").write_text(
+        json.dumps({"model_type": "llava", "text_config": 5})))
+    _bad([*base, cfg], capsys, "the config in")
+    assert not (tmp_path / "x.flowtui").exists()
+
+
+def test_a_prompt_past_the_context_length_is_refused(tiny_paths, image_file, tmp_path, capsys):
+    question = " ".join(["is there a red circle ?"] * 80)  # 480 words + 36 image tokens > 512
+    _bad([str(image_file), question, "--headless", "--model", str(tiny_paths["a"]), "--out",
+          str(tmp_path / "x.flowtui")], capsys, "context length of 512 tokens")
+    _bad([str(image_file), "is there a cat ?", "--headless", "--model", str(tiny_paths["a"]),
+          "--max-new-tokens", "500", "--out", str(tmp_path / "x.flowtui")], capsys,
+         "lower --max-new-tokens")
     assert not (tmp_path / "x.flowtui").exists()
 
 
@@ -205,3 +251,25 @@ def test_help_names_every_supported_model_type_without_importing_torch():
     for model_type in supported_model_types():
         assert model_type in proc.stdout
     assert proc.stdout.strip().endswith("torch imported: False")
+
+
+def test_the_toy_has_a_name_and_its_snapshots_rerun_without_a_flag(image_file, tmp_path, capsys,
+                                                                    monkeypatch):
+    out = tmp_path / "toy.flowtui"
+    assert main([str(image_file), "Is there a red circle?", "--headless", "--model", "flowtui-toy",
+                 "--out", str(out), "--max-new-tokens", "2"]) == 0
+    assert "flowtui-toy" in capsys.readouterr().out
+    seen = {}
+
+    def fake_explorer(**kwargs):
+        seen.update(kwargs)
+        return 0
+
+    import flowtui.ui.app
+
+    monkeypatch.setattr(flowtui.ui.app, "run_explorer", fake_explorer)
+    assert main(["open", str(out)]) == 0
+    engine = seen["engine_factory"]()
+    assert engine.info.name == "flowtui-toy"
+    a = seen["analysis"]
+    assert engine.truncate(a, a.num_layers, record=False).same

@@ -181,6 +181,17 @@ class LocalEngine:
             "output": [(p, p + answer_len)],
         }
 
+    def _check_context(self, prompt_len: int, max_new_tokens: int) -> None:
+        """Refuse a prompt (plus the answer budget) longer than the model was made for: past
+        its context the numbers would be silently meaningless."""
+        limit = getattr(self.adapter.text_config, "max_position_embeddings", None)
+        if limit and prompt_len + max_new_tokens > int(limit):
+            raise InputError(
+                f"the prompt is {prompt_len} tokens (with the image) and the answer may take "
+                f"{max_new_tokens} more, past {self.info.name}'s context length of {int(limit)} "
+                "tokens; ask a shorter question or lower --max-new-tokens"
+            )
+
     def _layout(self, size: tuple[int, int], inputs: dict, feats: np.ndarray) -> Layout:
         layout = self.adapter.layout(size, inputs)
         if len(layout) != len(feats):
@@ -210,6 +221,7 @@ class LocalEngine:
             prompt, inputs = self._inputs(pil, question)
             prompt_ids = inputs["input_ids"][0].cpu().numpy()
             P = len(prompt_ids)
+            self._check_context(P, max_new_tokens)
             feats = self.adapter.feature_positions(prompt_ids)
             layout = self._layout(pil.size, inputs, feats)
             report(Progress("generating", 0, max_new_tokens))
