@@ -396,8 +396,12 @@ async def test_small_terminal_and_resize():
         assert app.view.layer == 1
 
 
+def palette_titles(app) -> list[str]:
+    return [c.title for c in app.get_system_commands(app.screen)]
+
+
 async def test_help_screen_and_palette_commands():
-    app = FlowtuiApp(analysis=make_analysis())
+    app = FlowtuiApp(analysis=make_analysis(layout="tiles"))
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("question_mark")
         await pilot.pause()
@@ -405,11 +409,15 @@ async def test_help_screen_and_palette_commands():
         for b in KEY_BINDINGS:
             assert b.id in text
         await pilot.press("escape")
-        titles = [c.title for c in app.get_system_commands(app.screen)]
-        for b in KEY_BINDINGS:
-            if b.id != "app.quit":
-                assert b.description in titles
-        assert "Theme" in titles and "Quit" in titles
+        # The palette offers what applies now: the threshold to the CAM, sinks to attention.
+        only = {"CAM": {"Thr −", "Thr +"}, "attention": {"Sinks"}}
+        for hidden in ("attention", "CAM"):  # map on screen: CAM, then attention
+            titles = palette_titles(app)
+            for b in KEY_BINDINGS:
+                if b.id != "app.quit":
+                    assert (b.description in titles) == (b.description not in only[hidden])
+            assert "Theme" in titles and "Quit" in titles
+            await pilot.press("m")
     assert all(b.id for b in KEY_BINDINGS)
 
 
