@@ -426,3 +426,11 @@ def test_one_line():
     assert one_line(ValueError("x\ny")) == "ValueError: x"
     assert one_line(MemoryError()).startswith("out of memory")
     assert len(one_line(ValueError("z" * 500))) <= 160
+
+
+def test_readme_key_table_lists_every_binding():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    for b in KEY_BINDINGS:
+        assert f"| `{b.id}` |" in readme, b.id
