@@ -274,6 +274,9 @@ async def test_export_pngs(tmp_path, monkeypatch):
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("p")
         await pilot.pause()
+        title, hint = (str(label.render()) for label in app.screen.query("Label"))
+        assert title == "Export the CAM as PNGs into folder"
+        assert "one PNG per layer: layer-NN.png" in hint
         await pilot.press("enter")
         await settle(app, pilot)
     [folder] = list(tmp_path.iterdir())

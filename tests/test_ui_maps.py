@@ -153,8 +153,8 @@ async def test_png_export_writes_the_map_on_screen_per_layer_and_view(tmp_path, 
             await pilot.press(*keys)
             await pilot.pause()
             assert isinstance(app.screen, PathPrompt)
-            title = str(app.screen.query("Label").first().render())
-            assert "one per layer and view" in title
+            title, hint = (str(label.render()) for label in app.screen.query("Label"))
+            assert "one PNG per layer and view: layer-NN-VIEW.png" in hint
             assert ("attention map (sinks excluded)" in title) == ("m" in keys)
             await pilot.press("enter")
             await settle(app, pilot)

@@ -114,21 +114,21 @@ KEY_BINDINGS: list[Binding] = [
         "cycle_view",
         "View",
         id="map.view",
-        tooltip="Cycle the image's views (e.g. global, tiles); shown with several views",
+        tooltip="Cycle the image's views (global, tiles, …) if it has several",
     ),
     Binding(
         "m",
         "cycle_map",
         "Map",
         id="map.mode",
-        tooltip="Switch the map: LLaVA-CAM or the answer's attention on each image token",
+        tooltip="Switch map: LLaVA-CAM / answer's attention per image token",
     ),
     Binding(
         "k",
         "toggle_sinks",
         "Sinks",
         id="map.sinks",
-        tooltip="Attention map: leave sink tokens (>10x the median) out of the colour scale",
+        tooltip="Attention map: leave sink tokens out of the colour scale",
     ),
     Binding(
         "g",
@@ -194,7 +194,7 @@ HELP_NOTES = (
     "In the truncation panel: ⏎ runs at K (empty K follows the current layer), Esc returns.\n"
     "The attention map is scaled 0..max per layer and view; the threshold applies to the CAM.\n"
     "A sink token: above 10x the view's median attention, at most the largest 2% of the view.\n"
-    "Ctrl+P opens the command palette (every action above, and themes).\n"
+    "Ctrl+P opens the command palette (the actions that apply now, and themes).\n"
     "Heatmap colormaps are independent of the theme."
 )
 
@@ -730,15 +730,14 @@ class FlowtuiApp(App[int]):
         what = "the CAM" if v.map_mode == "cam" else "the attention map"
         if v.map_mode == "attention" and v.exclude_sinks:
             what += " (sinks excluded)"
-        each = "layer and view" if len(a.views) > 1 else "layer"
-        names = "layer-NN-VIEW.png" if len(a.views) > 1 else "layer-NN.png"
+        each = "layer and view: layer-NN-VIEW.png" if len(a.views) > 1 else "layer: layer-NN.png"
         settings = "colormap, threshold and mode" if v.map_mode == "cam" else "colormap and mode"
         default = f"{self.stem}-{v.map_mode}-{self._timestamp()}"
         self.push_screen(
             PathPrompt(
-                f"Export {what} as PNGs, one per {each} ({names}), into folder",
+                f"Export {what} as PNGs into folder",
                 default,
-                f"current {settings} · Enter saves · Esc cancels",
+                f"one PNG per {each}\ncurrent {settings} · Enter saves · Esc cancels",
             ),
             self._pngs_to,
         )
