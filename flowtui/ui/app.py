@@ -282,6 +282,7 @@ class FlowtuiApp(App[int]):
         self.busy: str | None = None
         self._cancel = threading.Event()
         self._failed: WorkFailed | None = None  # the last job's failure, until it finishes
+        self._applicable: tuple = ()  # what check_action depends on, when bindings last refreshed
         self._theme_errors: list[str] = []
         for t in load_themes(self._theme_errors):
             self.register_theme(t)
@@ -374,7 +375,12 @@ class FlowtuiApp(App[int]):
         for panel in (self.image_panel, self.flow_panel, self.truncation_panel):
             panel.set_view(self.view)
         self._update_where()
-        self.refresh_bindings()  # the footer shows only the keys that apply now
+        # The footer shows only the keys that apply (check_action); it recomposes on every
+        # refresh, so refresh only when that set changes, not on every layer step.
+        applicable = (self.view.map_mode, self.analysis is not None and len(self.analysis.views))
+        if applicable != self._applicable:
+            self._applicable = applicable
+            self.refresh_bindings()
 
     def _update_where(self) -> None:
         v, a = self.view, self.analysis
