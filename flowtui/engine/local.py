@@ -174,10 +174,15 @@ class LocalEngine:
     def _groups(self, prompt_ids: np.ndarray, answer_len: int) -> dict[str, list[tuple[int, int]]]:
         spans = self.adapter.image_spans(prompt_ids)
         p = len(prompt_ids)
+        # Text between image blocks (Gemma 3's pan & scan: "... and here are some crops ...")
+        # is prompt text after the image: it joins the user group, so the groups still
+        # cover every position once.
+        ends = [e for _, e in spans]
+        starts = [s for s, _ in spans[1:]] + [p]
         return {
             "system": [(0, spans[0][0])] if spans[0][0] > 0 else [],
             "image": spans,
-            "user": [(spans[-1][1], p)] if spans[-1][1] < p else [],
+            "user": [(e, s) for e, s in zip(ends, starts, strict=True) if s > e],
             "output": [(p, p + answer_len)],
         }
 
