@@ -20,3 +20,12 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
         "Qwen/Qwen3-VL-4B-Instruct",
         "Qwen/Qwen3-VL-8B-Instruct",
     )
+
+
+class Qwen3VLMoeAdapter(Qwen3VLAdapter):
+    """Qwen3-VL with a mixture-of-experts language model: same vision side and prompt block;
+    the CAM site stays the post-attention norm that feeds the (sparse) MLP block."""
+
+    family = "qwen3_vl_moe"
+    model_types = ("qwen3_vl_moe",)
+    examples = ("Qwen/Qwen3-VL-30B-A3B-Instruct", "Qwen/Qwen3-VL-235B-A22B-Instruct")
