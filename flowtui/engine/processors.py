@@ -12,6 +12,7 @@ twin standing in, which gives the real class.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import logging
 import pkgutil
@@ -146,6 +147,11 @@ def load_processor(path: Path, model_type: str, trust_remote_code: bool = False)
         raise first_error
     if any(a in VIDEO_ATTRIBUTES for a in cls.get_attributes()):
         log.info("building %s without its video processor (torchvision is not installed)", name)
+        # Some classes take the video processor as a required argument (SmolVLM): hand them none.
+        params = inspect.signature(cls.__init__).parameters
+        for attr in VIDEO_ATTRIBUTES:
+            if attr in params and params[attr].default is inspect.Parameter.empty:
+                kwargs[attr] = None
         return image_only(cls).from_pretrained(path, **kwargs)
     if _is_processor_class(getattr(transformers, name, None)):
         raise first_error  # the class imports fine: torchvision is needed for more than video
