@@ -96,63 +96,20 @@ class Idefics3Adapter(FamilyAdapter):
     )
     open_markers = ("<fake_token_around_image>",)
     close_markers = ("<fake_token_around_image>",)
-    inner_markers = (
-        "<global-img>",
-        *(f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)),
-    )
-
-    def _marker(self, names: tuple[str, ...], default: str) -> str:
-        for name in names:
-            value = getattr(self.processor, name, None)
-            if isinstance(value, str):
-                return value
-        return default
-
-    @property
-    def _fake_ids(self) -> set[int]:
-        return self._ids_of((self._marker(("fake_image_token",), self.open_markers[0]),))
-
-    @property
-    def _tag_ids(self) -> set[int]:
-        glob = self._marker(("global_image_tag", "global_image_token"), "<global-img>")
-        return self._ids_of((glob, *self.inner_markers))
 
     def image_spans(self, input_ids: np.ndarray) -> list[tuple[int, int]]:
-        """From the `<fake_token_around_image>` that opens an image to the one that closes it.
-
-        The newlines between tile rows are ordinary text tokens, so runs of features are joined
-        through gaps made only of tile tags, fake tokens and whitespace; the block then widens
-        over the tag and fake token before its first features and the fake token after its last.
-        """
+        """From the `<fake_token_around_image>` before the first feature to the one after the
+        last. The tile tags between are single tokens in SmolVLM2's tokenizer but plain text in
+        SmolVLM v1's, and the newlines between tile rows are text in all, so the block is found
+        by its fake tokens alone (flowtui puts one image in a prompt: one block)."""
         ids = np.asarray(input_ids)
         feats = self.feature_positions(ids)
-        fake, tags = self._fake_ids, self._tag_ids
-        structural = fake | tags | {self.image_token_id}
-
-        def joinable(gap: np.ndarray) -> bool:
-            return all(
-                int(t) in structural or not self.tokenizer.decode([int(t)]).strip() for t in gap
-            )
-
-        breaks = np.flatnonzero(np.diff(feats) > 1)
-        starts = [int(feats[0]), *(int(feats[b + 1]) for b in breaks)]
-        ends = [*(int(feats[b]) + 1 for b in breaks), int(feats[-1]) + 1]
-        merged: list[list[int]] = [[starts[0], ends[0]]]
-        for s, e in zip(starts[1:], ends[1:], strict=True):
-            if joinable(ids[merged[-1][1]:s]):
-                merged[-1][1] = e
-            else:
-                merged.append([s, e])
-        spans = []
-        for s, e in merged:
-            while s > 0 and int(ids[s - 1]) in tags:
-                s -= 1
-            if s > 0 and int(ids[s - 1]) in fake:
-                s -= 1
-            if e < len(ids) and int(ids[e]) in fake:
-                e += 1
-            spans.append((s, e))
-        return spans
+        fake = self._ids_of((getattr(self.processor, "fake_image_token", self.open_markers[0]),))
+        fakes = np.flatnonzero(np.isin(ids, sorted(fake)))
+        before, after = fakes[fakes < feats[0]], fakes[fakes > feats[-1]]
+        start = int(before[-1]) if len(before) else int(feats[0])
+        end = int(after[0]) + 1 if len(after) else int(feats[-1]) + 1
+        return [(start, end)]
 
     def layout(self, image_size: tuple[int, int], inputs: dict[str, torch.Tensor]) -> Layout:
         width, height = image_size
