@@ -4,7 +4,8 @@ into a rows x cols grid of tiles plus a global image squashed to one tile.
 
 Geometry on purpose: 150x97 -> longest edge 96 -> 96x62 -> 102x68 (multiples of 34) -> 2 rows x 3
 cols of 34px tiles; a 4px patch leaves a 2px margin of each tile that no token sees; a 2x pixel
-shuffle makes each token an 8x8px block of 2x2 patches.
+shuffle makes each token an 8x8px block of 2x2 patches. The tile tags are plain text, as in
+SmolVLM v1's tokenizer (an `idefics3` model): the image block must not depend on them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from transformers import (
     LlamaConfig,
 )
 
-from tiny.common import finish, save, word_tokenizer
+from tiny.common import WORDS, finish, save, word_tokenizer
 
 FAMILY = "idefics3"
 QUESTION = "Is there a red circle?"
@@ -42,15 +43,15 @@ TEMPLATE = (
 TILE, PATCH, SCALE = 34, 4, 2
 
 
-def specials(bos: str) -> list[str]:
-    tags = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
-    return [bos, "<end_of_utterance>", "<pad>", "<fake_token_around_image>", "<image>",
-            "<global-img>", *tags]
-
-
-def parts(bos: str):
-    """Tokenizer, vision config, text config and image processor shared with SmolVLM."""
-    tok = word_tokenizer(specials(bos), bos=bos, eos="<end_of_utterance>")
+def parts(bos: str, tag_tokens: bool):
+    """Tokenizer, vision config, text config, image processor settings and tokens per tile,
+    shared with SmolVLM. `tag_tokens`: the tile tags `<row_i_col_j>` and `<global-img>` are
+    tokens of their own (SmolVLM2) or plain text split into pieces (SmolVLM v1's tokenizer)."""
+    tags = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)] + ["<global-img>"]
+    specials = [bos, "<end_of_utterance>", "<pad>", "<fake_token_around_image>", "<image>"]
+    pieces = "row col global img < > _ - 1 2 3 4 5 6".split()
+    tok = word_tokenizer(specials + (tags if tag_tokens else []), bos=bos,
+                         eos="<end_of_utterance>", words=[*WORDS, *pieces])
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                   image_size=TILE, patch_size=PATCH)
     text = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
@@ -67,7 +68,7 @@ def parts(bos: str):
 
 
 def build(path: Path) -> Path:
-    tok, vision, text, ip, seq = parts("<|begin_of_text|>")
+    tok, vision, text, ip, seq = parts("<|begin_of_text|>", tag_tokens=False)
     config = Idefics3Config(vision_config=Idefics3VisionConfig(**vision), text_config=text,
                             scale_factor=SCALE,
                             image_token_id=tok.convert_tokens_to_ids("<image>"))

@@ -26,8 +26,9 @@ BLOCK = ("<fake_token_around_image>", "<fake_token_around_image>")
 
 
 def build(path: Path) -> Path:
-    # The SmolVLM2 template is Idefics3's with <|im_start|> for the BOS.
-    tok, vision, text, ip, seq = parts("<|im_start|>")
+    # The SmolVLM2 template is Idefics3's with <|im_start|> for the BOS; its tokenizer has the
+    # tile tags as tokens.
+    tok, vision, text, ip, seq = parts("<|im_start|>", tag_tokens=True)
     config = SmolVLMConfig(vision_config=SmolVLMVisionConfig(**vision), text_config=text,
                            scale_factor=SCALE, image_token_id=tok.convert_tokens_to_ids("<image>"))
     torch.manual_seed(10)
