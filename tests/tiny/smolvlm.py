@@ -31,7 +31,7 @@ def build(path: Path) -> Path:
     tok, vision, text, ip, seq = parts("<|im_start|>", tag_tokens=True)
     config = SmolVLMConfig(vision_config=SmolVLMVisionConfig(**vision), text_config=text,
                            scale_factor=SCALE, image_token_id=tok.convert_tokens_to_ids("<image>"))
-    torch.manual_seed(10)
+    torch.manual_seed(12)
     model = finish(SmolVLMForConditionalGeneration(config), tok)
     processor = image_only(SmolVLMProcessor)(
         image_processor=SmolVLMImageProcessorPil(**ip), tokenizer=tok, video_processor=None,
