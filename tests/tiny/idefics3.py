@@ -19,10 +19,9 @@ from transformers import (
     Idefics3ImageProcessorPil,
     Idefics3Processor,
     Idefics3VisionConfig,
-    LlamaConfig,
 )
 
-from tiny.common import WORDS, finish, save, word_tokenizer
+from tiny.common import WORDS, finish, llama_text, save, word_tokenizer
 
 FAMILY = "idefics3"
 QUESTION = "Is there a red circle?"
@@ -54,11 +53,7 @@ def parts(bos: str, tag_tokens: bool):
                          eos="<end_of_utterance>", words=[*WORDS, *pieces])
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                   image_size=TILE, patch_size=PATCH)
-    text = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                       num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-                       max_position_embeddings=1024, bos_token_id=tok.bos_token_id,
-                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                       tie_word_embeddings=False)
+    text = llama_text(tok, max_position_embeddings=1024)
     # Bilinear keeps each pixel's reach short, so the region check stays tight (the hub's
     # Lanczos resamples the same geometry).
     ip = dict(size={"longest_edge": 96}, max_image_size={"longest_edge": TILE}, resample=2,
