@@ -19,3 +19,11 @@ class SnapshotError(FlowtuiError):
 
 class Cancelled(FlowtuiError):
     """A long engine call was cancelled by the caller."""
+
+
+class RemoteError(FlowtuiError):
+    """The remote engine failed: ssh, the remote command, the protocol, or the server."""
+
+
+class ConnectionLost(RemoteError):
+    """The connection to a remote engine dropped; what was computed before it stays valid."""

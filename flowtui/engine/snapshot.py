@@ -1,6 +1,8 @@
 """The `.flowtui` snapshot format (DESIGN.md): a zip of manifest.json, arrays.npz, image.png.
 
 Written atomically (temporary file in the same folder, then rename) and read with no pickle.
+`encode_analysis` / `decode_analysis` are the one encoding of an Analysis as a JSON manifest plus
+named arrays: snapshots and the remote protocol (flowtui.remote) both use them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ from flowtui.engine.errors import SnapshotError
 
 FORMAT = "flowtui.snapshot"
 VERSION = 2
+
+
+def encode_analysis(a: Analysis) -> tuple[dict, dict[str, np.ndarray]]:
+    """The manifest (JSON-ready) and the named arrays of `a`; the image is not included."""
+    return _manifest(a), _arrays(a)
 
 
 def _manifest(a: Analysis) -> dict:
@@ -83,14 +90,15 @@ def save_snapshot(a: Analysis, path: str | Path, screen_svg: str | None = None) 
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise SnapshotError(f"cannot write snapshot: folder {folder} does not exist")
+    manifest, arrays = encode_analysis(a)
     buf = io.BytesIO()
-    np.savez_compressed(buf, **_arrays(a))
+    np.savez_compressed(buf, **arrays)
     png = io.BytesIO()
     Image.fromarray(np.asarray(a.image, dtype=np.uint8)).convert("RGB").save(png, format="PNG")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr("manifest.json", json.dumps(_manifest(a), indent=1))
+            zf.writestr("manifest.json", json.dumps(manifest, indent=1))
             zf.writestr("arrays.npz", buf.getvalue())
             zf.writestr("image.png", png.getvalue())
             if screen_svg is not None:
@@ -136,7 +144,7 @@ def load_snapshot(path: str | Path) -> Analysis:
                 )
             arrays = _load_npz(zf.read("arrays.npz"))
             image = np.asarray(Image.open(io.BytesIO(zf.read("image.png"))).convert("RGB"))
-        return _analysis_from(m, arrays, image)
+        return decode_analysis(m, arrays, image)
     except SnapshotError:
         raise
     except zipfile.BadZipFile:
@@ -169,7 +177,9 @@ def _tokens_v1(m: dict, arrays: dict[str, np.ndarray], image: np.ndarray) -> dic
     }
 
 
-def _analysis_from(m: dict, arrays: dict[str, np.ndarray], image: np.ndarray) -> Analysis:
+def decode_analysis(m: dict, arrays: dict[str, np.ndarray], image: np.ndarray) -> Analysis:
+    """The Analysis a manifest + arrays + RGB image encode (the one decoder: snapshots and the
+    remote protocol). Raises SnapshotError, KeyError, TypeError or ValueError on bad input."""
     for value in arrays.values():
         if value.dtype == object:
             raise SnapshotError("snapshot holds pickled data; refusing to load it")
