@@ -3,6 +3,7 @@
     import flowtui
     engine = flowtui.load_engine()                 # the built-in toy model
     a = engine.analyze("photo.jpg", "Is there a horse?")
+    remote = flowtui.connect("gpu-box", model="llava-hf/llava-1.5-7b-hf")   # the model over ssh
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Analysis", "load_engine", "load_snapshot", "__version__"]
+__all__ = ["Analysis", "connect", "load_engine", "load_snapshot", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,6 +21,10 @@ def __getattr__(name: str) -> Any:
         from flowtui.engine import load_engine
 
         return load_engine
+    if name == "connect":
+        from flowtui.remote.client import connect
+
+        return connect
     if name == "load_snapshot":
         from flowtui.engine.snapshot import load_snapshot
 
