@@ -50,3 +50,24 @@ def image_file(tmp_path) -> Path:
     path = tmp_path / "photo.png"
     random_image(2).save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def warm_daemon(tmp_path_factory):
+    """One `flowtui serve --daemon` for the remote tests, on a private socket: (socket, env)."""
+    import signal
+    import subprocess
+    import time
+
+    from remote_util import flowtui_argv, subprocess_env
+
+    sock = tmp_path_factory.mktemp("daemon") / "d.sock"
+    env = subprocess_env(FLOWTUI_SOCKET=str(sock))
+    proc = subprocess.Popen(flowtui_argv("serve", "--daemon", "--max-models", "2"), env=env)
+    deadline = time.time() + 120
+    while not sock.exists():
+        assert proc.poll() is None and time.time() < deadline, "the daemon did not start"
+        time.sleep(0.05)
+    yield sock, env
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)

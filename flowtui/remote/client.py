@@ -185,8 +185,13 @@ class Connection:
                 self.on_log(line)
 
     def _end(self, reason: str) -> None:
-        self.lost = "closed" if self._closed else self._why(reason)
+        if self.lost is None:
+            self.lost = self._why(reason)
         self._ended.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        """Every waiting call (and a waiting handshake) ends with self.lost."""
         with contextlib.suppress(queue.Full):
             self._hello.put_nowait(None)
         with self._lock:
@@ -270,7 +275,8 @@ class Connection:
         try:
             self.writer.send(header, parts)
         except (OSError, ValueError):
-            self._ended.wait(5)  # the reader explains why, from the exit code and stderr
+            if self.lost is None:
+                self._ended.wait(5)  # the reader explains why, from the exit code and stderr
             raise ConnectionLost(self.lost or f"connection to {self.name} lost") from None
 
     def call(self, method: str, params: dict[str, Any],
@@ -335,6 +341,9 @@ class Connection:
         if self._closed:
             return
         self._closed = True
+        if self.lost is None:
+            self.lost = f"connection to {self.name} was closed"
+        self._wake()  # calls in flight end now, not when the server gets round to it
         with contextlib.suppress(OSError, ValueError):
             self._wfile.close()
         process = self.process

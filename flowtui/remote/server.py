@@ -507,11 +507,12 @@ def serve_daemon(socket_path: str | Path | None = None, load: LoadFn | None = No
     foreground until SIGTERM or Ctrl+C; removes its socket on the way out."""
     import signal
 
+    explicit = socket_path is not None or bool(os.environ.get("FLOWTUI_SOCKET"))
     path = Path(socket_path) if socket_path else default_socket_path()
-    if socket_path is None:
-        _private_folder(path.parent)
+    if not explicit:
+        _private_folder(path.parent)  # <tmp>/flowtui-<uid>: made private, or refused
     elif not path.parent.is_dir():
-        raise InputError(f"--socket {path}: folder {path.parent} does not exist")
+        raise InputError(f"socket {path}: folder {path.parent} does not exist")
     if path.exists() or path.is_symlink():
         alive = connect_daemon(path)
         if alive is not None:
