@@ -11,6 +11,7 @@ from flowtui.cli.common import (
     Parser,
     StderrProgress,
     add_model_options,
+    add_remote_options,
     check_model_options,
     check_out,
     check_theme,
@@ -18,6 +19,7 @@ from flowtui.cli.common import (
     engine_factory,
     layer_number,
     positive_int,
+    quiet_log,
     summary,
     supported_model_types,
 )
@@ -40,6 +42,8 @@ examples:
   flowtui photo.jpg "Is there a horse?" --model Qwen/Qwen2.5-VL-7B-Instruct --device cuda
   flowtui photo.jpg "Is there a horse?" --headless --sweep --out horse.flowtui
   flowtui open horse.flowtui                                    reopen a snapshot, no model needed
+  flowtui photo.jpg "Is there a horse?" --remote gpu-box --model llava-hf/llava-1.5-7b-hf
+                                            the explorer here, the model on gpu-box over ssh
 
 models: --model takes a local transformers folder or a hub id already in the local Hugging Face
 cache; flowtui never downloads at run time. Supported model types: {families}.
@@ -57,6 +61,7 @@ def build_parser(prog: str = "flowtui") -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=positive_int, default=32, metavar="N",
                    help="longest answer to generate (default: 32)")
     add_model_options(p)
+    add_remote_options(p)
     ui = p.add_argument_group("explorer")
     ui.add_argument("--theme", default=None, help=THEME_HELP)
     h = p.add_argument_group("headless (no UI: analyze, write a snapshot, print a summary)")
@@ -95,11 +100,12 @@ def _run_headless(args) -> int:
     engine = engine_factory(args)(progress)
     from flowtui.engine.errors import InputError
 
-    for k in args.truncate:
-        if k > engine.info.num_layers:
-            progress.done()
-            raise InputError(f"--truncate {k}: {engine.info.name} has layers 0..{engine.info.num_layers}")
     try:
+        for k in args.truncate:
+            if k > engine.info.num_layers:
+                raise InputError(
+                    f"--truncate {k}: {engine.info.name} has layers 0..{engine.info.num_layers}"
+                )
         a = engine.analyze(args.image, args.question, max_new_tokens=args.max_new_tokens,
                            progress=progress)
         for k in args.truncate:
@@ -109,6 +115,9 @@ def _run_headless(args) -> int:
             engine.sweep(a, progress=progress)
     finally:
         progress.done()
+        close = getattr(engine, "close", None)  # a remote engine: end the ssh session
+        if close is not None:
+            close()
     a.save(out)
     print(summary(a, out))
     return 0
@@ -125,7 +134,7 @@ def run(argv: list[str], prog: str = "flowtui") -> int:
     return run_explorer(
         image=args.image,
         question=args.question,
-        engine_factory=engine_factory(args),
+        engine_factory=engine_factory(args, on_log=quiet_log),
         max_new_tokens=args.max_new_tokens,
         theme=args.theme,
     )

@@ -43,6 +43,16 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="allow a model's own Python code from its folder (only if you trust it)")
 
 
+def add_remote_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("remote (the model on another machine; the explorer stays here)")
+    g.add_argument("--remote", metavar="[USER@]HOST", default=None,
+                   help="run the model on HOST: flowtui starts `ssh -T HOST CMD serve --stdio` "
+                        "with your ssh (its config, agent and jump hosts apply; "
+                        "$FLOWTUI_SSH_COMMAND replaces `ssh`, e.g. 'ssh -F ./cfg -i key')")
+    g.add_argument("--remote-cmd", metavar="CMD", default=None,
+                   help="how to run flowtui on HOST (default: flowtui; e.g. ~/venv/bin/flowtui)")
+
+
 def int_at_least(minimum: int, what: str, bound_message: str):
     """An argparse type: an integer >= minimum, with a one-line message otherwise."""
 
@@ -156,8 +166,34 @@ def summary(a, path: Path | None = None) -> str:
     return "\n".join(lines)
 
 
-def engine_factory(args):
-    """A callable that loads the engine the options name (in a UI worker, or at once)."""
+def quiet_log(_line: str) -> None:
+    """For the explorer: a remote server's log lines never go to stderr, which would draw over
+    the screen; the explorer shows them itself once connected."""
+
+
+class RemoteFactory:
+    """Connects to the engine on --remote HOST (in a UI worker, or at once). `location` says
+    where the model runs before it is reached; server logs go to `on_log` (None: stderr)."""
+
+    def __init__(self, args, on_log=None) -> None:
+        self.args = args
+        self.location = args.remote
+        self.on_log = on_log
+
+    def __call__(self, progress=None):
+        from flowtui.remote.client import connect
+
+        a = self.args
+        return connect(a.remote, a.model, device=a.device, dtype=a.dtype, quantize=a.quantize,
+                       trust_remote_code=a.trust_remote_code, remote_cmd=a.remote_cmd,
+                       progress=progress, on_log=self.on_log)
+
+
+def engine_factory(args, on_log=None):
+    """A callable that loads the engine the options name (in a UI worker, or at once); with
+    --remote, one that connects to it."""
+    if getattr(args, "remote", None):
+        return RemoteFactory(args, on_log)
 
     def factory(progress=None):
         from flowtui.engine import load_engine
@@ -181,7 +217,17 @@ def check_theme(theme: str | None) -> None:
 
 
 def check_model_options(args) -> None:
-    """Fail on a bad --device/--dtype/--model before any model time is spent."""
+    """Fail on a bad --device/--dtype/--model before any model time is spent. With --remote
+    the model and devices are the remote machine's: it checks them itself."""
+    from flowtui.engine.errors import InputError
+
+    if getattr(args, "remote_cmd", None) and not getattr(args, "remote", None):
+        raise InputError("--remote-cmd needs --remote HOST")
+    if getattr(args, "remote", None):
+        from flowtui.remote.client import ssh_argv
+
+        ssh_argv(args.remote, args.remote_cmd or "flowtui")  # a bad host name fails here
+        return
     from flowtui.engine.loading import resolve_model_path, resolve_placement
 
     resolve_placement(args.device, args.dtype)

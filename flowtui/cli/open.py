@@ -8,9 +8,11 @@ from flowtui.cli.common import (
     THEME_HELP,
     Parser,
     add_model_options,
+    add_remote_options,
     check_model_options,
     check_theme,
     engine_factory,
+    quiet_log,
     summary,
 )
 
@@ -23,6 +25,7 @@ def build_parser(prog: str = "flowtui open") -> argparse.ArgumentParser:
                "Snapshots made with the built-in toy model (flowtui-toy) rerun with no flag.")
     p.add_argument("snapshot", help="a .flowtui file")
     add_model_options(p)
+    add_remote_options(p)
     p.add_argument("--theme", default=None, help=THEME_HELP)
     p.add_argument("--summary", action="store_true",
                    help="print the snapshot's summary instead of opening the explorer")
@@ -40,15 +43,17 @@ def run(argv: list[str], prog: str = "flowtui open") -> int:
     check_theme(args.theme)
     from flowtui.engine.loading import TOY_NAME
 
-    if args.model is None and analysis.model.name == TOY_NAME:
+    if args.model is None and args.remote is None and analysis.model.name == TOY_NAME:
         args.model = TOY_NAME  # the built-in model is always at hand: reruns just work
-    if args.model is not None:
+    # A remote engine is enabled by --remote alone (the remote default is the toy model).
+    reruns = args.model is not None or args.remote is not None
+    if reruns or args.remote_cmd:
         check_model_options(args)
     from flowtui.ui.app import run_explorer
 
     return run_explorer(
         analysis=analysis,
-        engine_factory=engine_factory(args) if args.model is not None else None,
+        engine_factory=engine_factory(args, on_log=quiet_log) if reruns else None,
         theme=args.theme,
         snapshot_path=args.snapshot,
     )

@@ -27,7 +27,7 @@ from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
 from flowtui.engine.analysis import Analysis, Progress, ProgressFn
-from flowtui.engine.errors import Cancelled, FlowtuiError
+from flowtui.engine.errors import Cancelled, ConnectionLost, FlowtuiError
 from flowtui.engine.interface import Engine
 from flowtui.render.cells import DISPLAY_MODES
 from flowtui.render.colormaps import COLORMAPS, next_colormap
@@ -185,6 +185,14 @@ KEY_BINDINGS: list[Binding] = [
         tooltip="Export the map on screen as PNGs: one per layer and view",
     ),
     Binding(
+        "r",
+        "reconnect",
+        "Reconnect",
+        show=False,
+        id="engine.reconnect",
+        tooltip="Reconnect to the remote model (after a dropped connection)",
+    ),
+    Binding(
         "question_mark", "help", "Help", key_display="?", id="app.help", tooltip="Show all keys"
     ),
     Binding("q", "quit", "Quit", id="app.quit", tooltip="Quit at once, even mid-run"),
@@ -283,6 +291,7 @@ class FlowtuiApp(App[int]):
         self._cancel = threading.Event()
         self._failed: WorkFailed | None = None  # the last job's failure, until it finishes
         self._applicable: tuple = ()  # what check_action depends on, when bindings last refreshed
+        self._disconnected = False  # a remote engine's connection dropped
         self._theme_errors: list[str] = []
         for t in load_themes(self._theme_errors):
             self.register_theme(t)
@@ -394,7 +403,16 @@ class FlowtuiApp(App[int]):
             parts.append(f"thr {v.threshold:.2f}")
         else:
             parts.append("attention, sinks excluded" if v.exclude_sinks else "attention")
-        self.status.set_where(" · ".join([*parts, v.colormap, v.mode]))
+        self.status.set_where(" · ".join([*parts, v.colormap, v.mode]) + self._remote_where())
+
+    def _remote_where(self) -> str:
+        """Where the model runs, when that is not this process (a remote engine)."""
+        host = getattr(self.engine, "location", None) or getattr(
+            self.engine_factory, "location", None
+        )
+        if not host:
+            return ""
+        return f" · model on {host}" + (" (disconnected: r reconnects)" if self._disconnected else "")
 
     def _show_analysis(self, analysis: Analysis) -> None:
         self.analysis = analysis
@@ -481,7 +499,28 @@ class FlowtuiApp(App[int]):
 
     async def action_quit(self) -> None:
         self._cancel.set()  # running engine calls stop at their next callback
+        self._close_engine()
         self.exit(0)
+
+    def on_unmount(self) -> None:
+        self._close_engine()
+
+    def _close_engine(self) -> None:
+        # A remote engine ends its ssh session (the server stops its work); local: nothing.
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
+
+    def action_reconnect(self) -> None:
+        if getattr(self.engine_factory, "location", None) is None:
+            self.notify("the model runs in this process: nothing to reconnect")
+            return
+        if self.busy is not None:
+            self.notify(f"busy with {self.busy}; x cancels it", severity="warning")
+            return
+        self._close_engine()
+        self.engine = None
+        self._start("connect", self._connect_worker)
 
     def action_cancel(self) -> None:
         if self.busy is None:
@@ -555,6 +594,8 @@ class FlowtuiApp(App[int]):
             yield
         except Cancelled:
             self.post_message(WorkFailed(task, f"{task} cancelled", cancelled=True))
+        except ConnectionLost as exc:
+            self.post_message(WorkFailed(task, f"{one_line(exc)} · r reconnects", lost=True))
         except BaseException as exc:  # noqa: BLE001 - the app must survive anything
             self.post_message(WorkFailed(task, one_line(exc)))
         finally:
@@ -564,10 +605,21 @@ class FlowtuiApp(App[int]):
         if self.engine is None:
             assert self.engine_factory is not None
             self.engine = self.engine_factory(self._progress_fn("load", cancel))
+            if hasattr(self.engine, "on_log"):  # a remote server's log lines
+                self.engine.on_log = self._remote_log
             self.post_message(
                 EngineReady(getattr(getattr(self.engine, "info", None), "name", "model"))
             )
         return self.engine
+
+    def _remote_log(self, line: str) -> None:
+        host = getattr(self.engine, "location", "remote")
+        self.notify(line, title=host, timeout=5, markup=False)  # thread-safe: posts a message
+
+    @work(thread=True, exit_on_error=False, group="engine")
+    def _connect_worker(self, cancel: threading.Event) -> None:
+        with self._guard("connect"):
+            self._ensure_engine(cancel)
 
     @work(thread=True, exit_on_error=False, group="preview")
     def _preview_worker(self, image: str) -> None:
@@ -644,7 +696,10 @@ class FlowtuiApp(App[int]):
         self.image_panel.set_preview(message.image)
 
     def on_engine_ready(self, message: EngineReady) -> None:
-        self.status.set_activity(f"{message.name} loaded")
+        self._disconnected = False
+        host = getattr(self.engine, "location", None)
+        self.status.set_activity(f"{message.name} loaded" + (f" on {host}" if host else ""))
+        self._update_where()
 
     def on_analysis_ready(self, message: AnalysisReady) -> None:
         self._show_analysis(message.analysis)
@@ -684,6 +739,12 @@ class FlowtuiApp(App[int]):
             self.answer_panel.set_pending(self.question, f"✗ {message.reason}")
         if message.task == "truncation":
             self.truncation_panel.show_idle(f"✗ {message.reason}")
+        if message.lost:
+            # The analysis on screen stays; the next rerun or `r` connects again.
+            self._close_engine()
+            self.engine = None
+            self._disconnected = True
+            self._update_where()
         self.status.set_activity(message.reason, "busy" if message.cancelled else "error")
         self._failed = message
 

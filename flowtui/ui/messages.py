@@ -67,6 +67,7 @@ class WorkFailed(Message):
     task: str
     reason: str
     cancelled: bool = False
+    lost: bool = False  # a remote engine's connection dropped
 
 
 @dataclass
