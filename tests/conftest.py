@@ -71,3 +71,11 @@ def warm_daemon(tmp_path_factory):
     yield sock, env
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def toy_engine():
+    """The built-in toy model in this process (for comparing remote runs with local ones)."""
+    import flowtui
+
+    return flowtui.load_engine(device="cpu", dtype="float32")

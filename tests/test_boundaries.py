@@ -1,4 +1,4 @@
-"""The engine never imports Textual or Rich: statically, and in a real run."""
+"""The engine and the remote layer never import Textual or Rich: statically, and in a real run."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from pathlib import Path
 import flowtui
 
 ENGINE = Path(flowtui.__file__).parent / "engine"
+REMOTE = Path(flowtui.__file__).parent / "remote"
 UI_PACKAGES = ("textual", "rich", "rich_pixels")
 
 
 def test_engine_sources_do_not_import_ui():
-    for path in ENGINE.rglob("*.py"):
+    for path in [*ENGINE.rglob("*.py"), *REMOTE.rglob("*.py")]:
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             names = []
@@ -36,6 +37,16 @@ e = flowtui.load_engine({str(tiny_paths['a'])!r}, device="cpu")
 a = e.analyze(Image.fromarray(np.zeros((32, 32, 3), np.uint8)), "is there a cat?", max_new_tokens=2)
 e.truncate(a, 1); e.sweep(a)
 a.save({str(tmp_path / 'x.flowtui')!r}); flowtui.load_snapshot({str(tmp_path / 'x.flowtui')!r})
+# The remote layer too: a server session and a client on pipes, in this process.
+import os, threading
+from flowtui.remote.client import Connection, RemoteEngine
+from flowtui.remote.server import Models, Session
+(c2s_r, c2s_w), (s2c_r, s2c_w) = os.pipe(), os.pipe()
+session = Session(os.fdopen(c2s_r, "rb"), os.fdopen(s2c_w, "wb"), Models(lambda **kw: e))
+threading.Thread(target=session.serve, daemon=True).start()
+r = RemoteEngine.open(Connection(os.fdopen(s2c_r, "rb"), os.fdopen(c2s_w, "wb"), name="pipe"))
+b = r.analyze(np.zeros((32, 32, 3), np.uint8), "is there a cat?", max_new_tokens=2)
+r.truncate(b, 1); r.sweep(b); r.close()
 bad = [m for m in sys.modules if m.split('.')[0] in {UI_PACKAGES!r}]
 print("UI:", bad)
 assert not bad, bad

@@ -50,14 +50,7 @@ def test_pipes_tiny_llava_equals_local(engines):
     compare(served, remote, random_image(5), QUESTION)
 
 
-@pytest.fixture(scope="module")
-def toy():
-    import flowtui
-
-    return flowtui.load_engine(device="cpu", dtype="float32")
-
-
-def test_stdio_subprocess_toy_equals_local_then_quitting_mid_run_stops_the_server(toy):
+def test_stdio_subprocess_toy_equals_local_then_quitting_mid_run_stops_the_server(toy_engine):
     """A real `flowtui serve --stdio` process; then the client quits in the middle of a sweep
     and the server stops and exits."""
     logs: list[str] = []
@@ -65,6 +58,7 @@ def test_stdio_subprocess_toy_equals_local_then_quitting_mid_run_stops_the_serve
                              device="cpu", dtype="float32", on_log=logs.append,
                              name="stdio server")
     process = remote.conn.process
+    toy = toy_engine
     try:
         assert remote.info == toy.info and remote.location == "stdio server"
         assert any("loaded flowtui-toy" in line for line in logs)  # stderr shown
@@ -180,3 +174,22 @@ def test_daemon_keeps_the_model_warm_and_outlives_a_client_that_quits(warm_daemo
     b = local.analyze(random_image(9), "what colour is the circle ?", max_new_tokens=5)
     assert same_run(run) == same_run(local.truncate(b, 0))
     second.close()
+
+
+def test_cli_remote_options_fail_in_one_line(capsys, image_file):
+    from flowtui.cli import main
+
+    cases = [
+        ([str(image_file), "q", "--remote-cmd", "x"], "--remote-cmd needs --remote HOST"),
+        ([str(image_file), "q", "--remote=-oProxyCommand=touch /tmp/x"], "not a host name"),
+        (["serve"], "one of the arguments --stdio --daemon is required"),
+        (["serve", "--stdio", "--daemon"], "not allowed with argument"),
+    ]
+    for argv, words in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = capsys.readouterr().out
+    assert "--stdio" in out and "--daemon" in out and "FLOWTUI_SOCKET" in out

@@ -1,0 +1,249 @@
+"""The remote engine over a real OpenSSH server on localhost: the headless CLI, the explorer
+under the Pilot (including a connection dropped mid-sweep and `r` to reconnect), and the faults
+a user meets (bad key with BatchMode, no server, no or an old flowtui on the far side, a model
+that fails to load, a shell that prints a banner).
+
+sshd runs from a temporary folder: generated host and user keys, its own sshd_config on a free
+localhost port, and a client config used through FLOWTUI_SSH_COMMAND="ssh -F cfg". Nothing is
+installed here: the README's install command (and .ci/run) installs openssh-server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from remote_util import ROOT, assert_same_analysis, remote_cmd, subprocess_env
+
+import flowtui
+from flowtui.cli.common import RemoteFactory, quiet_log
+from flowtui.engine.errors import ModelLoadError, RemoteError
+
+SAMPLE = ROOT / "sample_images" / "toy_scene_1.png"
+QUESTION = "Is there a red circle?"
+HOST = "flowtui-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _keygen(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    binary = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not os.path.exists(binary) or shutil.which("ssh") is None:
+        pytest.fail("OpenSSH is not installed: run the README's install command "
+                    "(it installs openssh-server and openssh-client)")
+    d = tmp_path_factory.mktemp("sshd")
+    for name in ("host_key", "user_key", "stranger_key"):
+        _keygen(d / name)
+    (d / "authorized_keys").write_text((d / "user_key.pub").read_text())
+    port, closed = _free_port(), _free_port()
+    (d / "sshd_config").write_text(f"""\
+Port {port}
+ListenAddress 127.0.0.1
+HostKey {d}/host_key
+AuthorizedKeysFile {d}/authorized_keys
+PidFile {d}/sshd.pid
+# The keys live under /tmp, which is world-writable: sshd's ownership checks would refuse them.
+StrictModes no
+UsePAM no
+PubkeyAuthentication yes
+# The server would take a password: BatchMode is what keeps the client from asking for one.
+PasswordAuthentication yes
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+""")
+    if os.geteuid() == 0:
+        # sshd started as root needs its privilege-separation folder (the init script makes it).
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+    log = open(d / "sshd.log", "wb")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen([binary, "-D", "-e", "-f", str(d / "sshd_config")], stderr=log)
+    deadline = time.time() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert proc.poll() is None, (d / "sshd.log").read_text()
+            assert time.time() < deadline, "sshd did not start"
+            time.sleep(0.05)
+    host_pub = " ".join((d / "host_key.pub").read_text().split()[:2])
+    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub}\n")
+    user = pwd.getpwuid(os.getuid()).pw_name
+    common = f"""\
+  HostName 127.0.0.1
+  User {user}
+  IdentitiesOnly yes
+  UserKnownHostsFile {d}/known_hosts
+  StrictHostKeyChecking yes
+  ConnectTimeout 20
+"""
+    (d / "ssh_config").write_text(f"""\
+Host {HOST}
+  Port {port}
+  IdentityFile {d}/user_key
+{common}
+Host stranger
+  Port {port}
+  IdentityFile {d}/stranger_key
+  PasswordAuthentication yes
+{common}
+Host nobody-home
+  Port {closed}
+  IdentityFile {d}/user_key
+{common}
+""")
+    yield SimpleNamespace(dir=d, ssh_command=f"ssh -F {shlex.quote(str(d / 'ssh_config'))}")
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
+
+
+@pytest.fixture
+def ssh_env(sshd, monkeypatch):
+    monkeypatch.setenv("FLOWTUI_SSH_COMMAND", sshd.ssh_command)
+    return sshd
+
+
+def test_headless_remote_over_ssh(sshd, tmp_path, toy_engine):
+    """`flowtui IMAGE QUESTION --headless --remote HOST`: the model runs over ssh (a cold
+    `serve --stdio`, no daemon), the snapshot is written here, and it equals a local run."""
+    out = tmp_path / "remote.flowtui"
+    cmd = remote_cmd(socket=tmp_path / "no-daemon.sock")
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowtui", str(SAMPLE), QUESTION, "--headless", "--remote", HOST,
+         "--remote-cmd", cmd, "--device", "cpu", "--dtype", "float32", "--max-new-tokens", "4",
+         "--truncate", "3", "--sweep", "--out", str(out)],
+        env=subprocess_env(FLOWTUI_SSH_COMMAND=sshd.ssh_command), cwd=tmp_path,
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"[{HOST}] flowtui serve: loaded flowtui-toy" in proc.stderr  # server logs shown
+    assert f"wrote:    {out}" in proc.stdout and "cliff layer:" in proc.stdout
+    remote = flowtui.load_snapshot(out)
+    local = toy_engine.analyze(SAMPLE, QUESTION, max_new_tokens=4)
+    toy_engine.truncate(local, 3)
+    toy_engine.sweep(local)
+    assert_same_analysis(flowtui.load_snapshot(local.save(tmp_path / "local.flowtui")), remote)
+
+
+async def _until(pilot, condition, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await pilot.pause(0.05)
+
+
+async def _settle(app, pilot) -> None:
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.pause()
+
+
+async def test_explorer_over_ssh_survives_a_dropped_connection(ssh_env, warm_daemon, toy_engine,
+                                                              tmp_path):
+    """The explorer with --remote under the Pilot, the model warm in a daemon behind ssh: the
+    status line says where the model runs; the link drops mid-sweep (ssh killed), the analysis
+    on screen stays, `r` reconnects, and the sweep then runs (the analysis is sent in full)."""
+    from flowtui.ui.app import FlowtuiApp
+
+    local = toy_engine.analyze(SAMPLE, QUESTION, max_new_tokens=4)
+    args = argparse.Namespace(remote=HOST, remote_cmd=remote_cmd(socket=warm_daemon[0]),
+                              model=None, device="cpu", dtype="float32", quantize=None,
+                              trust_remote_code=False)
+    app = FlowtuiApp(image=str(SAMPLE), question=QUESTION,
+                     engine_factory=RemoteFactory(args, on_log=quiet_log), max_new_tokens=4)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _settle(app, pilot)
+        a = app.analysis
+        assert a is not None and a.answer == local.answer
+        assert f"model on {HOST}" in app.status.where
+        await pilot.press("t", "enter")
+        await _settle(app, pilot)
+        assert len(a.truncations) == 1
+        await pilot.press("escape", "s")
+        await _until(pilot, lambda: "sweep K" in app.status.activity)
+        app.engine.conn.process.kill()  # the link goes down mid-sweep
+        await _settle(app, pilot)
+        messages = [n.message for n in app._notifications]
+        assert any(f"connection to {HOST} lost" in m and "r reconnects" in m for m in messages)
+        assert app.analysis is a and len(a.truncations) == 1 and a.sweep_same is None
+        assert "disconnected" in app.status.where and app.engine is None
+        await pilot.press("r")
+        await _settle(app, pilot)
+        assert app.engine is not None and app.engine.warm  # the daemon kept the model
+        assert "disconnected" not in app.status.where and f"model on {HOST}" in app.status.where
+        await pilot.press("s")
+        await _settle(app, pilot)
+        assert a.sweep_same is not None
+        assert a.cliff_layer == toy_engine.sweep(local).cliff_layer
+        assert a.save(tmp_path / "here.flowtui").exists()  # snapshots are written locally
+    assert app.engine.conn._closed  # quitting ended the ssh session
+
+
+def test_faults_are_one_line_errors(ssh_env, warm_daemon, tmp_path):
+    daemon_cmd = remote_cmd(socket=warm_daemon[0])
+
+    def fails(host: str, cmd: str = daemon_cmd, model: str | None = None, error=RemoteError):
+        start = time.monotonic()
+        with pytest.raises(error) as exc:
+            flowtui.connect(host, model, remote_cmd=cmd, device="cpu", on_log=lambda line: None,
+                            timeout=60)
+        message = str(exc.value)
+        assert "\n" not in message and time.monotonic() - start < 60, message
+        return message
+
+    # ssh: a key the server does not know (it would take a password; BatchMode never asks).
+    m = fails("stranger")
+    assert m.startswith("ssh to stranger failed:") and "Permission denied" in m
+    assert "BatchMode" in m
+    assert "Connection refused" in fails("nobody-home")
+    # The far side: no flowtui, an old one without `serve`, one speaking another protocol.
+    assert "was not found on flowtui-test" in fails(HOST, "/nonexistent/bin/flowtui")
+    old = tmp_path / "old-flowtui"
+    old.write_text("#!/bin/sh\necho 'flowtui: error: unrecognized arguments: --stdio "
+                   "(see flowtui --help)' >&2\nexit 2\n")
+    old.chmod(0o755)
+    assert "does not understand `serve --stdio`" in fails(HOST, str(old))
+    future = ("import sys; from flowtui.remote.protocol import FrameWriter; FrameWriter("
+              "sys.stdout.buffer).send({'type': 'hello', 'protocol': 999, 'flowtui': '9.9.9'}); "
+              "sys.stdin.read()")
+    cmd = f"env PYTHONPATH={shlex.quote(str(ROOT))} {shlex.quote(sys.executable)} -c " \
+          f"{shlex.quote(future)}"
+    m = fails(HOST, cmd)
+    assert "runs flowtui 9.9.9 (protocol 999) but this is flowtui 0.1.0 (protocol 1)" in m
+    # A model that fails to load on the far side.
+    m = fails(HOST, model="/nowhere/llava-7b", error=ModelLoadError)
+    assert m.endswith(f"(on {HOST})") and "/nowhere/llava-7b" in m
+    # A shell startup file that prints: skipped, and said so.
+    logs: list[str] = []
+    with flowtui.connect(HOST, remote_cmd=f"echo Welcome to the GPU box; {daemon_cmd}",
+                         device="cpu", on_log=logs.append) as engine:
+        assert engine.info.name == "flowtui-toy"
+        a = engine.analyze(np.asarray(SAMPLE_IMAGE()), QUESTION, max_new_tokens=2)
+        assert a.answer
+    assert any("printed b'Welcome to the GPU box\\n' before the protocol" in x for x in logs)
+
+
+def SAMPLE_IMAGE():
+    from PIL import Image
+
+    return Image.open(SAMPLE).convert("RGB")
