@@ -3,27 +3,23 @@ under the Pilot (including a connection dropped mid-sweep and `r` to reconnect),
 a user meets (bad key with BatchMode, no server, no or an old flowtui on the far side, a model
 that fails to load, a shell that prints a banner).
 
-sshd runs from a temporary folder: generated host and user keys, its own sshd_config on a free
-localhost port, and a client config used through FLOWTUI_SSH_COMMAND="ssh -F cfg". Nothing is
-installed here: the README's install command (and .ci/run) installs openssh-server.
+sshd runs from a temporary folder (tests/sshd_local.py): generated host and user keys, its own
+sshd_config on a free localhost port, and a client config used through
+FLOWTUI_SSH_COMMAND="ssh -F cfg". Nothing is installed here: the README's install command (and
+.ci/run) installs openssh-server.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import pwd
 import shlex
-import shutil
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import sshd_local
 from remote_util import ROOT, assert_same_analysis, remote_cmd, subprocess_env
 
 import flowtui
@@ -32,89 +28,17 @@ from flowtui.engine.errors import ModelLoadError, RemoteError
 
 SAMPLE = ROOT / "sample_images" / "toy_scene_1.png"
 QUESTION = "Is there a red circle?"
-HOST = "flowtui-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _keygen(path: Path) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+HOST = sshd_local.HOST
 
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
-    binary = shutil.which("sshd") or "/usr/sbin/sshd"
-    if not os.path.exists(binary) or shutil.which("ssh") is None:
-        pytest.fail("OpenSSH is not installed: run the README's install command "
-                    "(it installs openssh-server and openssh-client)")
-    d = tmp_path_factory.mktemp("sshd")
-    for name in ("host_key", "user_key", "stranger_key"):
-        _keygen(d / name)
-    (d / "authorized_keys").write_text((d / "user_key.pub").read_text())
-    port, closed = _free_port(), _free_port()
-    (d / "sshd_config").write_text(f"""\
-Port {port}
-ListenAddress 127.0.0.1
-HostKey {d}/host_key
-AuthorizedKeysFile {d}/authorized_keys
-PidFile {d}/sshd.pid
-# The keys live under /tmp, which is world-writable: sshd's ownership checks would refuse them.
-StrictModes no
-UsePAM no
-PubkeyAuthentication yes
-# The server would take a password: BatchMode is what keeps the client from asking for one.
-PasswordAuthentication yes
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-""")
-    if os.geteuid() == 0:
-        # sshd started as root needs its privilege-separation folder (the init script makes it).
-        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-    log = open(d / "sshd.log", "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen([binary, "-D", "-e", "-f", str(d / "sshd_config")], stderr=log)
-    deadline = time.time() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert proc.poll() is None, (d / "sshd.log").read_text()
-            assert time.time() < deadline, "sshd did not start"
-            time.sleep(0.05)
-    host_pub = " ".join((d / "host_key.pub").read_text().split()[:2])
-    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub}\n")
-    user = pwd.getpwuid(os.getuid()).pw_name
-    common = f"""\
-  HostName 127.0.0.1
-  User {user}
-  IdentitiesOnly yes
-  UserKnownHostsFile {d}/known_hosts
-  StrictHostKeyChecking yes
-  ConnectTimeout 20
-"""
-    (d / "ssh_config").write_text(f"""\
-Host {HOST}
-  Port {port}
-  IdentityFile {d}/user_key
-{common}
-Host stranger
-  Port {port}
-  IdentityFile {d}/stranger_key
-  PasswordAuthentication yes
-{common}
-Host nobody-home
-  Port {closed}
-  IdentityFile {d}/user_key
-{common}
-""")
-    yield SimpleNamespace(dir=d, ssh_command=f"ssh -F {shlex.quote(str(d / 'ssh_config'))}")
-    proc.terminate()
-    proc.wait(timeout=10)
-    log.close()
+    reason = sshd_local.missing()
+    if reason:
+        pytest.fail(reason)
+    server = sshd_local.start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
 
 
 @pytest.fixture

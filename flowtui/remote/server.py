@@ -287,12 +287,13 @@ class Session:
 
     # --- analyses --------------------------------------------------------------------------
     def remember(self, a: Analysis) -> str:
-        self._keys += 1
-        key = f"a{self._keys}"
-        self.analyses[key] = a
-        while len(self.analyses) > MAX_ANALYSES:
-            self.analyses.popitem(last=False)
-        return key
+        with self._lock:  # requests run in threads
+            self._keys += 1
+            key = f"a{self._keys}"
+            self.analyses[key] = a
+            while len(self.analyses) > MAX_ANALYSES:
+                self.analyses.popitem(last=False)
+            return key
 
     def analysis(self, rid: int, params: dict, parts: dict) -> tuple[str, Analysis]:
         """The analysis a rerun is about: by key, or sent in full (a reopened snapshot, a new
@@ -302,11 +303,12 @@ class Session:
             a = analysis_from(manifest, parts, image_part(parts, rid), rid)
             return self.remember(a), a
         key = param(params, "key", (str,), rid=rid)
-        if key not in self.analyses:
-            raise ProtocolError(f"this server does not hold analysis {key!r}; send it in full",
-                                rid, "unknown_analysis")
-        self.analyses.move_to_end(key)
-        return key, self.analyses[key]
+        with self._lock:
+            if key not in self.analyses:
+                raise ProtocolError(f"this server does not hold analysis {key!r}; send it in "
+                                    "full", rid, "unknown_analysis")
+            self.analyses.move_to_end(key)
+            return key, self.analyses[key]
 
     def need_engine(self, rid: int) -> Engine:
         if self.engine is None:
@@ -326,8 +328,9 @@ def _open(s: Session, rid: int, params: dict, parts: dict) -> Callable:
 
     def call(event, progress, on_token):
         engine, warm = s.models.get(spec, progress)
-        s.engine = engine
-        s.analyses.clear()
+        with s._lock:
+            s.engine = engine
+            s.analyses.clear()
         if warm:
             log(f"{s.name}: {spec.name} is warm")
         return {"info": asdict(engine.info), "warm": warm}, None
