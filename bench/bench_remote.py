@@ -71,6 +71,9 @@ def median_time(fn, n: int) -> tuple[float, list[float]]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=7, help="timed calls per measurement")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads on both sides (default 1: on shared, loaded cores, "
+                        "more threads than free cores make every timing noise)")
     p.add_argument("--serve-synthetic", action="store_true", help=argparse.SUPPRESS)
     args, _rest = p.parse_known_args()
     if args.serve_synthetic:
@@ -87,14 +90,19 @@ def main() -> int:
     os.environ["FLOWTUI_SSH_COMMAND"] = sshd.ssh_command
     host = sshd_local.HOST
     py = shlex.quote(sys.executable)
-    env = f"env PYTHONPATH={shlex.quote(str(ROOT))} HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1"
+    import torch
+
+    torch.set_num_threads(args.threads)
+    env = (f"env PYTHONPATH={shlex.quote(str(ROOT))} HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 "
+           f"OMP_NUM_THREADS={args.threads} MKL_NUM_THREADS={args.threads}")
     no_daemon = f"{env} FLOWTUI_SOCKET={tmp}/none.sock {py} -m flowtui"
     with_daemon = f"{env} FLOWTUI_SOCKET={tmp}/daemon.sock {py} -m flowtui"
     synthetic = f"{env} {py} {shlex.quote(str(HERE / 'bench_remote.py'))} --serve-synthetic"
     quiet = {"on_log": lambda line: None}
     n = args.repeat
     print(f"flowtui {flowtui.__version__}, ssh to localhost ({sshd.ssh_command}), "
-          f"{os.cpu_count()} CPU cores, {n} timed calls per figure (median)\n")
+          f"{os.cpu_count()} CPU cores, torch threads {args.threads} on both sides, "
+          f"load average {os.getloadavg()[0]:.1f}, {n} timed calls per figure (median)\n")
     try:
         # --- 1. toy analysis, local vs remote ------------------------------------------------
         image = np.asarray(Image.open(SAMPLE).convert("RGB"))

@@ -100,6 +100,8 @@ async def test_explorer_over_ssh_survives_a_dropped_connection(ssh_env, warm_dae
         a = app.analysis
         assert a is not None and a.answer == local.answer
         assert f"model on {HOST}" in app.status.where
+        # The server's stderr, shown as notifications once connected.
+        assert any("relaying to the warm daemon" in n.message for n in app._notifications)
         await pilot.press("t", "enter")
         await _settle(app, pilot)
         assert len(a.truncations) == 1
@@ -140,6 +142,8 @@ def test_faults_are_one_line_errors(ssh_env, warm_daemon, tmp_path):
     assert m.startswith("ssh to stranger failed:") and "Permission denied" in m
     assert "BatchMode" in m
     assert "Connection refused" in fails("nobody-home")
+    with pytest.raises(RemoteError, match="cannot run '/nonexistent/ssh'"):
+        flowtui.connect(HOST, ssh_command="/nonexistent/ssh")
     # The far side: no flowtui, an old one without `serve`, one speaking another protocol.
     assert "was not found on flowtui-test" in fails(HOST, "/nonexistent/bin/flowtui")
     old = tmp_path / "old-flowtui"

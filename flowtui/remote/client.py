@@ -396,7 +396,13 @@ class RemoteEngine:
 
     @on_log.setter
     def on_log(self, fn: LogFn | None) -> None:
+        """A new sink for the server's log lines: it gets the lines so far, then each new one
+        (the explorer sets it once connected; until then nothing may print over its screen)."""
         self.conn.on_log = fn
+        if fn is not None:
+            for line in list(self.conn.tail):
+                with contextlib.suppress(Exception):
+                    fn(line)
 
     def close(self) -> None:
         self.conn.close()
