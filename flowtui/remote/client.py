@@ -464,12 +464,13 @@ class RemoteEngine:
 
     def truncate(self, analysis: Analysis, layer: int, strategy: str = "all",
                  keep: int | None = None, seed: int = 0, on_token: TokenFn | None = None,
-                 progress: ProgressFn | None = None) -> TruncationRun:
+                 progress: ProgressFn | None = None, record: bool = True) -> TruncationRun:
         params = {"layer": _int(layer), "strategy": strategy, "keep": _int(keep),
                   "seed": _int(seed)}
         frame = self._about("truncate", analysis, params, progress=progress, on_token=on_token)
         run = run_from(self._result(frame, "run"))
-        analysis.truncations.append(run)  # as the local engine does: the engine records it
+        if record:  # as the local engine does: the engine records the run on the analysis
+            analysis.truncations.append(run)
         return run
 
     def sweep(self, analysis: Analysis, progress: ProgressFn | None = None,
