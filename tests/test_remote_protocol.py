@@ -187,6 +187,8 @@ def test_hostile_input_is_refused_with_error_frames_and_the_server_keeps_serving
         (MAGIC + struct.pack(">II", 2, 1) + struct.pack(">Q", 2**63), "protocol", "limit"),
         (b"\x00\xffgarbage" * 10, "protocol", "not a flowtui frame"),
         (raw_frame([1, 2], []), "protocol", "JSON object"),
+        (MAGIC + struct.pack(">II", 200_000, 0) + b"[" * 100_000 + b"]" * 100_000,
+         "protocol", "not UTF-8 JSON"),
         (frame_bytes({"type": "launch", "id": 22}), "protocol", "unknown message type"),
         (frame_bytes({"type": "request", "method": "analyze"}), "protocol", "integer 'id'"),
     ]

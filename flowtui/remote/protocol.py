@@ -218,7 +218,8 @@ class FrameReader:
             raise TruncatedFrame(f"stream ended inside a frame ({len(self._buf)} of {total} bytes)")
         try:
             header = json.loads(bytes(self._buf[lengths_end:lengths_end + hlen]).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            # RecursionError: JSON nested deeper than Python's stack (a hostile header).
             raise self._resync(f"frame header is not UTF-8 JSON: {_line(exc)}") from None
         if len(self._buf) == total:  # the usual case: no copy of a large frame
             data, self._buf = self._buf, bytearray()
