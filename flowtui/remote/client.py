@@ -35,7 +35,7 @@ from flowtui.engine.errors import (
     RemoteError,
     SnapshotError,
 )
-from flowtui.engine.images import load_image
+from flowtui.engine.images import load_image_notes
 from flowtui.engine.interface import CancelFn, ImageInput, TokenFn
 from flowtui.remote.protocol import (
     LIMITS,
@@ -448,7 +448,8 @@ class RemoteEngine:
                 progress: ProgressFn | None = None, cam: bool = True) -> Analysis:
         # Read and decode here: the server gets pixels, never a path, and both sides then hold
         # exactly the same image.
-        pixels = np.asarray(load_image(image), dtype=np.uint8)
+        pil, notes = load_image_notes(image)
+        pixels = np.asarray(pil, dtype=np.uint8)
         frame = self.conn.call(
             "analyze",
             {"question": question, "max_new_tokens": _int(max_new_tokens), "cam": bool(cam)},
@@ -459,6 +460,7 @@ class RemoteEngine:
             a = analysis_from(manifest, frame.parts, pixels)
         except ProtocolError as exc:
             raise RemoteError(f"{self.conn.name} sent a bad analysis: {exc}") from None
+        a.notes = notes + a.notes  # what was done to the image happened here (EXIF, alpha, ...)
         self._remember(a, str(self._result(frame, "key")))
         return a
 
