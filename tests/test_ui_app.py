@@ -413,7 +413,8 @@ async def test_help_screen_and_palette_commands():
             assert b.id in text
         await pilot.press("escape")
         # The palette offers what applies now: the threshold to the CAM, sinks to attention.
-        only = {"CAM": {"Thr −", "Thr +"}, "attention": {"Sinks"}}
+        # Reconnect applies only to a remote engine (--remote), which this app has not.
+        only = {"CAM": {"Thr −", "Thr +", "Reconnect"}, "attention": {"Sinks", "Reconnect"}}
         for hidden in ("attention", "CAM"):  # map on screen: CAM, then attention
             titles = palette_titles(app)
             for b in KEY_BINDINGS:

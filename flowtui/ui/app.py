@@ -483,6 +483,8 @@ class FlowtuiApp(App[int]):
             return self.view.map_mode == "attention"
         if action == "threshold":
             return self.view.map_mode == "cam"
+        if action == "reconnect":  # only a remote engine (--remote) has a connection
+            return getattr(self.engine_factory, "location", None) is not None
         return True
 
     def action_toggle_heads(self) -> None:
@@ -512,9 +514,6 @@ class FlowtuiApp(App[int]):
             close()
 
     def action_reconnect(self) -> None:
-        if getattr(self.engine_factory, "location", None) is None:
-            self.notify("the model runs in this process: nothing to reconnect")
-            return
         if self.busy is not None:
             self.notify(f"busy with {self.busy}; x cancels it", severity="warning")
             return
