@@ -340,6 +340,13 @@ def test_results_are_exact_for_a_large_analysis():
     engine = PipeServer(Big()).engine()
     got = engine.analyze(big.image, big.question)
     assert_same_analysis(big, got)
+    # Several views, regions with NaN (a row-newline token), no single grid: exact too, and
+    # sent back in full for a rerun.
+    big = make_analysis(layout="tiles")
+    got = engine.analyze(big.image, big.question)
+    assert_same_analysis(big, got)
+    assert np.isnan(got.token_regions).any() and len(got.views) > 1 and got.image_grid is None
+    assert engine.truncate(make_analysis(layout="tiles"), 5).same
 
 
 def test_frames_from_many_threads_do_not_interleave():
