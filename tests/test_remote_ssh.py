@@ -69,13 +69,6 @@ def test_headless_remote_over_ssh(sshd, tmp_path, toy_engine):
     assert_same_analysis(flowtui.load_snapshot(local.save(tmp_path / "local.flowtui")), remote)
 
 
-async def _until(pilot, condition, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await pilot.pause(0.05)
-
-
 async def _settle(app, pilot) -> None:
     await app.workers.wait_for_complete()
     await pilot.pause()
@@ -105,9 +98,21 @@ async def test_explorer_over_ssh_survives_a_dropped_connection(ssh_env, warm_dae
         await pilot.press("t", "enter")
         await _settle(app, pilot)
         assert len(a.truncations) == 1
+        # The link goes down mid-sweep: ssh is killed at the sweep's first progress event (a
+        # toy sweep is too quick to catch from the event loop without a race).
+        engine, sweep = app.engine, app.engine.sweep
+
+        def sweep_then_drop(analysis, progress=None, **kwargs):
+            def on_progress(p):
+                if p.stage == "sweep" and p.done >= 1:
+                    engine.conn.process.kill()
+                if progress is not None:
+                    progress(p)
+
+            return sweep(analysis, progress=on_progress, **kwargs)
+
+        engine.sweep = sweep_then_drop
         await pilot.press("escape", "s")
-        await _until(pilot, lambda: "sweep K" in app.status.activity)
-        app.engine.conn.process.kill()  # the link goes down mid-sweep
         await _settle(app, pilot)
         messages = [n.message for n in app._notifications]
         assert any(f"connection to {HOST} lost" in m and "r reconnects" in m for m in messages)
