@@ -16,7 +16,7 @@ from flowtui import __version__
 from flowtui.cli.common import fail
 
 # name -> module under flowtui.cli; the first is the default command.
-COMMANDS: dict[str, str] = {"analyze": "analyze", "open": "open"}
+COMMANDS: dict[str, str] = {"analyze": "analyze", "open": "open", "dataset": "dataset"}
 
 USAGE = """\
 usage: flowtui IMAGE QUESTION [options]      analyse in the explorer (or --headless)
