@@ -107,17 +107,19 @@ def pope_negation_prediction(answer: str) -> str:
     return "no" if {"No", "no", "not"} & set(words) else "yes"
 
 
-_LETTER_START = re.compile(r"^\s*\(?([A-Z])(?:[).:,]|\s|$)")
+_LETTER_PAREN = re.compile(r"^\s*\(([A-Za-z])\)")
+_LETTER_START = re.compile(r"^\s*([A-Z])(?:[).:,]|\s|$)")
 _LETTER_SAID = re.compile(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-Z])\b(?![a-z])",
                           re.IGNORECASE)
 
 
 def choice_letter(answer: str) -> str | None:
-    """The option letter an answer gives, or None: a leading `B`, `(B)`, `B.` or `B)`, else
-    `answer is B` / `option (B)` anywhere."""
-    m = _LETTER_START.match(answer)
+    """The option letter an answer gives, or None: a leading `(b)` in any case, a leading
+    capital `B`, `B.`, `B)` or `B ...` (so "A cat" reads as option A, as harnesses read it),
+    else `answer is B` / `option (B)` anywhere."""
+    m = _LETTER_PAREN.match(answer) or _LETTER_START.match(answer)
     if m:
-        return m.group(1)
+        return m.group(1).upper()
     m = _LETTER_SAID.search(answer)
     return m.group(1).upper() if m else None
 
