@@ -1,4 +1,4 @@
-"""The engine never imports Textual or Rich: statically, and in a real run."""
+"""The engine and the dataset runs never import Textual or Rich: statically, and in a real run."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ from pathlib import Path
 import flowtui
 
 ENGINE = Path(flowtui.__file__).parent / "engine"
+DATASET = Path(flowtui.__file__).parent / "dataset"
 UI_PACKAGES = ("textual", "rich", "rich_pixels")
 
 
-def test_engine_sources_do_not_import_ui():
-    for path in ENGINE.rglob("*.py"):
+def test_engine_and_dataset_sources_do_not_import_ui():
+    paths = [*ENGINE.rglob("*.py"), *DATASET.rglob("*.py")]
+    assert any(p.parent.name == "dataset" for p in paths)
+    for path in paths:
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             names = []
@@ -36,6 +39,15 @@ e = flowtui.load_engine({str(tiny_paths['a'])!r}, device="cpu")
 a = e.analyze(Image.fromarray(np.zeros((32, 32, 3), np.uint8)), "is there a cat?", max_new_tokens=2)
 e.truncate(a, 1); e.sweep(a)
 a.save({str(tmp_path / 'x.flowtui')!r}); flowtui.load_snapshot({str(tmp_path / 'x.flowtui')!r})
+# A dataset run, its summary and plots: no UI either.
+from flowtui.dataset.readers import open_dataset
+from flowtui.dataset.runner import build_config, run_dataset
+Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save({str(tmp_path / 'i.png')!r})
+open({str(tmp_path / 'd.jsonl')!r}, "w").write('{{"image": "i.png", "question": "is there a cat?"}}\\n')
+src = open_dataset({str(tmp_path / 'd.jsonl')!r})
+s = run_dataset(src, build_config(src, {str(tiny_paths['a'])!r}, max_new_tokens=2), e,
+                {str(tmp_path / 'run')!r})
+assert s["samples"] == 1 and s["scoring"] == "same", s
 bad = [m for m in sys.modules if m.split('.')[0] in {UI_PACKAGES!r}]
 print("UI:", bad)
 assert not bad, bad

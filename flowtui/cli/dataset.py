@@ -102,46 +102,11 @@ def run_parser(prog: str) -> argparse.ArgumentParser:
     return p
 
 
-def _config(args, source):
-    from flowtui.dataset.config import RunConfig, parse_strategies
-    from flowtui.dataset.readers import file_sha256
-    from flowtui.dataset.scoring import get_rule
-    from flowtui.engine.errors import InputError
-    from flowtui.engine.loading import resolve_model_path
-
-    scoring = args.scoring
-    if scoring is None:
-        scoring = ("pope" if source.format == "pope" else
-                   "exact" if source.columns.answer else "same")
-    rule = get_rule(scoring)
-    if rule.needs_reference and source.columns.answer is None:
-        raise InputError(f"scoring rule {scoring!r} needs reference answers, but {source.path.name}"
-                         f" has no answer column (columns: {', '.join(source.available)}); pass "
-                         "--answer-column or --scoring same")
-    strategies = [s.name for s in parse_strategies(args.strategies)]
-    path, name = resolve_model_path(args.model)
-    data = source.describe()
-    data["sha256"] = file_sha256(source.path)
-    return RunConfig(
-        data=data,
-        model={"arg": args.model, "path": str(path), "name": name, "dtype": args.dtype,
-               "quantize": args.quantize},
-        scoring=scoring,
-        strategies=strategies,
-        seed=args.seed,
-        max_new_tokens=args.max_new_tokens,
-        question_suffix=args.question_suffix,
-        limit=args.limit,
-        snapshots=args.snapshots,
-    )
-
-
 def cmd_run(argv: list[str], prog: str) -> int:
     args = run_parser(prog).parse_args(argv)
     from flowtui.dataset.dist import from_env
-    from flowtui.dataset.provenance import now
     from flowtui.dataset.readers import open_dataset
-    from flowtui.dataset.runner import RunAborted, check_out, run_dataset
+    from flowtui.dataset.runner import RunAborted, build_config, check_out, run_dataset
     from flowtui.dataset.summary import DELTA, format_table
     from flowtui.engine.errors import InputError
 
@@ -150,8 +115,11 @@ def cmd_run(argv: list[str], prog: str) -> int:
     check_model_options(args)
     source = open_dataset(args.data, args.format, args.images, args.image_column,
                           args.question_column, args.answer_column, args.id_column, args.split)
-    config = _config(args, source)
-    config.created = now()
+    config = build_config(source, args.model, dtype=args.dtype, quantize=args.quantize,
+                          scoring=args.scoring, strategies=args.strategies, seed=args.seed,
+                          max_new_tokens=args.max_new_tokens,
+                          question_suffix=args.question_suffix, limit=args.limit,
+                          snapshots=args.snapshots)
     out = Path(args.out)
     check_out(out, config, args.resume)  # before any model time is spent
     dist = from_env(args.device)

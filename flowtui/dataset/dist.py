@@ -14,6 +14,7 @@ hostfile; for N CPU processes on one machine use `accelerate launch --multi_gpu 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -70,6 +71,14 @@ def from_env(device: str = "auto") -> Dist:
     """This process's place; joins the process group when there are several."""
     world = world_size_from_env()
     if world <= 1:
+        if os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" and \
+                os.environ.get("MASTER_ADDR"):
+            # accelerate's simple launcher sets MASTER_ADDR only when asked for more than one
+            # process, then starts one: say so rather than run N times slower than expected.
+            print("flowtui: warning: `accelerate launch --cpu` started one process (it needs an "
+                  "MPI hostfile for more); for N CPU processes use `accelerate launch "
+                  "--multi_gpu --num_processes N` or `torchrun --nproc-per-node N`",
+                  file=sys.stderr)
         return Dist()
     import torch
     from accelerate import PartialState

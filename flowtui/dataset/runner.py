@@ -53,6 +53,48 @@ def sample_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
+def build_config(
+    source: DatasetSource,
+    model: str | None = None,
+    *,
+    dtype: str = "auto",
+    quantize: str | None = None,
+    scoring: str | None = None,
+    strategies: str = "all",
+    seed: int = 0,
+    max_new_tokens: int = 16,
+    question_suffix: str = "",
+    limit: int | None = None,
+    snapshots: bool = False,
+) -> RunConfig:
+    """A run's config from its settings. Scoring defaults to pope for POPE data, exact where
+    there are answers, same where there are none; a rule that needs answers on data without
+    them is an InputError."""
+    from flowtui.dataset.config import parse_strategies
+    from flowtui.dataset.provenance import now
+    from flowtui.dataset.readers import file_sha256
+    from flowtui.engine.loading import resolve_model_path
+
+    if scoring is None:
+        scoring = "pope" if source.format == "pope" else "exact" if source.columns.answer else "same"
+    rule = get_rule(scoring)
+    if rule.needs_reference and source.columns.answer is None:
+        raise InputError(f"scoring rule {scoring!r} needs reference answers, but {source.path.name}"
+                         f" has no answer column (columns: {', '.join(source.available)}); pass "
+                         "--answer-column or --scoring same")
+    names = [s.name for s in parse_strategies(strategies)]
+    path, name = resolve_model_path(model)
+    data = source.describe()
+    data["sha256"] = file_sha256(source.path)
+    return RunConfig(
+        data=data,
+        model={"arg": model, "path": str(path), "name": name, "dtype": dtype,
+               "quantize": quantize},
+        scoring=scoring, strategies=names, seed=seed, max_new_tokens=max_new_tokens,
+        question_suffix=question_suffix, limit=limit, snapshots=snapshots, created=now(),
+    )
+
+
 def rows_in_run(config: RunConfig) -> int:
     rows = int(config.data["rows"])
     return rows if config.limit is None else min(rows, config.limit)

@@ -60,7 +60,8 @@ def curves_text(summary: dict[str, Any], width: int, height: int = 10) -> Text:
     if cliff is not None:
         for r in range(height):
             grid[r][cliff * cw + cw // 2] = ("│", "#e03131")
-    for i, s in enumerate(strategies.values()):
+    # `all` last, so where curves meet the curve the cliff is defined on stays visible.
+    for i, s in reversed(list(enumerate(strategies.values()))):
         style = Style(color=STRATEGY_STYLES[i % len(STRATEGY_STYLES)], bold=True)
         for k, v in enumerate(s["accuracy"]):
             grid[row_of(v)][k * cw + cw // 2] = (MARKERS[i % len(MARKERS)], style)
@@ -86,17 +87,27 @@ def curves_text(summary: dict[str, Any], width: int, height: int = 10) -> Text:
             for v in s["accuracy"]:
                 out.append(f"{v:.2f}".center(cw)[:cw])
             out.append("\n")
+    legend: list[list[tuple[str, Style | str]]] = []
     for i, (name, s) in enumerate(strategies.items()):
-        colour = STRATEGY_STYLES[i % len(STRATEGY_STYLES)]
-        out.append(f"{MARKERS[i % len(MARKERS)]} {name}", Style(color=colour, bold=True))
-        out.append(f" cliff {s['dataset_cliff']}   ", "dim")
+        colour = Style(color=STRATEGY_STYLES[i % len(STRATEGY_STYLES)], bold=True)
+        legend.append([(f"{MARKERS[i % len(MARKERS)]} {name}", colour),
+                       (f" cliff {s['dataset_cliff']}", "dim")])
     if base is not None:
         lo95, hi95 = summary["baseline_ci95"]
-        out.append("┈ baseline ", "grey50")
-        out.append(f"{base:.3f} [95% {lo95:.2f}-{hi95:.2f}]", "dim")
+        legend.append([("┈ baseline ", "grey50"), (f"{base:.3f} [95% {lo95:.2f}-{hi95:.2f}]",
+                                                   "dim")])
     if cliff is not None:
-        out.append("   │ dataset cliff ", "#e03131")
-        out.append(f"K={cliff}", "bold #e03131")
+        legend.append([("│ dataset cliff ", "#e03131"), (f"K={cliff}", "bold #e03131")])
+    used = 0
+    for item in legend:  # as many items a line as fit the width
+        size = sum(len(t) for t, _ in item) + 3
+        if used and used + size > width:
+            out.append("\n")
+            used = 0
+        for t, style in item:
+            out.append(t, style)
+        out.append("   ")
+        used += size
     return out
 
 
@@ -115,7 +126,8 @@ class CurvesView(Static):
 
     def redraw(self) -> None:
         width = self.size.width or 80
-        lines = len(self.summary.get("strategies") or {}) + 2
+        strategies = len(self.summary.get("strategies") or {})
+        lines = strategies + 2 + (strategies + 2) * 28 // max(20, width)
         height = max(4, (self.size.height or 16) - lines)
         self.update(curves_text(self.summary, width, height))
 
