@@ -284,3 +284,39 @@ def test_torn_tail_is_cut_and_skipped(tmp_path):
     merged, dups = results.merge([path, path])
     assert [r["index"] for r in merged] == [0, 1, 2] and dups == 3
     assert not math.isnan(len(merged))
+
+
+# --- the command ------------------------------------------------------------------------------
+@pytest.mark.parametrize("sub, words", [
+    ("run", ("--resume", "--strategies", "pope-negation", "accelerate launch --multi_gpu",
+             "torchrun", "--images", "save_to_disk")),
+    ("report", ("--json", "other machines")),
+    ("show", ("--run-model", "Enter opens a sample")),
+    ("toy", ("POPE-format", "--n")),
+])
+def test_dataset_subcommands_have_their_own_help(sub, words, capsys):
+    from flowtui.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["dataset", sub, "--help"])
+    assert exc.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.startswith(f"usage: flowtui dataset {sub}")
+    for word in words:
+        assert word in out, word
+
+
+def test_dataset_help_and_toy_command(tmp_path, capsys):
+    from flowtui.cli import main
+
+    assert main(["dataset", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"  {c} " in out for c in ("run", "report", "show", "toy"))
+    assert main(["dataset", "toy", str(tmp_path / "t"), "--n", "3"]) == 0
+    lines = (tmp_path / "t" / "pope.jsonl").read_text().splitlines()
+    rows = [json.loads(x) for x in lines]
+    assert [r["label"] for r in rows] == ["yes", "no", "yes"]
+    assert all((tmp_path / "t" / r["image"]).is_file() for r in rows)
+    assert "next: flowtui dataset run" in capsys.readouterr().out
+    assert main(["dataset", "toy", str(tmp_path / "t")]) == 2  # never over existing data
+    assert "not an empty folder" in capsys.readouterr().err

@@ -6,6 +6,7 @@ sweep per strategy), so any model family, local or remote, runs the same loop.
 
 Order of events, in every process:
   1. check --out against the run's config (read only; every process reaches the same verdict);
+     barrier;
   2. load the engine;
   3. the main process creates the folder, writes config.json and provenance.json; barrier;
   4. each process runs its share (index mod world == rank) minus what any file already holds;
@@ -320,6 +321,7 @@ def run_dataset(
     rule = get_rule(config.scoring)
     strategies = config.strategy_list()
     previous = check_out(out, config, resume)
+    dist.barrier()  # every process has checked the folder before the main one writes to it
     if callable(engine) and not isinstance(engine, Engine):
         engine = engine()
     prev_prov = results.read_json(out / results.PROVENANCE) if previous else None
@@ -342,6 +344,7 @@ def run_dataset(
             raise RunAborted(f"cannot write to {out}: {exc}") from None
     dist.barrier()
 
+    loop_start = time.perf_counter()
     n_rows = rows_in_run(config)
     done = results.finished_indices(out)
     todo = [i for i in range(n_rows) if dist.owns(i) and i not in done]
@@ -369,6 +372,7 @@ def run_dataset(
         # The others may still run: the bar follows their files while this process waits.
         with bar.following():
             dist.barrier()
+        loop_seconds = time.perf_counter() - loop_start
     finally:
         bar.close()
     if not dist.is_main:
@@ -376,8 +380,12 @@ def run_dataset(
     summary = finalize(out, delta)
     prov = results.read_json(out / results.PROVENANCE) or {}
     if prov.get("sessions"):
-        prov["sessions"][-1]["finished"] = provenance.now()
-        prov["sessions"][-1]["samples_run_here"] = ran
+        session = prov["sessions"][-1]
+        session["finished"] = provenance.now()
+        # From the first sample to the last process done: the run's own throughput, without
+        # start-up (imports, model loading).
+        session["run_seconds"] = round(loop_seconds, 3)
+        session["samples_run"] = len(results.finished_indices(out) - done)
         results.write_json(out / results.PROVENANCE, prov)
     return summary
 
