@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -44,10 +44,12 @@ def shard_paths(run_dir: Path) -> list[Path]:
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write via a temporary file in the same folder and rename: a reader never sees half."""
+    """Write via a temporary file in the same folder and rename: a reader never sees half.
+    The file gets the usual permissions (0666 less the umask), as any other output would."""
     path = Path(path)
     raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(raw)
@@ -55,7 +57,7 @@ def write_atomic(path: Path, data: str | bytes) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -78,7 +80,8 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def encode(record: dict[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+    # default=str: a reference of an odd type (a date from Parquet, bytes) must not stop a run.
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
 
 
 class ShardWriter:
