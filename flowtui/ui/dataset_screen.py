@@ -176,7 +176,7 @@ class DatasetScreen(Screen):
     DEFAULT_CSS = """
     DatasetScreen { layout: vertical; }
     DatasetScreen #ds-header { height: auto; padding: 0 1; background: $boost; }
-    DatasetScreen #ds-curves { height: 16; border: round $primary; padding: 0 1; }
+    DatasetScreen #ds-curves { height: 45%; min-height: 12; border: round $primary; padding: 0 1; }
     DatasetScreen #ds-filter { height: 3; border: round $secondary; }
     DatasetScreen #ds-table { height: 1fr; border: round $primary; }
     """
