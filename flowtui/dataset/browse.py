@@ -13,7 +13,7 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,7 @@ class RunView:
     config: RunConfig
     summary: dict[str, Any]
     records: list[dict[str, Any]]
+    _source: Any = field(default=None, repr=False)
 
     @classmethod
     def load(cls, path: Path, delta: float = DELTA) -> RunView:
@@ -137,12 +138,13 @@ class RunView:
         reopened as the run's config describes it."""
         from flowtui.dataset.readers import open_dataset
 
-        d = self.config.data
-        cols = d.get("columns") or {}
-        source = open_dataset(d["path"], d.get("format", "auto"), d.get("images"),
-                              cols.get("image"), cols.get("question"), cols.get("answer"),
-                              cols.get("id"), d.get("split"))
-        row = source.row(int(rec["index"]))
+        if self._source is None:  # opened once: a large Parquet file is not read per sample
+            d = self.config.data
+            cols = d.get("columns") or {}
+            self._source = open_dataset(d["path"], d.get("format", "auto"), d.get("images"),
+                                        cols.get("image"), cols.get("question"),
+                                        cols.get("answer"), cols.get("id"), d.get("split"))
+        row = self._source.row(int(rec["index"]))
         if row.error:
             raise InputError(f"sample {rec['id']}: {row.error}")
         return row.image, f"{row.question}{self.config.question_suffix}"
