@@ -371,3 +371,24 @@ def test_report_rewrites_a_lost_summary(reference, tmp_path, capsys):
         "strategies"]
     assert samples(copy) == samples(reference)
     assert finalize(copy, delta=0.5)["delta"] == 0.5
+
+
+@pytest.mark.parametrize("strategy, keep", [("all", None), ("top", 6), ("random", 6)])
+def test_reruns_on_the_kept_positions_equal_the_full_pass(engines, strategy, keep, monkeypatch):
+    """What makes a dataset sweep cheap: from layer K only the unmasked positions are run.
+    It must give what the full, masked pass gives (geometry b: GQA, 5 layers)."""
+    from conftest import random_image
+
+    e = engines["b"]
+    a = e.analyze(random_image(11), "Is there a red circle?", max_new_tokens=4, cam=False)
+    st = e._state(a, lambda p: None)
+    trunc = e._truncation(a, st, 2, strategy, keep, 5)
+    kept = e._kept_positions(st, trunc)
+    n_image = sum(end - start for start, end in a.groups["image"])
+    assert kept is not None and len(kept) == len(a.tokens) - n_image + (keep or 0)
+    fast = e.sweep(a, strategy=strategy, keep=keep, seed=5)
+    monkeypatch.setattr(e.adapter, "plain_text_inputs", False)
+    assert e._kept_positions(st, trunc) is None
+    full = e.sweep(a, strategy=strategy, keep=keep, seed=5)
+    assert fast.answers == full.answers and fast.same.tolist() == full.same.tolist()
+    assert np.allclose(fast.logprob, full.logprob, atol=1e-4)
