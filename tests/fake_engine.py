@@ -25,15 +25,44 @@ from flowtui.engine.analysis import (
 from flowtui.engine.errors import Cancelled, ModelLoadError
 
 
-def make_image(size: int = 96) -> np.ndarray:
-    """A light background with a red disc and a blue square (like a toy scene)."""
-    yy, xx = np.mgrid[0:size, 0:size]
-    img = np.full((size, size, 3), 235, dtype=np.uint8)
-    disc = (yy - size * 0.35) ** 2 + (xx - size * 0.3) ** 2 < (size * 0.15) ** 2
+def make_image(size: int = 96, width: int | None = None) -> np.ndarray:
+    """A light background with a red disc and a blue square (like a toy scene); `size` high,
+    `width` wide (default square)."""
+    w = width or size
+    yy, xx = np.mgrid[0:size, 0:w]
+    img = np.full((size, w, 3), 235, dtype=np.uint8)
+    disc = (yy - size * 0.35) ** 2 + (xx - w * 0.3) ** 2 < (min(size, w) * 0.15) ** 2
     img[disc] = (215, 40, 40)
-    sq = (abs(yy - size * 0.7) < size * 0.12) & (abs(xx - size * 0.7) < size * 0.12)
+    sq = (abs(yy - size * 0.7) < size * 0.12) & (abs(xx - w * 0.7) < w * 0.12)
     img[sq] = (45, 75, 215)
     return img
+
+
+# The multi-view layout's sink tokens: (view, index within the view, attention). Edge tokens,
+# 20-300x the others, as Qwen-family models put them.
+TILE_SINKS: tuple[tuple[int, int, float], ...] = (
+    (0, 0, 0.2),  # global: its top-left token
+    (1, 0, 0.1),  # tiles: the top-left token of three tiles
+    (1, 64, 0.15),
+    (1, 128, 0.3),
+)
+
+
+def tiles_layout(
+    image_hw: tuple[int, int], grid: int = 8
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A multi-view layout like LLaVA-NeXT's: a `global` view (grid x grid over the whole
+    image, then one row-newline token with no region) and `tiles` (2x2 tiles of grid x grid
+    each, tile by tile). Returns regions [N, 4], token_views [N] and the view names."""
+    h, w = image_hw
+    regions = [grid_regions(grid, grid, (0, 0, w, h)), np.full((1, 4), np.nan, np.float32)]
+    views = [np.zeros(grid * grid + 1, np.int16)]
+    for ty in range(2):
+        for tx in range(2):
+            box = (tx * w / 2, ty * h / 2, (tx + 1) * w / 2, (ty + 1) * h / 2)
+            regions.append(grid_regions(grid, grid, box))
+            views.append(np.ones(grid * grid, np.int16))
+    return np.concatenate(regions), np.concatenate(views), ["global", "tiles"]
 
 
 def make_analysis(
@@ -44,10 +73,25 @@ def make_analysis(
     question: str = "Is there a red circle?",
     answer_tokens: tuple[str, ...] = ("Yes", "."),
     seed: int = 0,
+    layout: str = "grid",
 ) -> Analysis:
+    """`layout="grid"`: one view, a `grid` of patches over a square image (as LLaVA-1.5).
+    `layout="tiles"`: a 128x96 image seen as a global view plus 2x2 tiles (`tiles_layout`),
+    no `image_grid`, and sink tokens (TILE_SINKS) in `attention_tokens`."""
     rng = np.random.default_rng(seed)
     L, H = num_layers, num_heads
-    n_img = grid[0] * grid[1]
+    if layout == "tiles":
+        image = make_image(96, 128)
+        regions, token_views, views = tiles_layout(image.shape[:2])
+        image_grid = None
+    elif layout == "grid":
+        image = make_image(image_size)
+        regions = grid_regions(grid[0], grid[1], (0, 0, image.shape[1], image.shape[0]))
+        token_views = np.zeros(grid[0] * grid[1], dtype=np.int16)
+        views, image_grid = ["image"], grid
+    else:
+        raise ValueError(f"unknown layout {layout!r}")
+    n_img = len(regions)
     n_sys, n_user, T = 5, 9, len(answer_tokens)
     groups = {
         "system": [(0, n_sys)],
@@ -70,16 +114,21 @@ def make_analysis(
     shares = head_shares.mean(axis=1)
     shares = (shares / shares.sum(-1, keepdims=True)).astype(np.float32)
 
-    gy, gx = np.mgrid[0 : grid[0], 0 : grid[1]]
-    cams = []
-    for layer in range(L):
-        t = layer / max(1, L - 1)
-        cy, cx = grid[0] * (0.35 + 0.3 * t), grid[1] * (0.3 + 0.4 * t)
-        blob = np.exp(-((gy - cy) ** 2 + (gx - cx) ** 2) / (2 * (1.5 + 3 * t) ** 2))
-        cams.append(blob / blob.max())
-    cam = np.asarray(cams, dtype=np.float32)
+    if layout == "grid":
+        gy, gx = np.mgrid[0 : grid[0], 0 : grid[1]]
+        cams = []
+        for layer in range(L):
+            t = layer / max(1, L - 1)
+            cy, cx = grid[0] * (0.35 + 0.3 * t), grid[1] * (0.3 + 0.4 * t)
+            blob = np.exp(-((gy - cy) ** 2 + (gx - cx) ** 2) / (2 * (1.5 + 3 * t) ** 2))
+            cams.append(blob / blob.max())
+        cam = np.asarray(cams, dtype=np.float32).reshape(L, -1)
+        image_attention = rng.random((L, n_img)).astype(np.float32)
+        attention = rng.random((L, n_img)).astype(np.float32)
+    else:
+        image_attention = rng.random((L, n_img)).astype(np.float32)
+        cam, attention = _tile_maps(image.shape[:2], regions, token_views, L, rng)
     cam[-1] = 0.0  # an all-zero map stays zero
-    image = make_image(image_size)
     return Analysis(
         model=ModelInfo("fake-lvlm", "fake", L, H, "float32", "cpu"),
         question=question,
@@ -88,19 +137,79 @@ def make_analysis(
         answer_token_ids=list(range(100, 100 + T)),
         tokens=tokens,
         groups=groups,
-        image_grid=grid,
+        image_grid=image_grid,
         image=image,
         shares=shares,
         head_shares=head_shares,
-        cam_tokens=cam.reshape(L, -1),
-        token_regions=grid_regions(grid[0], grid[1], (0, 0, image.shape[1], image.shape[0])),
-        token_views=np.zeros(n_img, dtype=np.int16),
+        cam_tokens=cam,
+        token_regions=regions,
+        token_views=token_views,
+        views=views,
         answer_logprobs=np.array([-0.05, -1.7][:T] + [-0.3] * max(0, T - 2), dtype=np.float32),
-        image_attention=rng.random((L, n_img)).astype(np.float32),
-        attention_tokens=rng.random((L, n_img)).astype(np.float32),
+        image_attention=image_attention,
+        attention_tokens=attention,
         created="2025-01-01T00:00:00+00:00",
         flowtui_version="0.1.0",
     )
+
+
+def _tile_maps(
+    image_hw: tuple[int, int],
+    regions: np.ndarray,
+    token_views: np.ndarray,
+    L: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """CAM and attention for the multi-view layout: blobs over the image that drift across
+    layers, sampled at each token's region centre (so the views differ in resolution); the CAM
+    normalised over all views, the attention small (~1e-3) with TILE_SINKS on top."""
+    h, w = image_hw
+    cx = np.nan_to_num((regions[:, 0] + regions[:, 2]) / 2 / w, nan=0.0)
+    cy = np.nan_to_num((regions[:, 1] + regions[:, 3]) / 2 / h, nan=0.0)
+    cams, atts = [], []
+    for layer in range(L):
+        t = layer / max(1, L - 1)
+        d2 = (cy - (0.35 + 0.3 * t)) ** 2 + (cx - (0.3 + 0.4 * t)) ** 2
+        blob = np.exp(-d2 / (2 * (0.12 + 0.2 * t) ** 2))
+        cams.append(blob / blob.max())
+        # The answer looks at the blob's mirror image, so CAM and attention differ on screen.
+        d2 = (cy - (0.65 - 0.3 * t)) ** 2 + (cx - (0.7 - 0.4 * t)) ** 2
+        atts.append(1e-3 * (0.2 + np.exp(-d2 / 0.02) + 0.1 * rng.random(len(regions))))
+    cam = np.asarray(cams, dtype=np.float32)
+    attention = np.asarray(atts, dtype=np.float32)
+    for view, index, value in TILE_SINKS:
+        attention[:, np.flatnonzero(token_views == view)[index]] = value
+    return cam, attention
+
+
+def save_version_1(analysis: Analysis, path) -> None:
+    """Write a one-grid analysis as flowtui 0.1 did: manifest version 1, one grid `cam`, no
+    per-token arrays, views or attention_tokens."""
+    import io
+    import json
+    import zipfile
+
+    tmp = analysis.save(str(path) + ".v2")
+    with zipfile.ZipFile(tmp) as zin, zipfile.ZipFile(path, "w") as zout:
+        for name in zin.namelist():
+            data = zin.read(name)
+            if name == "manifest.json":
+                m = json.loads(data)
+                m["version"] = 1
+                m.pop("views", None)
+                data = json.dumps(m).encode()
+            elif name == "arrays.npz":
+                with np.load(io.BytesIO(data)) as npz:
+                    arrays = {
+                        k: npz[k] for k in npz.files
+                        if k not in ("cam_tokens", "token_regions", "token_views",
+                                     "feature_positions", "attention_tokens")
+                    }
+                buf = io.BytesIO()
+                np.savez(buf, **arrays)
+                data = buf.getvalue()
+            zout.writestr(name, data)
+    tmp.unlink()
 
 
 class FakeEngine:
@@ -212,4 +321,13 @@ def fake_factory(engine: FakeEngine | None = None, fail: bool = False, delay: fl
     return factory
 
 
-__all__ = ["GROUPS", "FakeEngine", "fake_factory", "make_analysis", "make_image"]
+__all__ = [
+    "GROUPS",
+    "TILE_SINKS",
+    "FakeEngine",
+    "fake_factory",
+    "make_analysis",
+    "make_image",
+    "save_version_1",
+    "tiles_layout",
+]

@@ -11,6 +11,7 @@ import zipfile
 import pytest
 
 from flowtui.cli import main
+from flowtui.engine.families import supported_families
 
 
 def test_headless_run_writes_snapshot_and_summary(tiny_paths, image_file, tmp_path, capsys):
@@ -62,7 +63,29 @@ def test_bad_images(tiny_paths, tmp_path, capsys, image_file):
     corrupt.write_bytes(image_file.read_bytes()[:200])
     _bad([str(corrupt), "q?", *m], capsys, "corrupt or truncated")
     _bad([str(tmp_path), "q?", *m], capsys, "directory")
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    _bad([str(fifo), "q?", *m], capsys, "is a FIFO, not an image file")
+    _bad(["/dev/zero", "q?", *m], capsys, "is a device, not an image file")
+    from test_images import _png_declaring
+
+    (tmp_path / "bomb.png").write_bytes(_png_declaring(60_000, 60_000))
+    _bad([str(tmp_path / "bomb.png"), "q?", *m], capsys, "decompression bomb")
     assert not (tmp_path / "x.flowtui").exists()
+
+
+def test_notes_on_how_the_image_was_read_reach_the_summary(tiny_paths, tmp_path, capsys):
+    from PIL import Image
+
+    frames = [Image.new("RGB", (40, 30), c) for c in ("red", "blue")]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    out = tmp_path / "anim.flowtui"
+    assert main([str(tmp_path / "anim.gif"), "is there a cat ?", "--headless", "--model",
+                 str(tiny_paths["b"]), "--out", str(out), "--max-new-tokens", "2"]) == 0
+    assert "note:     used the first of 2 frames" in capsys.readouterr().out
+    import flowtui
+
+    assert flowtui.load_snapshot(out).notes == ["used the first of 2 frames"]
 
 
 def test_bad_question_and_options(tiny_paths, image_file, tmp_path, capsys):
@@ -93,7 +116,8 @@ def test_bad_models(image_file, tmp_path, capsys, monkeypatch):
     bert = tmp_path / "bert"
     bert.mkdir()
     (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    _bad([*base, str(bert)], capsys, "does not support; supported: llava")
+    # The listing names every family module found, whichever are present.
+    _bad([*base, str(bert)], capsys, f"does not support; supported: {supported_families()}")
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text("{nope")
@@ -101,7 +125,53 @@ def test_bad_models(image_file, tmp_path, capsys, monkeypatch):
     llava_no_weights = tmp_path / "llava_empty"
     llava_no_weights.mkdir()
     (llava_no_weights / "config.json").write_text(json.dumps({"model_type": "llava"}))
-    _bad([*base, str(llava_no_weights)], capsys, "cannot load")
+    _bad([*base, str(llava_no_weights)], capsys, "processor files in")
+    assert not (tmp_path / "x.flowtui").exists()
+
+
+def _damaged(good, root, name, damage):
+    import shutil
+
+    folder = root / name
+    shutil.copytree(good, folder)
+    damage(folder)
+    return str(folder)
+
+
+def test_damaged_model_folders_say_which_part_is_damaged(tiny_paths, image_file, tmp_path, capsys):
+    base = [str(image_file), "q?", "--headless", "--out", str(tmp_path / "x.flowtui"), "--model"]
+    good = tiny_paths["a"]
+    weights = "model.safetensors"
+
+    def truncate(f):  # an interrupted download
+        (f / weights).write_bytes((f / weights).read_bytes()[:5000])
+
+    def garbage(f):
+        (f / weights).write_bytes(b"not a safetensors file at all")
+
+    def shard_missing(f):  # an index naming a shard that never arrived
+        (f / weights).rename(f / "model-00001-of-00002.safetensors")
+        index = {"metadata": {}, "weight_map": {"lm_head.weight": "model-00002-of-00002.safetensors"}}
+        (f / "model.safetensors.index.json").write_text(json.dumps(index))
+
+    for name, damage in [("trunc", truncate), ("garbage", garbage), ("shard", shard_missing)]:
+        _bad([*base, _damaged(good, tmp_path, name, damage)], capsys,
+             f"the weights in {tmp_path / name} are corrupt or incomplete")
+    tok = _damaged(good, tmp_path, "tok", lambda f: (f / "tokenizer.json").write_text("{bad"))
+    _bad([*base, tok], capsys, "tokenizer or processor files in")
+    cfg = _damaged(good, tmp_path, "cfg", lambda f: (f / "config.json").write_text(
+        json.dumps({"model_type": "llava", "text_config": 5})))
+    _bad([*base, cfg], capsys, "the config in")
+    assert not (tmp_path / "x.flowtui").exists()
+
+
+def test_a_prompt_past_the_context_length_is_refused(tiny_paths, image_file, tmp_path, capsys):
+    question = " ".join(["is there a red circle ?"] * 80)  # 480 words + 36 image tokens > 512
+    _bad([str(image_file), question, "--headless", "--model", str(tiny_paths["a"]), "--out",
+          str(tmp_path / "x.flowtui")], capsys, "context length of 512 tokens")
+    _bad([str(image_file), "is there a cat ?", "--headless", "--model", str(tiny_paths["a"]),
+          "--max-new-tokens", "500", "--out", str(tmp_path / "x.flowtui")], capsys,
+         "lower --max-new-tokens")
     assert not (tmp_path / "x.flowtui").exists()
 
 
@@ -183,3 +253,25 @@ def test_help_names_every_supported_model_type_without_importing_torch():
     for model_type in supported_model_types():
         assert model_type in proc.stdout
     assert proc.stdout.strip().endswith("torch imported: False")
+
+
+def test_the_toy_has_a_name_and_its_snapshots_rerun_without_a_flag(image_file, tmp_path, capsys,
+                                                                    monkeypatch):
+    out = tmp_path / "toy.flowtui"
+    assert main([str(image_file), "Is there a red circle?", "--headless", "--model", "flowtui-toy",
+                 "--out", str(out), "--max-new-tokens", "2"]) == 0
+    assert "flowtui-toy" in capsys.readouterr().out
+    seen = {}
+
+    def fake_explorer(**kwargs):
+        seen.update(kwargs)
+        return 0
+
+    import flowtui.ui.app
+
+    monkeypatch.setattr(flowtui.ui.app, "run_explorer", fake_explorer)
+    assert main(["open", str(out)]) == 0
+    engine = seen["engine_factory"]()
+    assert engine.info.name == "flowtui-toy"
+    a = seen["analysis"]
+    assert engine.truncate(a, a.num_layers, record=False).same

@@ -157,3 +157,17 @@ def test_snapshot_round_trip_and_rerun(fam, tmp_path):
         r2 = e.truncate(a, K, record=False)
         assert r1.answer_token_ids == r2.answer_token_ids
         assert r1.baseline_logprob == pytest.approx(r2.baseline_logprob, abs=1e-5)
+
+
+def test_every_supported_model_type_has_a_tiny_model_and_a_readme_row():
+    from pathlib import Path
+
+    from flowtui.engine.families import adapters
+
+    tiny_types = {m.FAMILY for m in FAMILIES.values()}
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    table = readme[readme.index("## Supported models"):readme.index("## The built-in toy model")]
+    for cls in adapters():
+        assert cls.family in tiny_types, f"{cls.family} has no tiny model in tests/tiny"
+        for model_type in cls.model_types:
+            assert f"`{model_type}`" in table, f"{model_type} missing from the README's table"

@@ -274,6 +274,9 @@ async def test_export_pngs(tmp_path, monkeypatch):
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("p")
         await pilot.pause()
+        title, hint = (str(label.render()) for label in app.screen.query("Label"))
+        assert title == "Export the CAM as PNGs into folder"
+        assert "one PNG per layer: layer-NN.png" in hint
         await pilot.press("enter")
         await settle(app, pilot)
     [folder] = list(tmp_path.iterdir())
@@ -396,8 +399,12 @@ async def test_small_terminal_and_resize():
         assert app.view.layer == 1
 
 
+def palette_titles(app) -> list[str]:
+    return [c.title for c in app.get_system_commands(app.screen)]
+
+
 async def test_help_screen_and_palette_commands():
-    app = FlowtuiApp(analysis=make_analysis())
+    app = FlowtuiApp(analysis=make_analysis(layout="tiles"))
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("question_mark")
         await pilot.pause()
@@ -405,11 +412,15 @@ async def test_help_screen_and_palette_commands():
         for b in KEY_BINDINGS:
             assert b.id in text
         await pilot.press("escape")
-        titles = [c.title for c in app.get_system_commands(app.screen)]
-        for b in KEY_BINDINGS:
-            if b.id != "app.quit":
-                assert b.description in titles
-        assert "Theme" in titles and "Quit" in titles
+        # The palette offers what applies now: the threshold to the CAM, sinks to attention.
+        only = {"CAM": {"Thr −", "Thr +"}, "attention": {"Sinks"}}
+        for hidden in ("attention", "CAM"):  # map on screen: CAM, then attention
+            titles = palette_titles(app)
+            for b in KEY_BINDINGS:
+                if b.id != "app.quit":
+                    assert (b.description in titles) == (b.description not in only[hidden])
+            assert "Theme" in titles and "Quit" in titles
+            await pilot.press("m")
     assert all(b.id for b in KEY_BINDINGS)
 
 
@@ -418,3 +429,11 @@ def test_one_line():
     assert one_line(ValueError("x\ny")) == "ValueError: x"
     assert one_line(MemoryError()).startswith("out of memory")
     assert len(one_line(ValueError("z" * 500))) <= 160
+
+
+def test_readme_key_table_lists_every_binding():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    for b in KEY_BINDINGS:
+        assert f"| `{b.id}` |" in readme, b.id

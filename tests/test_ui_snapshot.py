@@ -15,3 +15,8 @@ def test_main_screen_fake(snap_compare):
 def test_main_screen_small_heatmap(snap_compare):
     app = FlowtuiApp(analysis=make_analysis(num_layers=12), snapshot_path="shapes.flowtui", theme="flowtui-light")
     assert snap_compare(app, terminal_size=(80, 24), press=["o", "c", "right"])
+
+
+def test_main_screen_tiles_attention_sinks_excluded(snap_compare):
+    app = FlowtuiApp(analysis=make_analysis(num_layers=12, layout="tiles"), snapshot_path="tiles.flowtui")
+    assert snap_compare(app, terminal_size=(120, 40), press=["w", "m", "k", "right", "right", "right"])

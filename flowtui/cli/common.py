@@ -29,7 +29,8 @@ class Parser(argparse.ArgumentParser):
 def add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", "-m", metavar="M", default=None,
-                   help="local model folder or cached hub id (default: the built-in toy model)")
+                   help="local model folder, cached hub id, or flowtui-toy (the built-in toy "
+                        "model, the default of the analyze command)")
     g.add_argument("--device", default="auto", metavar="D",
                    help="auto | cpu | cuda | cuda:N (default: auto = a GPU if visible)")
     g.add_argument("--dtype", default="auto", metavar="T",
@@ -149,6 +150,7 @@ def summary(a, path: Path | None = None) -> str:
     if a.sweep_same is not None:
         cliff = a.cliff_layer
         lines.append(f"cliff layer: {cliff if cliff is not None else 'none (K = L differs)'}")
+    lines += [f"note:     {n}" for n in a.notes]
     if path is not None:
         lines.append(f"wrote:    {path}")
     return "\n".join(lines)

@@ -19,7 +19,8 @@ HELP = "reopen a .flowtui snapshot (no model needed; --model enables reruns)"
 
 def build_parser(prog: str = "flowtui open") -> argparse.ArgumentParser:
     p = Parser(prog=prog, description="Reopen a .flowtui snapshot in the explorer. No model is "
-               "needed to look at it; pass --model to enable truncation reruns and sweeps.")
+               "needed to look at it; pass --model to enable truncation reruns and sweeps. "
+               "Snapshots made with the built-in toy model (flowtui-toy) rerun with no flag.")
     p.add_argument("snapshot", help="a .flowtui file")
     add_model_options(p)
     p.add_argument("--theme", default=None, help=THEME_HELP)
@@ -37,6 +38,10 @@ def run(argv: list[str], prog: str = "flowtui open") -> int:
         print(summary(analysis))
         return 0
     check_theme(args.theme)
+    from flowtui.engine.loading import TOY_NAME
+
+    if args.model is None and analysis.model.name == TOY_NAME:
+        args.model = TOY_NAME  # the built-in model is always at hand: reruns just work
     if args.model is not None:
         check_model_options(args)
     from flowtui.ui.app import run_explorer

@@ -144,6 +144,9 @@ class Analysis:
     ended_with_eos: bool = True
     # The generation budget of the baseline; truncated reruns get the same one.
     max_new_tokens: int = 32
+    # What the reader should know about how this came about (an EXIF rotation, the first of
+    # several frames, transparency composited on white, ...), one sentence each.
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.feature_positions is None:

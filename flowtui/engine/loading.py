@@ -84,9 +84,13 @@ def _looks_like_hub_id(name: str) -> bool:
     )
 
 
+TOY_NAME = "flowtui-toy"
+
+
 def resolve_model_path(model: str | Path | None) -> tuple[Path, str]:
-    """Return (local folder, display name) for a folder, a cached hub id, or None (the toy)."""
-    if model is None:
+    """Return (local folder, display name) for a folder, a cached hub id, or the built-in toy
+    (None or its name, `flowtui-toy`, unless a folder of that name exists here)."""
+    if model is None or (str(model) == TOY_NAME and not Path(TOY_NAME).exists()):
         from flowtui.toy import WEIGHTS_DIR
 
         if not (Path(WEIGHTS_DIR) / "config.json").exists():
@@ -94,7 +98,7 @@ def resolve_model_path(model: str | Path | None) -> tuple[Path, str]:
                 f"the built-in toy model is missing from {WEIGHTS_DIR}; reinstall flowtui or "
                 "retrain it with `python -m flowtui.toy.train`"
             )
-        return Path(WEIGHTS_DIR), "flowtui-toy"
+        return Path(WEIGHTS_DIR), TOY_NAME
     path = Path(model).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -127,6 +131,32 @@ def read_model_type(path: Path) -> str:
     return str(config["model_type"])
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _value_error(path: Path, exc: Exception) -> str:
+    msg = _first_line(exc)
+    if "trust_remote_code" in msg:
+        return f"cannot load {path}: this model needs custom code; pass --trust-remote-code if you trust it"
+    return f"cannot load {path}: {msg}"
+
+
+# Words in the errors transformers, safetensors and torch raise for damaged or missing weights.
+_WEIGHT_WORDS = ("safetensor", "deserializ", "no file named", "checkpoint", "shard", "eof",
+                 "pytorchstreamreader", "zip archive", "size mismatch", "incomplete", "truncat")
+
+
+def _weights_error(path: Path, exc: Exception) -> str:
+    text = f"{type(exc).__name__} {exc}".lower()
+    if any(w in text for w in _WEIGHT_WORDS):
+        return f"the weights in {path} are corrupt or incomplete ({_first_line(exc)})"
+    if "validation" in text or "config" in text:
+        return f"the config in {path} is invalid ({type(exc).__name__}: {_first_line(exc)})"
+    return f"cannot load {path}: {type(exc).__name__}: {_first_line(exc)}"
+
+
 def load_model(
     path: Path,
     placement: Placement,
@@ -135,7 +165,7 @@ def load_model(
     model_type: str | None = None,
 ) -> tuple[Any, Any]:
     """Load (model, processor) from a local folder, or raise ModelLoadError with one line."""
-    from transformers import AutoModelForImageTextToText
+    from transformers import AutoConfig, AutoModelForImageTextToText
 
     from flowtui.engine import attention
     from flowtui.engine.processors import load_processor
@@ -159,24 +189,37 @@ def load_model(
     elif placement.device_map:
         kwargs["device_map"] = placement.device_map
     try:
+        AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here is the folder's, not a bug
+        if "trust_remote_code" in str(exc):
+            raise ModelLoadError(_value_error(path, exc)) from None
+        raise ModelLoadError(
+            f"the config in {path} is invalid ({type(exc).__name__}: {_first_line(exc)})"
+        ) from None
+    try:
         processor = load_processor(path, model_type or "", trust_remote_code)
-        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
     except ImportError as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if "torchvision" in str(exc).lower():
             raise ModelLoadError(
                 f"cannot load {path}: its processor needs torchvision even for images "
-                f"({first.strip()}); install torchvision where a build exists for this machine"
+                f"({_first_line(exc)}); install torchvision where a build exists for this machine"
             ) from None
-        raise ModelLoadError(f"cannot load {path}: {first}") from None
+        raise ModelLoadError(f"cannot load {path}: {_first_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - any failure here is the folder's, not a bug
+        if "trust_remote_code" in str(exc):
+            raise ModelLoadError(_value_error(path, exc)) from None
+        raise ModelLoadError(
+            f"the tokenizer or processor files in {path} are missing or unreadable "
+            f"({_first_line(exc)})"
+        ) from None
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    except (MemoryError, torch.OutOfMemoryError):
+        raise
     except ValueError as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "trust_remote_code" in msg:
-            msg = "this model needs custom code; pass --trust-remote-code if you trust it"
-        raise ModelLoadError(f"cannot load {path}: {msg}") from None
-    except (OSError, KeyError, TypeError, RuntimeError) as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise ModelLoadError(f"cannot load {path}: {first}") from None
+        raise ModelLoadError(_value_error(path, exc)) from None
+    except Exception as exc:  # noqa: BLE001 - any failure here is the folder's, not a bug
+        raise ModelLoadError(_weights_error(path, exc)) from None
     if "device_map" not in kwargs:
         model = model.to(placement.device)
     model.eval()

@@ -33,7 +33,7 @@ from flowtui.engine.analysis import (
 )
 from flowtui.engine.errors import Cancelled, FlowtuiError, InputError
 from flowtui.engine.families import FamilyAdapter, Layout
-from flowtui.engine.images import load_image
+from flowtui.engine.images import load_image, load_image_notes
 from flowtui.engine.interface import CancelFn, ImageInput, TokenFn
 
 STRATEGIES = ("all", "top", "random")
@@ -174,12 +174,28 @@ class LocalEngine:
     def _groups(self, prompt_ids: np.ndarray, answer_len: int) -> dict[str, list[tuple[int, int]]]:
         spans = self.adapter.image_spans(prompt_ids)
         p = len(prompt_ids)
+        # Text between image blocks (Gemma 3's pan & scan: "... and here are some crops ...")
+        # is prompt text after the image: it joins the user group, so the groups still
+        # cover every position once.
+        ends = [e for _, e in spans]
+        starts = [s for s, _ in spans[1:]] + [p]
         return {
             "system": [(0, spans[0][0])] if spans[0][0] > 0 else [],
             "image": spans,
-            "user": [(spans[-1][1], p)] if spans[-1][1] < p else [],
+            "user": [(e, s) for e, s in zip(ends, starts, strict=True) if s > e],
             "output": [(p, p + answer_len)],
         }
+
+    def _check_context(self, prompt_len: int, max_new_tokens: int) -> None:
+        """Refuse a prompt (plus the answer budget) longer than the model was made for: past
+        its context the numbers would be silently meaningless."""
+        limit = getattr(self.adapter.text_config, "max_position_embeddings", None)
+        if limit and prompt_len + max_new_tokens > int(limit):
+            raise InputError(
+                f"the prompt is {prompt_len} tokens (with the image) and the answer may take "
+                f"{max_new_tokens} more, past {self.info.name}'s context length of {int(limit)} "
+                "tokens; ask a shorter question or lower --max-new-tokens"
+            )
 
     def _layout(self, size: tuple[int, int], inputs: dict, feats: np.ndarray) -> Layout:
         layout = self.adapter.layout(size, inputs)
@@ -204,12 +220,13 @@ class LocalEngine:
             raise InputError("the question is empty")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-        pil = load_image(image)
+        pil, notes = load_image_notes(image)
         question = question.strip()
         with self._lock:
             prompt, inputs = self._inputs(pil, question)
             prompt_ids = inputs["input_ids"][0].cpu().numpy()
             P = len(prompt_ids)
+            self._check_context(P, max_new_tokens)
             feats = self.adapter.feature_positions(prompt_ids)
             layout = self._layout(pil.size, inputs, feats)
             report(Progress("generating", 0, max_new_tokens))
@@ -255,6 +272,7 @@ class LocalEngine:
             flowtui_version=__version__,
             ended_with_eos=ended,
             max_new_tokens=max_new_tokens,
+            notes=notes,
         )
         assert analysis.cam_tokens.shape == (L, len(feats))
         self._remember(analysis, result["state"])

@@ -4,12 +4,20 @@ In transformers 5 the processors of Qwen2/2.5/3-VL, LLaVA-OneVision, InternVL an
 refuse to build without torchvision, because of their *video* processor, even to read one
 image. flowtui reads images only, so where torchvision is missing it builds the same
 processor class without its video part, from the same files, with the PIL image processor.
+Pixtral's processor (Mistral 3) has no video part, but its module imports a helper from the
+torchvision image processor whose PIL twin defines it too: that module is imported with the
+twin standing in, which gives the real class.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import logging
+import pkgutil
+import sys
+import types
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -36,6 +44,74 @@ def image_only(cls: type) -> type:
     ImageOnly.__name__ = ImageOnly.__qualname__ = cls.__name__
     ImageOnly.__module__ = cls.__module__
     return ImageOnly
+
+
+def _import_with_pil_twins(module_name: str) -> types.ModuleType:
+    """Import a transformers module; where it fails only because torchvision is missing, import
+    it again with each torchvision image processor of its package replaced by its PIL twin
+    (`image_processing_x` -> `image_processing_pil_x`, same helpers) while it loads."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != "torchvision":
+            raise
+        first_error = exc
+    package = module_name.rpartition(".")[0]
+    stand_ins = {}
+    for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        prefix = "image_processing_"
+        if not info.name.startswith(prefix) or info.name.startswith(prefix + "pil_"):
+            continue
+        name = f"{package}.{info.name}"
+        twin = f"{package}.{prefix}pil_{info.name[len(prefix):]}"
+        if name not in sys.modules:
+            try:
+                stand_ins[name] = importlib.import_module(twin)
+            except ImportError:
+                continue
+    if not stand_ins:
+        raise first_error
+    sys.modules.update(stand_ins)
+    try:
+        return importlib.import_module(module_name)
+    except ImportError:
+        raise first_error from None
+    finally:
+        for name in stand_ins:
+            sys.modules.pop(name, None)
+
+
+def _is_processor_class(obj: Any) -> bool:
+    """False for transformers' placeholders, whose every attribute raises ImportError."""
+    try:
+        return isinstance(obj, type) and hasattr(obj, "get_attributes")
+    except ImportError:
+        return False
+
+
+def processor_class(name: str) -> type | None:
+    """The transformers processor class `name`: the real one, also where the package's lazy
+    import hands out a placeholder because the class is marked as needing torchvision."""
+    import transformers
+
+    cls = getattr(transformers, name, None)
+    if _is_processor_class(cls):
+        return cls
+    from transformers.models.auto.configuration_auto import model_type_to_module_name
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+    for model_type, names in PROCESSOR_MAPPING_NAMES.items():
+        if name not in (names if isinstance(names, tuple) else (names,)):
+            continue
+        package = f"transformers.models.{model_type_to_module_name(model_type)}"
+        try:
+            module = _import_with_pil_twins(f"{package}.processing_{package.rpartition('.')[2]}")
+        except ImportError:
+            continue
+        found = getattr(module, name, None)
+        if _is_processor_class(found):
+            return found
+    return None
 
 
 def processor_class_name(path: Path, model_type: str) -> str | None:
@@ -66,10 +142,18 @@ def load_processor(path: Path, model_type: str, trust_remote_code: bool = False)
     import transformers
 
     name = processor_class_name(path, model_type)
-    cls = getattr(transformers, name, None) if name else None
-    if cls is None or not hasattr(cls, "get_attributes"):
+    cls = processor_class(name) if name else None
+    if cls is None:
         raise first_error
-    if not any(a in VIDEO_ATTRIBUTES for a in cls.get_attributes()):
-        raise first_error  # torchvision is needed for more than video here
-    log.info("building %s without its video processor (torchvision is not installed)", name)
-    return image_only(cls).from_pretrained(path, **kwargs)
+    if any(a in VIDEO_ATTRIBUTES for a in cls.get_attributes()):
+        log.info("building %s without its video processor (torchvision is not installed)", name)
+        # Some classes take the video processor as a required argument (SmolVLM): hand them none.
+        params = inspect.signature(cls.__init__).parameters
+        for attr in VIDEO_ATTRIBUTES:
+            if attr in params and params[attr].default is inspect.Parameter.empty:
+                kwargs[attr] = None
+        return image_only(cls).from_pretrained(path, **kwargs)
+    if _is_processor_class(getattr(transformers, name, None)):
+        raise first_error  # the class imports fine: torchvision is needed for more than video
+    log.info("building %s with PIL image helpers (torchvision is not installed)", name)
+    return cls.from_pretrained(path, **kwargs)

@@ -48,6 +48,7 @@ def _manifest(a: Analysis) -> dict:
         "truncations": [asdict(t) for t in a.truncations],
         "sweep_answers": a.sweep_answers,
         "cliff_layer": a.cliff_layer,
+        "notes": list(a.notes),
     }
 
 
@@ -222,5 +223,6 @@ def _analysis_from(m: dict, arrays: dict[str, np.ndarray], image: np.ndarray) ->
         flowtui_version=str(m.get("flowtui_version", "")),
         ended_with_eos=bool(m.get("ended_with_eos", True)),
         max_new_tokens=int(m.get("max_new_tokens", len(m["answer_token_ids"]))),
+        notes=[str(n) for n in m.get("notes", [])],
         **tokens,
     )

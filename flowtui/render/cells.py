@@ -6,6 +6,7 @@ a terminal cell (about twice as tall as wide) shows two square pixels.
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -159,6 +160,14 @@ class CamRenderer:
     @property
     def num_layers(self) -> int:
         return int(self.values.shape[0])
+
+    def with_values(self, values: np.ndarray) -> CamRenderer:
+        """A renderer of other per-token values [L, N] over the same image, regions and views
+        (another map mode): it shares the resized images and owner maps, not the cells."""
+        other = copy.copy(self)
+        other.values = np.asarray(values, dtype=np.float32)
+        other._cells = OrderedDict()
+        return other
 
     def fit(self, max_cols: int, max_rows: int) -> tuple[int, int]:
         return fit_cells(self.image.shape[:2], max_cols, max_rows)

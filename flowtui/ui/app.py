@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from textual import events, work
+from textual.actions import parse as parse_action
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -30,6 +31,7 @@ from flowtui.engine.errors import Cancelled, FlowtuiError
 from flowtui.engine.interface import Engine
 from flowtui.render.cells import DISPLAY_MODES
 from flowtui.render.colormaps import COLORMAPS, next_colormap
+from flowtui.render.maps import MAP_MODES, map_threshold
 from flowtui.ui.messages import (
     AnalysisReady,
     EngineProgress,
@@ -48,7 +50,7 @@ from flowtui.ui.state import THRESHOLD_STEP, ViewState
 from flowtui.ui.themes import DEFAULT_THEME, load_themes
 from flowtui.ui.widgets.answer_panel import AnswerPanel
 from flowtui.ui.widgets.flow_panel import FlowPanel
-from flowtui.ui.widgets.image_panel import ImagePanel
+from flowtui.ui.widgets.image_panel import ImagePanel, analysis_map, map_key
 from flowtui.ui.widgets.status_line import StatusLine, progress_text
 from flowtui.ui.widgets.truncation_panel import TruncationPanel
 
@@ -83,7 +85,7 @@ KEY_BINDINGS: list[Binding] = [
         "Thr −",
         key_display="[",
         id="cam.threshold-down",
-        tooltip="CAM threshold down by 0.05",
+        tooltip="CAM threshold down by 0.05 (CAM map only)",
     ),
     Binding(
         "right_square_bracket",
@@ -91,7 +93,7 @@ KEY_BINDINGS: list[Binding] = [
         "Thr +",
         key_display="]",
         id="cam.threshold-up",
-        tooltip="CAM threshold up by 0.05",
+        tooltip="CAM threshold up by 0.05 (CAM map only)",
     ),
     Binding(
         "c",
@@ -106,6 +108,27 @@ KEY_BINDINGS: list[Binding] = [
         "Mode",
         id="cam.mode",
         tooltip="Cycle display: overlay, heatmap only, image only",
+    ),
+    Binding(
+        "w",
+        "cycle_view",
+        "View",
+        id="map.view",
+        tooltip="Cycle the image's views (global, tiles, …) if it has several",
+    ),
+    Binding(
+        "m",
+        "cycle_map",
+        "Map",
+        id="map.mode",
+        tooltip="Switch map: LLaVA-CAM / answer's attention per image token",
+    ),
+    Binding(
+        "k",
+        "toggle_sinks",
+        "Sinks",
+        id="map.sinks",
+        tooltip="Attention map: leave sink tokens out of the colour scale",
     ),
     Binding(
         "g",
@@ -126,6 +149,8 @@ KEY_BINDINGS: list[Binding] = [
         "t",
         "focus_truncation",
         "Truncate",
+        # Off the footer to make room for the map keys: the panel's title shows "t focus".
+        show=False,
         id="truncation.focus",
         tooltip="Focus the truncation panel (Enter runs at K)",
     ),
@@ -157,7 +182,7 @@ KEY_BINDINGS: list[Binding] = [
         "Export PNGs",
         show=False,
         id="export.pngs",
-        tooltip="Export every layer's CAM overlay as PNG",
+        tooltip="Export the map on screen as PNGs: one per layer and view",
     ),
     Binding(
         "question_mark", "help", "Help", key_display="?", id="app.help", tooltip="Show all keys"
@@ -167,7 +192,9 @@ KEY_BINDINGS: list[Binding] = [
 
 HELP_NOTES = (
     "In the truncation panel: ⏎ runs at K (empty K follows the current layer), Esc returns.\n"
-    "Ctrl+P opens the command palette (every action above, and themes).\n"
+    "The attention map is scaled 0..max per layer and view; the threshold applies to the CAM.\n"
+    "A sink token: above 10x the view's median attention, at most the largest 2% of the view.\n"
+    "Ctrl+P opens the command palette (the actions that apply now, and themes).\n"
     "Heatmap colormaps are independent of the theme."
 )
 
@@ -255,6 +282,7 @@ class FlowtuiApp(App[int]):
         self.busy: str | None = None
         self._cancel = threading.Event()
         self._failed: WorkFailed | None = None  # the last job's failure, until it finishes
+        self._applicable: tuple = ()  # what check_action depends on, when bindings last refreshed
         self._theme_errors: list[str] = []
         for t in load_themes(self._theme_errors):
             self.register_theme(t)
@@ -347,15 +375,26 @@ class FlowtuiApp(App[int]):
         for panel in (self.image_panel, self.flow_panel, self.truncation_panel):
             panel.set_view(self.view)
         self._update_where()
+        # The footer shows only the keys that apply (check_action); it recomposes on every
+        # refresh, so refresh only when that set changes, not on every layer step.
+        applicable = (self.view.map_mode, self.analysis is not None and len(self.analysis.views))
+        if applicable != self._applicable:
+            self._applicable = applicable
+            self.refresh_bindings()
 
     def _update_where(self) -> None:
-        v = self.view
-        if self.analysis is None:
+        v, a = self.view, self.analysis
+        if a is None:
             self.status.set_where("")
             return
-        self.status.set_where(
-            f"layer {v.layer}/{self.analysis.num_layers - 1} · thr {v.threshold:.2f} · {v.colormap} · {v.mode}"
-        )
+        parts = [f"layer {v.layer}/{a.num_layers - 1}"]
+        if len(a.views) > 1:
+            parts.append(f"{a.views[v.view]} {v.view + 1}/{len(a.views)}")
+        if v.map_mode == "cam":
+            parts.append(f"thr {v.threshold:.2f}")
+        else:
+            parts.append("attention, sinks excluded" if v.exclude_sinks else "attention")
+        self.status.set_where(" · ".join([*parts, v.colormap, v.mode]))
 
     def _show_analysis(self, analysis: Analysis) -> None:
         self.analysis = analysis
@@ -364,7 +403,14 @@ class FlowtuiApp(App[int]):
         self.answer_panel.set_analysis(analysis)
         self.truncation_panel.set_analysis(analysis)
         layer = min(self.view.layer, analysis.num_layers - 1)
-        self._set_view(layer=layer, threshold=float(analysis.cam_settings.threshold))
+        view = self.view.view if self.view.view < len(analysis.views) else 0
+        map_mode = self.view.map_mode if analysis.attention_tokens is not None else "cam"
+        self._set_view(
+            layer=layer,
+            threshold=float(analysis.cam_settings.threshold),
+            view=view,
+            map_mode=map_mode,
+        )
 
     # --- actions ---------------------------------------------------------------------------
     def action_layer(self, delta: int) -> None:
@@ -389,6 +435,37 @@ class FlowtuiApp(App[int]):
     def action_cycle_mode(self) -> None:
         i = DISPLAY_MODES.index(self.view.mode)
         self._set_view(mode=DISPLAY_MODES[(i + 1) % len(DISPLAY_MODES)])
+
+    def action_cycle_view(self) -> None:
+        if self.analysis is not None and len(self.analysis.views) > 1:
+            self._set_view(view=(self.view.view + 1) % len(self.analysis.views))
+
+    def action_cycle_map(self) -> None:
+        if self.analysis is None:
+            return
+        if self.analysis.attention_tokens is None:
+            self.notify(
+                "this analysis has no attention map (snapshots before version 2 store only "
+                "the CAM); re-analyze to get it",
+                severity="warning",
+            )
+            return
+        i = MAP_MODES.index(self.view.map_mode)
+        self._set_view(map_mode=MAP_MODES[(i + 1) % len(MAP_MODES)])
+
+    def action_toggle_sinks(self) -> None:
+        self._set_view(exclude_sinks=not self.view.exclude_sinks)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # False hides a key from the footer and the palette and makes it inert: only the keys
+        # that do something for this analysis and map are offered.
+        if action == "cycle_view":
+            return self.analysis is not None and len(self.analysis.views) > 1
+        if action == "toggle_sinks":
+            return self.view.map_mode == "attention"
+        if action == "threshold":
+            return self.view.map_mode == "cam"
+        return True
 
     def action_toggle_heads(self) -> None:
         self._set_view(show_heads=not self.view.show_heads)
@@ -416,7 +493,8 @@ class FlowtuiApp(App[int]):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         for b in KEY_BINDINGS:
-            if b.id != "app.quit":
+            _, name, params = parse_action(b.action)
+            if b.id != "app.quit" and self.check_action(name, params) is not False:
                 key = b.key_display or b.key
                 yield SystemCommand(
                     b.description, f"{key} · {b.tooltip}", partial(self.run_action, b.action)
@@ -654,12 +732,18 @@ class FlowtuiApp(App[int]):
         if self.analysis is None:
             self.notify("nothing to export yet", severity="warning")
             return
-        default = f"{self.stem}-cam-{self._timestamp()}"
+        a, v = self.analysis, self.view
+        what = "the CAM" if v.map_mode == "cam" else "the attention map"
+        if v.map_mode == "attention" and v.exclude_sinks:
+            what += " (sinks excluded)"
+        each = "layer and view: layer-NN-VIEW.png" if len(a.views) > 1 else "layer: layer-NN.png"
+        settings = "colormap, threshold and mode" if v.map_mode == "cam" else "colormap and mode"
+        default = f"{self.stem}-{v.map_mode}-{self._timestamp()}"
         self.push_screen(
             PathPrompt(
-                "Export the CAM of every layer as PNGs into folder",
+                f"Export {what} as PNGs into folder",
                 default,
-                "current colormap, threshold and mode · Enter saves · Esc cancels",
+                f"one PNG per {each}\ncurrent {settings} · Enter saves · Esc cancels",
             ),
             self._pngs_to,
         )
@@ -674,9 +758,11 @@ class FlowtuiApp(App[int]):
 
         try:
             mode = view.mode if view.mode != "image" else "overlay"
+            key = map_key(view)
             paths = save_cam_pngs(
-                analysis.image, analysis.cam_tokens, analysis.token_regions, folder,
-                analysis.token_views, analysis.views, mode, view.threshold, view.colormap,
+                analysis.image, analysis_map(analysis, key).values, analysis.token_regions,
+                folder, analysis.token_views, analysis.views, mode,
+                map_threshold(key[0], view.threshold), view.colormap,
             )
             self.post_message(ExportDone(f"{len(paths)} PNGs", folder))
         except Exception as exc:  # noqa: BLE001

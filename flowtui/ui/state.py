@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from flowtui.render.cells import DISPLAY_MODES
 from flowtui.render.colormaps import COLORMAPS
+from flowtui.render.maps import MAP_MODES
 
 THRESHOLD_STEP = 0.05
 
@@ -21,3 +22,7 @@ class ViewState:
     per_token: bool = False
     # Which of the analysis' views (tiles, global, ...) the image panel shows.
     view: int = 0
+    # Which per-token map the image panel draws: "cam" or "attention" (render/maps.py).
+    map_mode: str = MAP_MODES[0]
+    # Leave sink tokens out of the attention map's colour scale (render/maps.py).
+    exclude_sinks: bool = False

@@ -72,3 +72,24 @@ def save(model, processor, path: Path, processor_class: str | None = None) -> Pa
                     data["processor_class"] = processor_class
                     f.write_text(json.dumps(data, indent=2))
     return path
+
+
+def llama_text(tok, **overrides):
+    """The tiny Llama decoder most tiny models share: 4 layers, hidden 64, GQA 4/2 heads."""
+    from transformers import LlamaConfig
+
+    kwargs = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                  num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                  max_position_embeddings=512, bos_token_id=tok.bos_token_id,
+                  eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                  tie_word_embeddings=False)
+    return LlamaConfig(**{**kwargs, **overrides})
+
+
+def clip_vision(image_size: int, patch_size: int):
+    """A two-layer CLIP tower of width 32."""
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                            num_attention_heads=2, image_size=image_size, patch_size=patch_size,
+                            projection_dim=32)

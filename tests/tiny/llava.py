@@ -8,14 +8,12 @@ from pathlib import Path
 import torch
 from transformers import (
     CLIPImageProcessorPil,
-    CLIPVisionConfig,
-    LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
 )
 
-from tiny.common import finish, save, word_tokenizer
+from tiny.common import clip_vision, finish, llama_text, save, word_tokenizer
 
 FAMILY = "llava"
 QUESTION = "Is there a red circle?"
@@ -35,14 +33,8 @@ TEMPLATE = (
 def build(path: Path) -> Path:
     tok = word_tokenizer(["<s>", "</s>", "<pad>", "<image>"], bos="<s>",
                          extra={"image_token": "<image>"})
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                              num_attention_heads=2, image_size=56, patch_size=8,
-                              projection_dim=32)
-    text = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                       num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-                       max_position_embeddings=512, bos_token_id=tok.bos_token_id,
-                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                       tie_word_embeddings=False)
+    vision = clip_vision(image_size=56, patch_size=8)
+    text = llama_text(tok)
     config = LlavaConfig(vision_config=vision, text_config=text,
                          image_token_id=tok.convert_tokens_to_ids("<image>"),
                          vision_feature_select_strategy="default", vision_feature_layer=-1)

@@ -1,4 +1,5 @@
-"""Image panel: the current layer's CAM over the image as half-block cells, plus a legend."""
+"""Image panel: the current layer's map (CAM or attention) over the image as half-block cells,
+plus a legend that says which map and scale is drawn."""
 
 from __future__ import annotations
 
@@ -16,13 +17,29 @@ from textual.widgets import Static
 from flowtui.engine.analysis import Analysis
 from flowtui.render.cells import CamRenderer
 from flowtui.render.colormaps import colormap_lut
+from flowtui.render.maps import MAP_TITLES, TokenMap, attention_map, cam_map, map_threshold
 from flowtui.ui.state import ViewState
 from flowtui.ui.strips import grid_to_strips
 from flowtui.ui.widgets.text_view import TextView
 
+MapKey = tuple[str, bool]
+
+
+def map_key(view: ViewState) -> MapKey:
+    """Which TokenMap a view draws: the map mode, and the sink toggle where it applies."""
+    return view.map_mode, view.map_mode == "attention" and view.exclude_sinks
+
+
+def analysis_map(a: Analysis, key: MapKey) -> TokenMap:
+    """The per-token map `key` of an analysis (the attention map needs `attention_tokens`)."""
+    name, sinks = key
+    if name == "attention" and a.attention_tokens is not None:
+        return attention_map(a.attention_tokens, a.token_views, len(a.views), sinks)
+    return cam_map(a.cam_tokens, a.token_views, len(a.views))
+
 
 class CamView(Widget):
-    """Draws the image (and CAM) centred in its area; whole frames are cached per view + size."""
+    """Draws the image (and a map) centred in its area; whole frames are cached per view + size."""
 
     DEFAULT_CSS = """
     CamView { width: 1fr; height: 1fr; }
@@ -32,6 +49,8 @@ class CamView(Widget):
         super().__init__(**kwargs)
         self.renderer: CamRenderer | None = None
         self.view = ViewState()
+        self._renderers: dict[MapKey, CamRenderer] = {}
+        self._key: MapKey = ("cam", False)
         self._frames: OrderedDict[tuple, list[Strip]] = OrderedDict()
 
     def set_source(
@@ -41,12 +60,25 @@ class CamView(Widget):
         regions: np.ndarray | None = None,
         token_views: np.ndarray | None = None,
     ) -> None:
+        """The image, its regions and views, with `values` as the CAM (the first map)."""
         if values is None or regions is None:  # image only (a preview while the model loads)
             values = np.zeros((1, 0), dtype=np.float32)
             regions = np.zeros((0, 4), dtype=np.float32)
         self.renderer = CamRenderer(image, values, regions, token_views)
+        self._renderers = {("cam", False): self.renderer}
+        self._key = ("cam", False)
         self._frames.clear()
         self.refresh()
+
+    def set_map(self, key: MapKey, values: np.ndarray) -> None:
+        """Draw the per-token `values` [L, N] (0..1) of map `key` from now on."""
+        if self.renderer is None:
+            return
+        if key not in self._renderers:
+            self._renderers[key] = self.renderer.with_values(values)
+        if key != self._key:
+            self._key = key
+            self.refresh()
 
     def set_view(self, view: ViewState) -> None:
         if view != self.view:
@@ -56,16 +88,18 @@ class CamView(Widget):
     def frame(self) -> list[Strip]:
         """The strips for the current view at the current size (cached)."""
         width, height = self.size
-        if self.renderer is None or width < 1 or height < 1:
+        renderer = self._renderers.get(self._key, self.renderer)
+        if renderer is None or width < 1 or height < 1:
             return []
         v = self.view
-        layer = min(v.layer, self.renderer.num_layers - 1)
+        layer = min(v.layer, renderer.num_layers - 1)
+        threshold = map_threshold(self._key[0], v.threshold)
         pad = self.rich_style
-        key = (layer, v.threshold, v.colormap, v.mode, v.view, width, height, pad)
+        key = (self._key, layer, threshold, v.colormap, v.mode, v.view, width, height, pad)
         strips = self._frames.get(key)
         if strips is None:
-            cols, rows = self.renderer.fit(width, height)
-            grid = self.renderer.cells(layer, cols, rows, v.mode, v.threshold, v.colormap, v.view)
+            cols, rows = renderer.fit(width, height)
+            grid = renderer.cells(layer, cols, rows, v.mode, threshold, v.colormap, v.view)
             strips = self._frames[key] = grid_to_strips(grid, width, height, pad)
             while len(self._frames) > 256:
                 self._frames.popitem(last=False)
@@ -78,38 +112,87 @@ class CamView(Widget):
         return Strip.blank(self.size.width, self.rich_style)
 
 
-def legend_text(view: ViewState, width: int) -> Text:
-    """A colormap bar with the threshold marked, and the current settings beneath it."""
-    width = max(8, width)
+def _bar(view: ViewState, width: int, threshold: float | None) -> Text:
+    """The colormap as a bar, with the threshold marked (None: no threshold is applied)."""
     lut = colormap_lut(view.colormap)
     bar = Text()
-    mark = min(width - 1, int(round(view.threshold * (width - 1))))
+    mark = -1 if threshold is None else min(width - 1, int(round(threshold * (width - 1))))
     for i in range(width):
         r, g, b = (int(c) for c in lut[int(round(i / (width - 1) * 255))])
-        below = i < mark and view.mode != "image"
         if i == mark:
             fg = "black" if (r * 299 + g * 587 + b * 114) > 128_000 else "white"
             bar.append("┃", Style(color=fg, bgcolor=f"rgb({r},{g},{b})", bold=True))
         else:
             # Below the threshold the paper shows nothing: dim that part of the bar.
-            if below:
+            if i < mark and view.mode != "image":
                 r, g, b = r // 3, g // 3, b // 3
             bar.append(" ", Style(bgcolor=f"rgb({r},{g},{b})"))
-    if width >= 46:
-        info = Text.assemble(
-            ("0", "dim"), " ", (f"threshold {view.threshold:.2f}", "bold"), " [ ]  ",
-            (view.colormap, "bold"), " c  ", (view.mode, "bold"), " o",
-        )
-    else:  # narrow panel: the same facts, shorter
-        info = Text.assemble(
-            ("0", "dim"), " ", (f"thr {view.threshold:.2f}", "bold"), " ",
-            (view.colormap, "bold"), " ", (view.mode, "bold"),
-        )
-    pad = max(1, width - info.cell_len - 1)
-    info.append(" " * pad)
-    info.append("1", "dim")
+    return bar
+
+
+def _fit_line(left: str, middles: list[Text], rights: list[str], width: int) -> Text:
+    """`left middle … right` with the longest middle that fits in `width` cells (a shorter
+    right end is tried before a shorter middle)."""
+    middle, right = middles[-1], rights[-1]
+    fits = [
+        (m, r) for m in middles for r in rights if len(left) + m.cell_len + len(r) + 2 <= width
+    ]
+    if fits:
+        middle, right = fits[0]
+    info = Text.assemble((left, "dim"), " ", middle)
+    info.append(" " * max(1, width - info.cell_len - len(right)))
+    info.append(right, "dim")
     info.truncate(width)
-    return Text.assemble(bar, "\n", info)
+    return info
+
+
+def first_fit(candidates: list[str], width: int) -> str:
+    """The first of `candidates` (longest first) no wider than `width`, else the last."""
+    return next((c for c in candidates if len(c) <= width), candidates[-1])
+
+
+def legend_text(
+    view: ViewState, width: int, vmax: float | None = None, sinks: int | None = None
+) -> Text:
+    """A colormap bar and, beneath it, which map and scale is drawn: the CAM over 0..1 with the
+    threshold marked, or (`vmax` given) the attention over 0..vmax, with the number of sink
+    tokens left out of the scale (`sinks`, None when the toggle is off)."""
+    width = max(8, width)
+    cmap, mode = (view.colormap, "bold"), (view.mode, "bold")
+    if vmax is None:
+        thr = view.threshold
+        bar = _bar(view, width, thr)
+        middles = [
+            Text.assemble(("CAM", "bold"), " · ", (f"threshold {thr:.2f}", "bold"), " [ ]  ",
+                          cmap, " c  ", mode, " o"),
+            Text.assemble(("CAM", "bold"), " ", (f"thr {thr:.2f}", "bold"), " [ ]  ",
+                          cmap, " c  ", mode, " o"),
+            Text.assemble(("CAM", "bold"), " ", (f"thr {thr:.2f}", "bold"), " ", cmap, " ", mode),
+            Text.assemble((f"thr {thr:.2f}", "bold"), " ", cmap, " ", mode),
+            Text(f"thr {thr:.2f}", "bold"),
+        ]
+        return Text.assemble(bar, "\n", _fit_line("0", middles, ["1"], width))
+    bar = _bar(view, width, None)
+    if sinks is None:
+        what = [Text("attention", "bold")]
+    else:
+        what = [
+            Text.assemble(("attention", "bold"), " · ", (_sinks_text(sinks, "sinks"), "bold"),
+                          " k"),
+            Text.assemble(("attention", "bold"), " ", (f"−{sinks} sink{'s' * (sinks != 1)}", "bold")),
+            Text.assemble(("att.", "bold"), " ", (f"−{sinks}", "bold")),
+        ]
+    middles = [what[0] + Text.assemble("  ", cmap, " c  ", mode, " o")]
+    middles += what + [Text("attention", "bold"), Text("att.", "bold")]
+    rights = [f"max {vmax:.3g}", f"{vmax:.3g}", f"{vmax:.2g}"]
+    return Text.assemble(bar, "\n", _fit_line("0", middles, rights, width))
+
+
+def _sinks_text(count: int, noun: str = "sink tokens") -> str:
+    """'3 sink tokens excluded' (the singular for one)."""
+    if count == 1:
+        noun = noun.replace("tokens", "token").replace("sinks", "sink")
+    return f"{count} {noun} excluded"
 
 
 class ImagePanel(Vertical):
@@ -126,6 +209,7 @@ class ImagePanel(Vertical):
         self.analysis: Analysis | None = None
         self.view = ViewState()
         self.border_title = "CAM"
+        self._maps: dict[MapKey, TokenMap] = {}
 
     def compose(self) -> ComposeResult:
         yield Static("loading…", id="image-message")
@@ -151,6 +235,7 @@ class ImagePanel(Vertical):
 
     def set_analysis(self, analysis: Analysis) -> None:
         self.analysis = analysis
+        self._maps = {}
         self.cam_view.set_source(
             analysis.image, analysis.cam_tokens, analysis.token_regions, analysis.token_views
         )
@@ -162,31 +247,97 @@ class ImagePanel(Vertical):
         self.view = view
         self._sync()
 
-    def _sync(self) -> None:
+    def token_map(self) -> TokenMap | None:
+        """The map the current view draws (computed once per map and sink setting)."""
         if self.analysis is None:
+            return None
+        key = map_key(self.view)
+        if key not in self._maps:
+            self._maps[key] = analysis_map(self.analysis, key)
+        return self._maps[key]
+
+    def _sync(self) -> None:
+        tmap = self.token_map()
+        if self.analysis is None or tmap is None:
             return
-        self.cam_view.set_view(self.view)
-        a, v = self.analysis, self.view
-        self.border_title = f"CAM · layer {v.layer}/{a.num_layers - 1}"
-        self.border_subtitle = _peak(a, v.layer, v.view)
+        v = self.view
+        self.cam_view.set_map(map_key(v), tmap.values)
+        self.cam_view.set_view(v)
+        self._update_titles()
         self._update_legend()
 
+    def _update_titles(self) -> None:
+        tmap = self.token_map()
+        if tmap is None or self.analysis is None:
+            return
+        a, v = self.analysis, self.view
+        # Room inside the corners and the title's padding; narrow panels get shorter texts.
+        room = max(8, (self.size.width or 60) - 4)
+        self.border_title = first_fit(panel_titles(a, v, tmap.name), room)
+        peak = _peak(a, tmap, v.layer, v.view)
+        subtitles = [peak]
+        if tmap.exclude_sinks:
+            n = tmap.sink_count(v.layer, a.view_tokens(v.view))
+            subtitles = [f"{peak} · {_sinks_text(n)}", f"{peak} · {_sinks_text(n, 'sinks')}", peak]
+        self.border_subtitle = first_fit(subtitles, room)
+
     def _update_legend(self) -> None:
+        tmap = self.token_map()
+        if tmap is None or self.analysis is None:
+            return
         legend = self.query_one("#image-legend", TextView)
-        legend.set_text(legend_text(self.view, self.content_region.width or 30))
+        width = self.content_region.width or 30
+        v = self.view
+        if tmap.name == "cam":
+            legend.set_text(legend_text(v, width))
+            return
+        layer = min(v.layer, tmap.vmax.shape[0] - 1)
+        sinks = (
+            tmap.sink_count(layer, self.analysis.view_tokens(v.view))
+            if tmap.exclude_sinks
+            else None
+        )
+        legend.set_text(legend_text(v, width, float(tmap.vmax[layer, v.view]), sinks))
 
     def on_resize(self) -> None:
         if self.analysis is not None:
+            self._update_titles()
             self._update_legend()
 
 
-def _peak(a: Analysis, layer: int, view: int) -> str:
-    """Where the current view's map peaks: grid cell where there is one grid, else the region."""
+def view_label(a: Analysis, view: int) -> str:
+    """'tiles (2/2)' where the analysis has several views, '' where it has one."""
+    if len(a.views) < 2:
+        return ""
+    return f"{a.views[view]} ({view + 1}/{len(a.views)})"
+
+
+def panel_titles(a: Analysis, v: ViewState, name: str) -> list[str]:
+    """The image panel's title, longest first: e.g. 'CAM · tiles (2/2) · layer 3/27' (no view
+    part for a single view), then shorter forms for narrow panels."""
+    title = MAP_TITLES.get(name, name)
+    short = {"attention": "Attn"}.get(name, title)
+    layer = f"layer {v.layer}/{a.num_layers - 1}"
+    if len(a.views) < 2:
+        return [f"{title} · {layer}", f"{short} · L{v.layer}/{a.num_layers - 1}"]
+    n, view = len(a.views), a.views[v.view]
+    return [
+        f"{title} · {view_label(a, v.view)} · {layer}",
+        f"{short} · {view} ({v.view + 1}/{n}) · {layer}",
+        f"{short} · {view} {v.view + 1}/{n} · L{v.layer}/{a.num_layers - 1}",
+        f"{view} {v.view + 1}/{n} · L{v.layer}",
+    ]
+
+
+def _peak(a: Analysis, tmap: TokenMap, layer: int, view: int) -> str:
+    """Where the drawn map peaks in the current view (sinks left out when they are excluded):
+    the grid cell where there is one grid, else the token's region."""
     tokens = a.view_tokens(view)
-    values = a.cam_tokens[layer, tokens]
-    if not len(values) or not np.any(values > 0):
+    # Only tokens with a region can be pointed at on the image.
+    tokens = tokens[np.isfinite(a.token_regions[tokens]).all(axis=1)]
+    i = tmap.peak(min(layer, tmap.values.shape[0] - 1), tokens)
+    if i is None:
         return "all-zero map"
-    i = int(tokens[int(np.argmax(values))])
     if a.cam is not None:
         r, c = np.unravel_index(i, a.image_grid)
         return f"max patch ({r},{c})"
