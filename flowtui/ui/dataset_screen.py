@@ -26,7 +26,7 @@ from textual.widgets import DataTable, Footer, Input, Static
 from flowtui.dataset.browse import SORTS, RunView, correct, parse_filter
 from flowtui.engine.analysis import Sweep, cliff_layer
 from flowtui.engine.errors import FlowtuiError
-from flowtui.ui.app import EngineFactory, FlowtuiApp, one_line
+from flowtui.ui.app import KEY_BINDINGS, EngineFactory, FlowtuiApp, one_line
 
 STRATEGY_STYLES = ("#4c9be8", "#f08c3a", "#5cc46e", "#c77dde", "#e8596b", "#d4c94a")
 MARKERS = "●◆▲■✚✱"
@@ -314,11 +314,9 @@ def stored_sweep(rec: dict[str, Any]) -> Sweep:
                  cliff_layer(same))
 
 
-# Explorer actions that make no sense while the dataset screen is up.
-_EXPLORER_ACTIONS = {
-    "layer", "layer_edge", "threshold", "cycle_colormap", "cycle_mode", "toggle_heads",
-    "toggle_per_token", "focus_truncation", "sweep", "cancel", "export", "export_pngs",
-}
+# The explorer's own keys are inert while the dataset screen is up (they act on panels that
+# are not on it), whatever keys the explorer grows; help and quit stay.
+_EXPLORER_ACTIONS = {b.action.split("(")[0] for b in KEY_BINDINGS} - {"help", "quit"}
 
 
 class DatasetApp(FlowtuiApp):
