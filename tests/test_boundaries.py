@@ -1,4 +1,5 @@
-"""The engine and the remote layer never import Textual or Rich: statically, and in a real run."""
+"""The engine, the dataset runs and the remote layer never import Textual or Rich:
+statically, and in a real run."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import flowtui
 
 ENGINE = Path(flowtui.__file__).parent / "engine"
 REMOTE = Path(flowtui.__file__).parent / "remote"
+DATASET = Path(flowtui.__file__).parent / "dataset"
 UI_PACKAGES = ("textual", "rich", "rich_pixels")
 
 
-def test_engine_sources_do_not_import_ui():
-    for path in [*ENGINE.rglob("*.py"), *REMOTE.rglob("*.py")]:
+def test_engine_dataset_and_remote_sources_do_not_import_ui():
+    paths = [*ENGINE.rglob("*.py"), *DATASET.rglob("*.py"), *REMOTE.rglob("*.py")]
+    assert {p.parent.name for p in paths} >= {"engine", "dataset", "remote"}
+    for path in paths:
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             names = []
@@ -47,6 +51,15 @@ threading.Thread(target=session.serve, daemon=True).start()
 r = RemoteEngine.open(Connection(os.fdopen(s2c_r, "rb"), os.fdopen(c2s_w, "wb"), name="pipe"))
 b = r.analyze(np.zeros((32, 32, 3), np.uint8), "is there a cat?", max_new_tokens=2)
 r.truncate(b, 1); r.sweep(b); r.close()
+# A dataset run, its summary and plots: no UI either.
+from flowtui.dataset.readers import open_dataset
+from flowtui.dataset.runner import build_config, run_dataset
+Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save({str(tmp_path / 'i.png')!r})
+open({str(tmp_path / 'd.jsonl')!r}, "w").write('{{"image": "i.png", "question": "is there a cat?"}}\\n')
+src = open_dataset({str(tmp_path / 'd.jsonl')!r})
+s = run_dataset(src, build_config(src, {str(tiny_paths['a'])!r}, max_new_tokens=2), e,
+                {str(tmp_path / 'run')!r})
+assert s["samples"] == 1 and s["scoring"] == "same", s
 bad = [m for m in sys.modules if m.split('.')[0] in {UI_PACKAGES!r}]
 print("UI:", bad)
 assert not bad, bad

@@ -16,7 +16,8 @@ from flowtui import __version__
 from flowtui.cli.common import fail
 
 # name -> module under flowtui.cli; the first is the default command.
-COMMANDS: dict[str, str] = {"analyze": "analyze", "open": "open", "serve": "serve"}
+COMMANDS: dict[str, str] = {"analyze": "analyze", "open": "open", "dataset": "dataset",
+                           "serve": "serve"}
 
 USAGE = """\
 usage: flowtui IMAGE QUESTION [options]      analyse in the explorer (or --headless)

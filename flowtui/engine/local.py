@@ -485,6 +485,9 @@ class LocalEngine:
         """
         K = trunc.layer
         T1 = st.logits.shape[0]
+        keep = self._kept_positions(st, trunc)
+        if keep is not None:
+            return self._logits_from_layer_kept(st, trunc, keep)
         kwargs = {**st.text_kwargs, "use_cache": False, "past_key_values": None}
         with (
             torch.no_grad(),
@@ -496,6 +499,73 @@ class LocalEngine:
         kv = {i: st.kv[i] if i < K else kv[i] for i in range(self.adapter.num_layers)}
         last = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         return self.adapter.logits(last[0, -T1:]).float(), kv
+
+    def _kept_positions(self, st: _State, trunc: attention.Truncation) -> torch.Tensor | None:
+        """The positions a rerun from K must compute, or None to run the full sequence.
+
+        From layer K on, no query attends to a masked position, so what those positions compute
+        there reaches nothing: layers K..L-1 need only the others, with their own position ids
+        (RoPE sees the same relative positions) and a causal mask among them. Under strategy
+        `all` that drops every image position: for LLaVA-1.5, 576 of about 600. Only where the
+        family's text model takes plain inputs (FamilyAdapter.plain_text_inputs) and has no
+        sliding window, whose span counts positions.
+        """
+        cfg = self.adapter.text_config
+        if (not self.adapter.plain_text_inputs or st.text_args or trunc.masked.numel() == 0
+                or getattr(cfg, "sliding_window", None) or getattr(cfg, "use_sliding_window", 0)
+                or set(st.text_kwargs) - {"attention_mask", "position_ids", "past_key_values",
+                                          "inputs_embeds", "use_cache"}):
+            return None
+        pos = st.text_kwargs.get("position_ids")
+        mask = st.text_kwargs.get("attention_mask")
+        if (pos is not None and pos.dim() != 2) or (mask is not None and mask.dim() != 2):
+            return None
+        N = st.hidden[trunc.layer].shape[1]
+        kept = torch.ones(N, dtype=torch.bool)
+        kept[trunc.masked.cpu()] = False
+        if not bool(kept[N - st.logits.shape[0]:].all()):  # the answer queries must stay
+            return None
+        return torch.nonzero(kept).squeeze(1)
+
+    def _logits_from_layer_kept(
+        self, st: _State, trunc: attention.Truncation, keep: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+        """_logits_from_layer on the kept positions only (see _kept_positions). The keys and
+        values it returns span the full sequence again: the masked positions keep the
+        baseline's, which decoding under the same truncation never reads."""
+        K = trunc.layer
+        T1 = st.logits.shape[0]
+        dev = st.hidden[K].device
+        idx = keep.to(dev)
+        N = st.hidden[K].shape[1]
+        kw = st.text_kwargs
+        pos = kw.get("position_ids")
+        pos = pos if pos is not None else torch.arange(N, device=dev)[None]
+        mask = kw.get("attention_mask")
+        # An explicit mask also stops transformers from reading the jumps in the position ids
+        # as packed sequences.
+        mask = mask[:, idx.to(mask.device)] if mask is not None else torch.ones(
+            1, len(keep), dtype=torch.long, device=dev)
+        kwargs = {"inputs_embeds": kw["inputs_embeds"][:, idx.to(kw["inputs_embeds"].device)],
+                  "attention_mask": mask, "position_ids": pos[:, idx.to(pos.device)],
+                  "use_cache": False, "past_key_values": None}
+        with (
+            torch.no_grad(),
+            self._from_layer(K, st.hidden[K][:, idx]),
+            attention.recording_kv() as kv,
+        ):
+            out = self.adapter.text_model(**kwargs)
+        full: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for i in range(self.adapter.num_layers):
+            if i < K:
+                full[i] = st.kv[i]
+                continue
+            k, v = (t.clone() for t in st.kv[i])
+            k[:, :, idx.to(k.device)] = kv[i][0].to(k.dtype)
+            v[:, :, idx.to(v.device)] = kv[i][1].to(v.dtype)
+            full[i] = (k, v)
+        last = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        return self.adapter.logits(last[0, -T1:]).float(), full
 
     def _masked_argmax(self, logits: torch.Tensor) -> torch.Tensor:
         """Greedy picks as generate() makes them: the input-only placeholders suppressed."""

@@ -132,6 +132,10 @@ class FamilyAdapter:
     # Per-token processor outputs extended over the answer in teacher-forced passes: the value
     # answer tokens get (text is 0; PaliGemma marks the answer 1).
     answer_token_type: ClassVar[dict[str, int]] = {}
+    # The text model takes only inputs_embeds, a 2D attention mask and 1D position ids, and
+    # builds its own causal mask from them: a rerun from layer K may then run on the positions
+    # nobody masks (engine._kept_positions). Families with other inputs keep the full pass.
+    plain_text_inputs: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, processor: Any) -> None:
         self.model = model

@@ -50,6 +50,7 @@ class LlavaAdapter(FamilyAdapter):
     family = "llava"
     model_types = ("llava",)
     examples = ("llava-hf/llava-1.5-7b-hf", "llava-hf/llava-1.5-13b-hf")
+    plain_text_inputs = True
 
     def layout(self, image_size: tuple[int, int], inputs: dict[str, torch.Tensor]) -> Layout:
         width, height = image_size

@@ -1,0 +1,255 @@
+"""`flowtui dataset run|report|show|toy`: truncation sweeps over a whole dataset (the paper's
+Fig. 5), on one process or many (accelerate launch / torchrun), resumable."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from flowtui.cli.common import (
+    THEME_HELP,
+    Parser,
+    add_model_options,
+    check_model_options,
+    check_theme,
+    engine_factory,
+    fail,
+    positive_int,
+)
+
+HELP = "truncation sweeps over a dataset: accuracy against K, the dataset cliff (run/report/show)"
+
+DESCRIPTION = """\
+Run the truncation sweep K = 0..L over every sample of a VQA dataset and plot accuracy against
+K per strategy, with the baseline and the dataset cliff layer (the paper's Figure 5).
+
+commands:
+  run DATA --out RUN_DIR    run (or --resume) a dataset run
+  report RUN_DIR            print the curves as a table and (re)write summary, CSV and plots
+  show RUN_DIR              browse the results in the explorer
+  toy OUT [--n N]           write a POPE-format dataset of toy scenes (for the toy model)
+
+`flowtui dataset COMMAND --help` explains each.
+"""
+
+RUN_EPILOG = """\
+formats: POPE JSON lines (question_id, image, text, label); JSON lines, a JSON array, CSV/TSV or
+Parquet with image, question and answer columns (guessed, or --image-column ...); a folder
+written by datasets' save_to_disk (--split for a DatasetDict). Image paths resolve against
+--images, else the data file's folder. Nothing is downloaded.
+
+scoring rules: {rules}
+
+many processes: accelerate launch --multi_gpu --num_processes N -m flowtui dataset run ...
+(one process per GPU; on CPU too), or torchrun --nproc-per-node N -m flowtui dataset run ...;
+a model too large for one GPU: one process per machine with --device auto.
+
+examples:
+  flowtui dataset toy toy-data --n 500
+  flowtui dataset run toy-data/pope.jsonl --out toy-run --strategies all,random:72
+  flowtui dataset run coco_pope_adversarial.json --images val2014 --model llava-hf/llava-1.5-7b-hf \\
+      --out pope-llava --question-suffix " Answer the question using a single word or phrase."
+"""
+
+
+def _rules_text() -> str:
+    from flowtui.dataset.scoring import RULES
+
+    return "; ".join(f"{r.name}: {r.summary}" for r in RULES.values())
+
+
+def run_parser(prog: str) -> argparse.ArgumentParser:
+    from flowtui.dataset.readers import FORMATS
+
+    p = Parser(prog=prog, description="Run the truncation sweep over every sample of a dataset "
+               "and write the results folder (per-sample JSON lines, summary, CSV, plots).",
+               epilog=RUN_EPILOG.format(rules=_rules_text()),
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", help="data file (.jsonl/.json/.csv/.tsv/.parquet) or save_to_disk folder")
+    p.add_argument("--out", "-o", required=True, metavar="RUN_DIR", help="results folder")
+    p.add_argument("--resume", action="store_true",
+                   help="finish the run in RUN_DIR: skip its finished samples (the settings must "
+                        "match; --limit may change)")
+    add_model_options(p)
+    d = p.add_argument_group("data")
+    d.add_argument("--format", default="auto", choices=FORMATS, help="default: from the name")
+    d.add_argument("--images", metavar="DIR", default=None,
+                   help="folder that relative image paths resolve against (default: the data "
+                        "file's folder)")
+    for role in ("image", "question", "answer", "id"):
+        d.add_argument(f"--{role}-column", metavar="NAME", default=None,
+                       help=f"column holding the {role} (default: guessed)")
+    d.add_argument("--split", default=None, help="split of a save_to_disk DatasetDict")
+    d.add_argument("--limit", type=positive_int, default=None, metavar="N",
+                   help="only the first N rows")
+    d.add_argument("--question-suffix", default="", metavar="TEXT",
+                   help="text appended to every question (e.g. an answer-format instruction)")
+    r = p.add_argument_group("sweep and scoring")
+    r.add_argument("--scoring", default=None, metavar="RULE",
+                   help="pope, pope-negation, exact, vqa, choice or same (default: pope for POPE "
+                        "data, exact otherwise, same where the data has no answers)")
+    r.add_argument("--strategies", default="all", metavar="LIST",
+                   help="comma-separated: all, top:R (FastV's ranking), random:R (default: all)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the random:R strategy (default 0)")
+    r.add_argument("--max-new-tokens", type=positive_int, default=16, metavar="N",
+                   help="longest answer (default 16)")
+    r.add_argument("--delta", type=float, default=None, metavar="D",
+                   help="dataset cliff tolerance (default 0.01)")
+    r.add_argument("--snapshots", action="store_true",
+                   help="also save each sample's .flowtui snapshot (computes its CAM: slower)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def cmd_run(argv: list[str], prog: str) -> int:
+    args = run_parser(prog).parse_args(argv)
+    from flowtui.dataset.dist import from_env
+    from flowtui.dataset.readers import open_dataset
+    from flowtui.dataset.runner import RunAborted, build_config, check_out, run_dataset
+    from flowtui.dataset.summary import DELTA, format_table
+    from flowtui.engine.errors import InputError
+
+    if args.delta is not None and not 0 <= args.delta < 1:
+        raise InputError(f"--delta must be in [0, 1), got {args.delta}")
+    check_model_options(args)
+    source = open_dataset(args.data, args.format, args.images, args.image_column,
+                          args.question_column, args.answer_column, args.id_column, args.split)
+    config = build_config(source, args.model, dtype=args.dtype, quantize=args.quantize,
+                          scoring=args.scoring, strategies=args.strategies, seed=args.seed,
+                          max_new_tokens=args.max_new_tokens,
+                          question_suffix=args.question_suffix, limit=args.limit,
+                          snapshots=args.snapshots)
+    out = Path(args.out)
+    check_out(out, config, args.resume)  # before any model time is spent
+    dist = from_env(args.device)
+    args.device = dist.device_for(args.device)
+    try:
+        summary = run_dataset(source, config, lambda: engine_factory(args)(None), out,
+                              resume=args.resume, dist=dist, delta=args.delta or DELTA,
+                              progress=not args.no_progress, argv=["flowtui", "dataset", "run",
+                                                                   *argv])
+    except RunAborted as exc:
+        return fail(str(exc), 1)
+    except KeyboardInterrupt:
+        return fail(f"interrupted; the finished samples are in {out}: rerun with --resume to "
+                    "finish", 130)
+    if summary is not None:
+        print(format_table(summary, f"{config.model['name']} on {source.path.name}"))
+        print(f"wrote {out}/ (summary.json, curves.csv, accuracy.png, cliffs.png, samples.jsonl)")
+    return 0
+
+
+def report_parser(prog: str) -> argparse.ArgumentParser:
+    p = Parser(prog=prog, description="Merge a run's per-process files, print its curves as a "
+               "table and (re)write summary.json, curves.csv, samples.jsonl and the plots. Works "
+               "on an unfinished run too, and on process files copied in from other machines.")
+    p.add_argument("run_dir", help="a results folder written by `flowtui dataset run`")
+    p.add_argument("--delta", type=float, default=None, metavar="D",
+                   help="dataset cliff tolerance (default 0.01)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--json", action="store_true", help="print summary.json instead of the table")
+    return p
+
+
+def cmd_report(argv: list[str], prog: str) -> int:
+    args = report_parser(prog).parse_args(argv)
+    import json
+
+    from flowtui.dataset.runner import RunAborted, finalize
+    from flowtui.dataset.summary import DELTA, format_table
+    from flowtui.engine.errors import InputError
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"no results folder {run_dir}")
+    if args.delta is not None and not 0 <= args.delta < 1:
+        raise InputError(f"--delta must be in [0, 1), got {args.delta}")
+    try:
+        summary = finalize(run_dir, args.delta if args.delta is not None else DELTA,
+                           plots=not args.no_plots)
+    except RunAborted as exc:
+        return fail(str(exc), 1)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        print(format_table(summary, f"{summary['model']} on {Path(str(summary['data'])).name}"))
+    return 0
+
+
+def show_parser(prog: str) -> argparse.ArgumentParser:
+    p = Parser(prog=prog, description="Browse a run's results: the curves per strategy with the "
+               "dataset cliff and the baseline, and a table of samples (sort, filter). Enter "
+               "opens a sample in the explorer, from its snapshot (runs with --snapshots), or "
+               "by analysing it with --model (or --run-model).")
+    p.add_argument("run_dir", help="a results folder written by `flowtui dataset run`")
+    add_model_options(p)
+    p.add_argument("--run-model", action="store_true",
+                   help="analyse samples with the model the run used (as its config.json says)")
+    p.add_argument("--theme", default=None, help=THEME_HELP)
+    return p
+
+
+def cmd_show(argv: list[str], prog: str) -> int:
+    args = show_parser(prog).parse_args(argv)
+    from flowtui.dataset.browse import RunView
+    from flowtui.engine.errors import InputError
+
+    run = RunView.load(Path(args.run_dir))
+    check_theme(args.theme)
+    factory = None
+    if args.run_model:
+        if args.model is not None:
+            raise InputError("give --model or --run-model, not both")
+        args.model = run.config.model.get("arg")
+        if args.dtype == "auto":
+            args.dtype = run.config.model.get("dtype") or "auto"
+    if args.run_model or args.model is not None:
+        check_model_options(args)
+        factory = engine_factory(args)
+    from flowtui.ui.dataset_screen import run_dataset_browser
+
+    return run_dataset_browser(run, engine_factory=factory, theme=args.theme)
+
+
+def toy_parser(prog: str) -> argparse.ArgumentParser:
+    from flowtui.toy.evaluate import HELD_OUT_SEED
+
+    p = Parser(prog=prog, description="Write a POPE-format dataset of toy scenes (pope.jsonl and "
+               "images/) for the built-in toy model; its scenes are the model card's held-out "
+               "ones, so a run reproduces the card's truncation curve.")
+    p.add_argument("out", help="folder to write")
+    p.add_argument("--n", type=positive_int, default=500, help="number of scenes (default 500)")
+    p.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="scene seed family")
+    return p
+
+
+def cmd_toy(argv: list[str], prog: str) -> int:
+    args = toy_parser(prog).parse_args(argv)
+    from flowtui.engine.errors import InputError
+    from flowtui.toy.dataset import write_toy_dataset
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"{out} exists and is not an empty folder")
+    path = write_toy_dataset(out, args.n, args.seed)
+    print(f"wrote {args.n} toy scenes: {path}")
+    print(f"next: flowtui dataset run {path} --out {out}-run")
+    return 0
+
+
+SUBCOMMANDS = {"run": cmd_run, "report": cmd_report, "show": cmd_show, "toy": cmd_toy}
+
+
+def run(argv: list[str], prog: str = "flowtui dataset") -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: {prog} COMMAND [options]\n\n{DESCRIPTION}")
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        from flowtui.engine.errors import InputError
+
+        raise InputError(f"unknown dataset command {name!r}; choose one of: "
+                         f"{', '.join(SUBCOMMANDS)} (see {prog} --help)")
+    sys.stdout.flush()
+    return SUBCOMMANDS[name](rest, f"{prog} {name}")

@@ -1,0 +1,423 @@
+"""The dataset results browser (`flowtui dataset show RUN_DIR`).
+
+A screen over the explorer: the accuracy curves per strategy with the baseline as a line and the
+dataset cliff marked, and a table of samples (sortable; filterable by correctness, per-sample
+cliff, baseline log-prob or text). Enter opens a sample in the explorer underneath, from its
+stored snapshot or by analysing it with the model; `d` comes back.
+
+The app is the explorer itself (a FlowtuiApp subclass), so a sample gets every explorer feature;
+this module only adds the screen and what happens on Enter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Static
+
+from flowtui.dataset.browse import SORTS, RunView, correct, parse_filter
+from flowtui.engine.analysis import Sweep, cliff_layer
+from flowtui.engine.errors import FlowtuiError
+from flowtui.ui.app import KEY_BINDINGS, EngineFactory, FlowtuiApp, one_line
+
+STRATEGY_STYLES = ("#4c9be8", "#f08c3a", "#5cc46e", "#c77dde", "#e8596b", "#d4c94a")
+MARKERS = "●◆▲■✚✱"
+Y_LABEL = 6
+
+
+def curves_text(summary: dict[str, Any], width: int, height: int = 10) -> Text:
+    """Accuracy against K, one marker colour per strategy: the baseline is a dotted line, the
+    dataset cliff a red column; each strategy's numbers follow under the K's when there is
+    room. The scale runs from just below the lowest point to 1."""
+    out = Text(no_wrap=True, overflow="crop")
+    strategies = summary.get("strategies") or {}
+    L = summary.get("num_layers")
+    if not strategies or L is None:
+        out.append("no scored samples yet: no curves", "dim")
+        return out
+    n = L + 1
+    cw = max(1, (width - Y_LABEL) // n)
+    height = max(3, height)
+    base = summary.get("baseline_accuracy")
+    cliff = summary.get("dataset_cliff")
+    values = [v for s in strategies.values() for v in s["accuracy"]] + [base or 1.0]
+    lo = min(float(np.floor(min(values) * 10) / 10), 0.9)
+
+    def row_of(v: float) -> int:
+        return int(round((1.0 - float(np.clip(v, lo, 1))) / (1.0 - lo) * (height - 1)))
+
+    grid: list[list[tuple[str, Style | str]]] = [[(" ", "")] * (n * cw) for _ in range(height)]
+    if base is not None:
+        grid[row_of(base)] = [("┈", "grey50")] * (n * cw)
+    if cliff is not None:
+        for r in range(height):
+            grid[r][cliff * cw + cw // 2] = ("│", "#e03131")
+    # `all` last, so where curves meet the curve the cliff is defined on stays visible.
+    for i, s in reversed(list(enumerate(strategies.values()))):
+        style = Style(color=STRATEGY_STYLES[i % len(STRATEGY_STYLES)], bold=True)
+        for k, v in enumerate(s["accuracy"]):
+            grid[row_of(v)][k * cw + cw // 2] = (MARKERS[i % len(MARKERS)], style)
+    ticks = {0: 1.0, height - 1: lo, (height - 1) // 2: 1.0 - (1.0 - lo) * ((height - 1) // 2)
+             / (height - 1)}
+    for r in range(height):
+        tick = f"{ticks[r]:.2f} " if r in ticks else ""
+        out.append(f"{tick:>{Y_LABEL}}", "dim")
+        for ch, style in grid[r]:
+            out.append(ch, style)
+        out.append("\n")
+    out.append(f"{'K ':>{Y_LABEL}}", "dim")
+    for k in range(n):
+        label = str(k) if cw >= len(str(k)) + 1 or k % 5 == 0 else ""
+        style = "bold #e03131" if k == cliff else "dim"
+        out.append(label.center(cw)[:cw] if cw > 1 else (label[:1] or " "), style)
+    out.append("\n")
+    if cw >= 5:
+        for i, (name, s) in enumerate(strategies.items()):
+            colour = STRATEGY_STYLES[i % len(STRATEGY_STYLES)]
+            out.append(f"{MARKERS[i % len(MARKERS)]} ", Style(color=colour, bold=True))
+            out.append(f"{name[:Y_LABEL - 3]:<{Y_LABEL - 2}}", colour)
+            for v in s["accuracy"]:
+                out.append(f"{v:.2f}".center(cw)[:cw])
+            out.append("\n")
+    legend: list[list[tuple[str, Style | str]]] = []
+    for i, (name, s) in enumerate(strategies.items()):
+        colour = Style(color=STRATEGY_STYLES[i % len(STRATEGY_STYLES)], bold=True)
+        legend.append([(f"{MARKERS[i % len(MARKERS)]} {name}", colour),
+                       (f" cliff {s['dataset_cliff']}", "dim")])
+    if base is not None:
+        lo95, hi95 = summary["baseline_ci95"]
+        legend.append([("┈ baseline ", "grey50"), (f"{base:.3f} [95% {lo95:.2f}-{hi95:.2f}]",
+                                                   "dim")])
+    if cliff is not None:
+        legend.append([("│ dataset cliff ", "#e03131"), (f"K={cliff}", "bold #e03131")])
+    used = 0
+    for item in legend:  # as many items a line as fit the width
+        size = sum(len(t) for t, _ in item) + 3
+        if used and used + size > width:
+            out.append("\n")
+            used = 0
+        for t, style in item:
+            out.append(t, style)
+        out.append("   ")
+        used += size
+    return out
+
+
+class CurvesView(Static):
+    """The curves, redrawn at the widget's width."""
+
+    def __init__(self, summary: dict[str, Any], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.summary = summary
+
+    def on_resize(self, _event: events.Resize) -> None:
+        self.redraw()
+
+    def on_mount(self) -> None:
+        self.redraw()
+
+    def redraw(self) -> None:
+        width = self.size.width or 80
+        strategies = len(self.summary.get("strategies") or {})
+        lines = strategies + 2 + (strategies + 2) * 28 // max(20, width)
+        height = max(4, (self.size.height or 16) - lines)
+        self.update(curves_text(self.summary, width, height))
+
+
+COLUMNS = (("index", "#"), ("id", "id"), ("question", "question"), ("reference", "ref"),
+           ("answer", "baseline answer"), ("correct", "✓"), ("cliff", "cliff"),
+           ("logp", "log p"), ("drop", "Δ log p K=0"))
+SORT_ORDER = ("index", "correct", "cliff", "logp")
+
+
+def _short(value: Any, n: int) -> str:
+    text = value if isinstance(value, str) else "" if value is None else str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def table_row(rec: dict[str, Any]) -> tuple:
+    idx, sid = Text(str(rec["index"]), "dim"), _short(rec.get("id"), 12)
+    q, ref = _short(rec.get("question"), 48), _short(rec.get("reference"), 10)
+    if "error" in rec:
+        return (idx, sid, q, ref, Text(_short(f"✗ {rec['error']}", 40), "red"), Text("!", "red"),
+                "", "", "")
+    ok = correct(rec)
+    score = rec["baseline"]["score"]
+    mark = Text("✓", "green") if ok else Text("✗" if score == 0 else f"{score:.2f}", "red")
+    cliff = rec.get("cliff")
+    lp = rec["baseline"]["logprob"]
+    drop = rec["strategies"]["all"]["logprob"][0] - lp
+    return (idx, sid, q, ref, _short(rec["baseline"]["answer"], 24), mark,
+            Text("none" if cliff is None else str(cliff), "bold" if cliff else ""),
+            f"{lp:.3g}", Text(f"{drop:+.2f}", "red" if drop < -1 else "dim"))
+
+
+class DatasetScreen(Screen):
+    """The results of one run: header, curves, filter and the table of samples."""
+
+    BINDINGS = [
+        Binding("slash", "focus_filter", "Filter", key_display="/", id="dataset.filter",
+                tooltip="Filter: correct wrong error cliff>=5 logp<-1 or any text"),
+        Binding("s", "cycle_sort", "Sort", id="dataset.sort",
+                tooltip="Sort by index, correctness, cliff, baseline log-prob"),
+        Binding("r", "reverse", "Reverse", id="dataset.reverse", tooltip="Reverse the order"),
+        Binding("escape", "leave_filter", "Table", show=False, id="dataset.table",
+                tooltip="Back to the table"),
+    ]
+    DEFAULT_CSS = """
+    DatasetScreen { layout: vertical; }
+    DatasetScreen #ds-header { height: auto; padding: 0 1; background: $boost; }
+    DatasetScreen #ds-curves { height: 45%; min-height: 12; border: round $primary; padding: 0 1; }
+    DatasetScreen #ds-filter { height: 3; border: round $secondary; }
+    DatasetScreen #ds-table { height: 1fr; border: round $primary; }
+    """
+
+    class SampleChosen(Message):
+        def __init__(self, record: dict[str, Any]) -> None:
+            super().__init__()
+            self.record = record
+
+    def __init__(self, run: RunView) -> None:
+        super().__init__(name="dataset")
+        self.run = run
+        self.sort = "index"
+        self.reverse = False
+        self.predicate = parse_filter("")
+        self.shown: list[dict[str, Any]] = []
+        self._by_key = {str(r["index"]): r for r in run.records}
+
+    def compose(self) -> ComposeResult:
+        yield Static(self._header(), id="ds-header")
+        curves = CurvesView(self.run.summary, id="ds-curves")
+        curves.border_title = "accuracy against K (truncate the image from layer K on)"
+        yield curves
+        yield Input(placeholder="filter: correct wrong error cliff>=5 cliff=none logp<-1 text…",
+                    id="ds-filter")
+        table: DataTable = DataTable(id="ds-table", cursor_type="row", zebra_stripes=True)
+        for key, label in COLUMNS:
+            table.add_column(label, key=key)
+        yield table
+        yield Footer(compact=True)
+
+    def _header(self) -> Text:
+        s, c = self.run.summary, self.run.config
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append(f"{c.model.get('name')} ", "bold")
+        t.append(f"on {self.run.path.name} · data {_short(c.data.get('path'), 60)}\n", "dim")
+        t.append(f"{s['samples']} scored", "bold")
+        t.append(f" · {s['errors']} errors · {s['skipped']} not run · scoring {c.scoring}")
+        if s.get("baseline_accuracy") is not None:
+            t.append(f" · baseline {s['baseline_accuracy']:.3f}")
+        if s.get("dataset_cliff") is not None:
+            t.append(" · dataset cliff ")
+            t.append(f"K={s['dataset_cliff']}", "bold #e03131")
+        return t
+
+    def on_mount(self) -> None:
+        self.refresh_table()
+        self.query_one(DataTable).focus()
+
+    @property
+    def table(self) -> DataTable:
+        return self.query_one(DataTable)
+
+    def refresh_table(self) -> None:
+        """Filter, sort, and fill the table, keeping the cursor on the same sample if shown."""
+        table = self.table
+        current = None
+        if table.row_count:
+            current = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        rows = [r for r in self.run.records if self.predicate(r)]
+        key = SORTS[self.sort]
+        # Failed samples and missing values stay last in either direction.
+        present = [r for r in rows if not key(r)[0]]
+        missing = [r for r in rows if key(r)[0]]
+        self.shown = sorted(present, key=key, reverse=self.reverse) + sorted(missing, key=key)
+        table.clear()
+        for rec in self.shown:
+            table.add_row(*table_row(rec), key=str(rec["index"]))
+        table.border_title = (f"samples: {len(self.shown)} of {len(self.run.records)} · sorted by "
+                              f"{self.sort}{' (reversed)' if self.reverse else ''} · "
+                              "⏎ opens in the explorer")
+        if current is not None and current in {str(r["index"]) for r in self.shown}:
+            table.move_cursor(row=table.get_row_index(current), animate=False)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        box = self.query_one("#ds-filter", Input)
+        try:
+            self.predicate = parse_filter(event.value)
+        except FlowtuiError as exc:
+            box.border_subtitle = str(exc)
+            return
+        box.border_subtitle = ""
+        self.refresh_table()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.table.focus()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        rec = self._by_key.get(event.row_key.value)
+        if rec is not None:
+            self.post_message(self.SampleChosen(rec))
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        key = {"index": "index", "id": "index", "correct": "correct", "cliff": "cliff",
+               "logp": "logp"}.get(str(event.column_key.value))
+        if key is None:
+            return
+        self.reverse = not self.reverse if key == self.sort else False
+        self.sort = key
+        self.refresh_table()
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#ds-filter", Input).focus()
+
+    def action_leave_filter(self) -> None:
+        self.table.focus()
+
+    def action_cycle_sort(self) -> None:
+        self.sort = SORT_ORDER[(SORT_ORDER.index(self.sort) + 1) % len(SORT_ORDER)]
+        self.reverse = False
+        self.refresh_table()
+
+    def action_reverse(self) -> None:
+        self.reverse = not self.reverse
+        self.refresh_table()
+
+    @property
+    def cursor_record(self) -> dict[str, Any] | None:
+        table = self.table
+        if not table.row_count:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return self._by_key.get(key)
+
+
+def stored_sweep(rec: dict[str, Any]) -> Sweep:
+    """The run's `all` sweep of a sample, as the engine would return it."""
+    s = rec["strategies"]["all"]
+    same = np.asarray(s["same"], dtype=bool)
+    return Sweep(np.asarray(s["logprob"], dtype=np.float32), same, list(s["answers"]),
+                 cliff_layer(same))
+
+
+# The explorer's own keys are inert while the dataset screen is up (they act on panels that
+# are not on it), whatever keys the explorer grows; help and quit stay.
+_EXPLORER_ACTIONS = {b.action.split("(")[0] for b in KEY_BINDINGS} - {"help", "quit"}
+
+
+class DatasetApp(FlowtuiApp):
+    """The explorer with a dataset screen on top: Enter opens a sample, `d` comes back."""
+
+    BINDINGS = [Binding("d", "dataset", "Dataset", id="dataset.back",
+                        tooltip="Back to the dataset results")]
+
+    def __init__(self, run: RunView, engine_factory: EngineFactory | None = None,
+                 theme: str | None = None) -> None:
+        super().__init__(engine_factory=engine_factory, theme=theme,
+                         max_new_tokens=run.config.max_new_tokens)
+        self.run = run
+        self._pending: dict[str, Any] | None = None
+        self.dataset_screen = DatasetScreen(run)
+
+    def on_mount(self) -> None:
+        # Textual runs this before the explorer's own on_mount, which fills the explorer's
+        # panels on the current screen: the dataset screen goes on top only after it.
+        self.install_screen(self.dataset_screen, "dataset")
+        self.call_later(self.push_screen, "dataset")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        on_dataset = self.screen is self.dataset_screen
+        if on_dataset and action in _EXPLORER_ACTIONS:
+            return False
+        if action == "dataset" and on_dataset:
+            return False
+        return super().check_action(action, parameters)
+
+    def action_dataset(self) -> None:
+        if self.busy is not None:
+            self.notify(f"busy with {self.busy}; x cancels it", severity="warning")
+            return
+        if self.screen is not self.dataset_screen:
+            self.push_screen("dataset")
+
+    def on_dataset_screen_sample_chosen(self, message: DatasetScreen.SampleChosen) -> None:
+        rec = message.record
+        if "error" in rec:
+            self.notify(f"sample {rec['id']} failed ({rec.get('stage', '?')}): {rec['error']}",
+                        severity="warning", timeout=8)
+            return
+        if self.busy is not None:
+            self.notify(f"busy with {self.busy}; x cancels it", severity="warning")
+            return
+        snapshot = self.run.snapshot_path(rec)
+        if snapshot is not None:
+            from flowtui.engine.snapshot import load_snapshot
+
+            try:
+                analysis = load_snapshot(snapshot)
+            except Exception as exc:  # noqa: BLE001 - the browser must survive a bad file
+                self.notify(one_line(exc), title="cannot open the snapshot", severity="error")
+                return
+            self._to_explorer(rec)
+            self._show_analysis(analysis)
+            self.status.set_activity(f"sample {rec['id']} from {snapshot.name} · d: back to the "
+                                     "dataset", "ready")
+            return
+        if self.engine_factory is None:
+            self.notify(f"sample {rec['id']} has no snapshot (the run had no --snapshots); pass "
+                        "--model M or --run-model to analyse it", severity="warning", timeout=8)
+            return
+        try:
+            image, question = self.run.sample_input(rec)
+        except FlowtuiError as exc:
+            self.notify(one_line(exc), title="cannot read the sample", severity="error")
+            return
+        self._to_explorer(rec)
+        self._pending = rec
+        self.analysis = None  # progress shows in the panels until the new analysis is ready
+        self.question = question
+        self.image_path = image if isinstance(image, str) else None
+        self.answer_panel.set_pending(question, "analysing…")
+        self.image_panel.set_message(f"analysing sample {rec['id']}…")
+        self._start("analysis", self._analyze_worker, image, question, self.max_new_tokens)
+
+    def _to_explorer(self, rec: dict[str, Any]) -> None:
+        if self.screen is self.dataset_screen:
+            self.pop_screen()
+        self.stem = f"sample-{rec['id']}"
+        if self.engine_factory is None:
+            self.truncation_panel.set_enabled(
+                False, "Truncation needs a model: reopen with `flowtui dataset show RUN_DIR "
+                "--run-model` (or --model M) to rerun.")
+        else:
+            self.truncation_panel.set_enabled(True)
+
+    def on_analysis_ready(self, message) -> None:
+        # Runs before the explorer's own handler: give the fresh analysis the run's stored
+        # sweep when it reproduced the run's baseline answer (no need to sweep again).
+        rec, self._pending = self._pending, None
+        a = message.analysis
+        if rec is not None and a.sweep_same is None and a.answer == rec["baseline"]["answer"] \
+                and len(rec["strategies"]["all"]["same"]) == a.num_layers + 1:
+            a.set_sweep(stored_sweep(rec))
+
+
+def run_dataset_browser(run: RunView, engine_factory: EngineFactory | None = None,
+                        theme: str | None = None) -> int:
+    app = DatasetApp(run, engine_factory=engine_factory, theme=theme)
+    result = app.run()
+    return int(result) if isinstance(result, int) else (app.return_code or 0)
