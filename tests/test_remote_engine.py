@@ -61,7 +61,11 @@ def test_stdio_subprocess_toy_equals_local_then_quitting_mid_run_stops_the_serve
     toy = toy_engine
     try:
         assert remote.info == toy.info and remote.location == "stdio server"
-        assert any("loaded flowtui-toy" in line for line in logs)  # stderr shown
+        # stderr is read by its own thread: the line may land a moment after the handshake.
+        deadline = time.monotonic() + 30
+        while not any("loaded flowtui-toy" in line for line in logs):
+            assert time.monotonic() < deadline, logs
+            time.sleep(0.02)
         image = np.asarray(Image_open("sample_images/toy_scene_1.png"))
         a = compare(toy, remote, image, QUESTION, max_new_tokens=4)
         with pytest.raises(Cancelled):
