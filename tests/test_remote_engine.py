@@ -43,6 +43,14 @@ def compare(local, remote, image, question, max_new_tokens=5):
     return out["remote"][0]
 
 
+def eventually(condition, context, timeout: float = 30.0) -> None:
+    """Wait for what another thread delivers (the server's stderr lines)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, context
+        time.sleep(0.02)
+
+
 def test_pipes_tiny_llava_equals_local(engines):
     served = engines["a"]
     remote = PipeServer(served).engine()
@@ -62,10 +70,7 @@ def test_stdio_subprocess_toy_equals_local_then_quitting_mid_run_stops_the_serve
     try:
         assert remote.info == toy.info and remote.location == "stdio server"
         # stderr is read by its own thread: the line may land a moment after the handshake.
-        deadline = time.monotonic() + 30
-        while not any("loaded flowtui-toy" in line for line in logs):
-            assert time.monotonic() < deadline, logs
-            time.sleep(0.02)
+        eventually(lambda: any("loaded flowtui-toy" in line for line in logs), logs)
         image = np.asarray(Image_open("sample_images/toy_scene_1.png"))
         a = compare(toy, remote, image, QUESTION, max_new_tokens=4)
         with pytest.raises(Cancelled):
@@ -152,7 +157,7 @@ def test_daemon_keeps_the_model_warm_and_outlives_a_client_that_quits(warm_daemo
     logs: list[str] = []
     first = connect_command(argv, model, device="cpu", dtype="float32", on_log=logs.append)
     assert not first.warm and first.conn.server["daemon"]
-    assert any("relaying to the warm daemon" in line for line in logs)
+    eventually(lambda: any("relaying to the warm daemon" in line for line in logs), logs)
     local = engines["b"]
     a = compare(local, first, random_image(9), "what colour is the circle ?")
     second = connect_command(argv, model, device="cpu", dtype="float32", on_log=logs.append)

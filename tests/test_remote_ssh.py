@@ -94,6 +94,10 @@ async def test_explorer_over_ssh_survives_a_dropped_connection(ssh_env, warm_dae
         assert a is not None and a.answer == local.answer
         assert f"model on {HOST}" in app.status.where
         # The server's stderr, shown as notifications once connected.
+        for _ in range(600):  # stderr lines arrive through their own thread
+            if any("relaying to the warm daemon" in n.message for n in app._notifications):
+                break
+            await pilot.pause(0.05)
         assert any("relaying to the warm daemon" in n.message for n in app._notifications)
         await pilot.press("t", "enter")
         await _settle(app, pilot)
