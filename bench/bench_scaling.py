@@ -152,16 +152,20 @@ def main() -> None:
     print(f"\ntiny Qwen2.5-VL: {args.layers} layers, hidden {args.hidden}, {heads} heads, "
           f"device {args.device}")
     print(f"{'image tok':>9} {'tokens':>7} {'analysis s':>11} {'x prev':>7} {'analysis MB':>12} "
-          f"{'x prev':>7} {'fwd+bwd s':>10} {'fwd+bwd MB':>11} {'eager attn MB':>14}")
+          f"{'x prev':>7} {'fwd+bwd s':>10} {'x prev':>7} {'fwd+bwd MB':>11} {'analysis/fwd+bwd s':>19} "
+          f"{'eager attn MB':>14}")
     prev = None
     for r in rows:
         ts = f"{r['analysis_s'] / prev['analysis_s']:.2f}" if prev else ""
         ms = f"{r['analysis_mb'] / prev['analysis_mb']:.2f}" if prev and prev["analysis_mb"] > 0 else ""
+        fs = f"{r['forward_backward_s'] / prev['forward_backward_s']:.2f}" if prev else ""
         eager = (f"{r['eager_attentions_mb']:.0f}" if r["eager_attentions_mb"] is not None
                  else f"{r['eager_attentions_mb_by_design']:.0f}*")
         print(f"{r['image_tokens']:>9} {r['tokens']:>7} {r['analysis_s']:>11.2f} {ts:>7} "
-              f"{r['analysis_mb']:>12.0f} {ms:>7} {r['forward_backward_s']:>10.2f} "
-              f"{r['forward_backward_mb']:>11.0f} {eager:>14}")
+              f"{r['analysis_mb']:>12.0f} {ms:>7} {r['forward_backward_s']:>10.2f} {fs:>7} "
+              f"{r['forward_backward_mb']:>11.0f} "
+              f"{r['analysis_s'] / r['forward_backward_s']:>19.2f} {eager:>14}")
+        prev = r
     print("* computed (L x H x N x N float32), not measured")
 
 
