@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import struct
 import threading
 from dataclasses import asdict, dataclass
@@ -27,14 +26,13 @@ import numpy as np
 
 from flowtui.engine.analysis import Analysis, ModelInfo, Progress, Sweep, TruncationRun
 from flowtui.engine.errors import RemoteError
+from flowtui.engine.npy import DTYPE_KINDS, NpyError, read_npy
 
 MAGIC = b"FTUI"
 # Bumped on any incompatible change; both sides refuse a different one in the handshake.
 PROTOCOL = 1
 _PREFIX = struct.Struct(">4sII")
 _LENGTH = struct.Struct(">Q")
-# .npy dtypes a part may have: booleans and numbers. Object arrays would mean pickle.
-_DTYPE_KINDS = "biuf"
 _READ_CHUNK = 1 << 20
 
 MESSAGE_TYPES = ("hello", "request", "cancel", "progress", "token", "result", "error")
@@ -98,7 +96,7 @@ def request_id(value: Any) -> int | None:
 # --- arrays ------------------------------------------------------------------------------------
 def encode_array(arr: np.ndarray) -> bytes:
     arr = np.asarray(arr)
-    if arr.dtype.hasobject or arr.dtype.kind not in _DTYPE_KINDS:
+    if arr.dtype.hasobject or arr.dtype.kind not in DTYPE_KINDS:
         raise ValueError(f"cannot send an array of dtype {arr.dtype}")
     buf = io.BytesIO()
     np.lib.format.write_array(buf, arr, allow_pickle=False)
@@ -106,34 +104,12 @@ def encode_array(arr: np.ndarray) -> bytes:
 
 
 def decode_array(data: bytes | bytearray | memoryview, name: str = "part") -> np.ndarray:
-    """One .npy file to an array. The header is parsed here (not by np.load, which allocates
-    the declared shape before reading), the shape must match the bytes, and only boolean and
-    numeric dtypes pass: an object array (pickle) is refused."""
-    view = memoryview(data)
-    head = io.BytesIO(view[: 65536 + 16].tobytes())
+    """One .npy file to an array (flowtui.engine.npy: the header is parsed first, the shape must
+    match the bytes, and only boolean and numeric dtypes pass; an object array is refused)."""
     try:
-        version = np.lib.format.read_magic(head)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(head)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(head)
-        else:
-            raise ValueError(f"unsupported .npy version {version}")
-    except (ValueError, EOFError, SyntaxError, TypeError) as exc:
-        raise ProtocolError(f"{name} is not a valid .npy array: {_line(exc)}") from None
-    if dtype.hasobject:
-        raise ProtocolError(f"{name} holds pickled objects; refusing it (arrays only)")
-    if dtype.kind not in _DTYPE_KINDS:
-        raise ProtocolError(f"{name} has dtype {dtype}; only booleans and numbers are accepted")
-    count = math.prod(shape)
-    offset = head.tell()
-    if len(view) - offset != count * dtype.itemsize:
-        raise ProtocolError(
-            f"{name} is truncated or padded: shape {shape} needs {count * dtype.itemsize} bytes, "
-            f"got {len(view) - offset}"
-        )
-    arr = np.frombuffer(view, dtype=dtype, count=count, offset=offset)
-    return arr.reshape(shape, order="F" if fortran else "C")
+        return read_npy(data, name)
+    except NpyError as exc:
+        raise ProtocolError(str(exc)) from None
 
 
 def _line(exc: BaseException) -> str:
