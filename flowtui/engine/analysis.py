@@ -6,7 +6,7 @@ render them with no model loaded.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -199,11 +199,13 @@ class Analysis:
         self.sweep_answers = sweep.answers
         self.cliff_layer = sweep.cliff_layer
 
-    def save(self, path: str | Path, screen_svg: str | None = None) -> Path:
-        """Write a `.flowtui` snapshot atomically; returns the path written."""
+    def save(self, path: str | Path, screen_svg: str | None = None,
+             inputs: Iterable[str | Path | None] = ()) -> Path:
+        """Write a `.flowtui` snapshot atomically; returns the path written. Refuses to replace
+        a file that is not a snapshot, or the input image (`inputs`)."""
         from flowtui.engine.snapshot import save_snapshot
 
-        return save_snapshot(self, path, screen_svg=screen_svg)
+        return save_snapshot(self, path, screen_svg=screen_svg, inputs=inputs)
 
 
 def grid_regions(

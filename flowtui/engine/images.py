@@ -86,10 +86,13 @@ def _check_file(path: Path) -> None:
     if stat.S_ISDIR(st.st_mode):
         raise InputError(f"{path} is a directory, not an image")
     if not stat.S_ISREG(st.st_mode):
-        kind = ("FIFO" if stat.S_ISFIFO(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode)
-                else "device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
-                else "special file")
-        raise InputError(f"{path} is a {kind}, not an image file")
+        raise InputError(f"{path} is a {special_kind(st.st_mode)}, not an image file")
+
+
+def special_kind(mode: int) -> str:
+    """What a file that is neither a regular file nor a folder is, for messages."""
+    return ("FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode)
+            else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file")
 
 
 def to_rgb(im: Image.Image) -> tuple[Image.Image, list[str]]:
