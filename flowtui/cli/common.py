@@ -8,7 +8,9 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TextIO
+
+from flowtui.textsafe import visible
 
 EXIT_BAD_INPUT = 2
 
@@ -93,8 +95,15 @@ def supported_model_types() -> str:
     return ", ".join(sorted(types))
 
 
+def say(text: str, file: TextIO | None = None) -> None:
+    """Print text that holds strings from outside (questions, answers, tokens, names, paths),
+    line by line with control characters and escape sequences made visible."""
+    print("\n".join(visible(line) for line in str(text).split("\n")), file=file or sys.stdout)
+
+
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
-    print(f"flowtui: error: {message}", file=sys.stderr)
+    """The one error line (messages quote file names and inputs: made visible)."""
+    print(f"flowtui: error: {visible(message)}", file=sys.stderr)
     return code
 
 
@@ -109,6 +118,7 @@ class StderrProgress:
     def __call__(self, p) -> None:
         count = f" {p.done}/{p.total}" if p.total > 1 else ""
         line = f"[{time.perf_counter() - self.start:6.1f}s] {p.stage}{count} {p.message}".rstrip()
+        line = visible(line)  # the message is the answer so far: model output
         if self.tty:
             sys.stderr.write("\r\033[K" + line[:200])
             sys.stderr.flush()
@@ -163,7 +173,7 @@ def summary(a, path: Path | None = None) -> str:
     lines += [f"note:     {n}" for n in a.notes]
     if path is not None:
         lines.append(f"wrote:    {path}")
-    return "\n".join(lines)
+    return "\n".join(visible(line) for line in lines)
 
 
 def quiet_log(_line: str) -> None:

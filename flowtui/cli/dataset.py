@@ -16,6 +16,7 @@ from flowtui.cli.common import (
     engine_factory,
     fail,
     positive_int,
+    say,
 )
 
 HELP = "truncation sweeps over a dataset: accuracy against K, the dataset cliff (run/report/show)"
@@ -135,8 +136,8 @@ def cmd_run(argv: list[str], prog: str) -> int:
         return fail(f"interrupted; the finished samples are in {out}: rerun with --resume to "
                     "finish", 130)
     if summary is not None:
-        print(format_table(summary, f"{config.model['name']} on {source.path.name}"))
-        print(f"wrote {out}/ (summary.json, curves.csv, accuracy.png, cliffs.png, samples.jsonl)")
+        say(format_table(summary, f"{config.model['name']} on {source.path.name}"))
+        say(f"wrote {out}/ (summary.json, curves.csv, accuracy.png, cliffs.png, samples.jsonl)")
     return 0
 
 
@@ -173,7 +174,7 @@ def cmd_report(argv: list[str], prog: str) -> int:
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
-        print(format_table(summary, f"{summary['model']} on {Path(str(summary['data'])).name}"))
+        say(format_table(summary, f"{summary['model']} on {Path(str(summary['data'])).name}"))
     return 0
 
 
@@ -233,8 +234,8 @@ def cmd_toy(argv: list[str], prog: str) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out} exists and is not an empty folder")
     path = write_toy_dataset(out, args.n, args.seed)
-    print(f"wrote {args.n} toy scenes: {path}")
-    print(f"next: flowtui dataset run {path} --out {out}-run")
+    say(f"wrote {args.n} toy scenes: {path}")
+    say(f"next: flowtui dataset run {path} --out {out}-run")
     return 0
 
 

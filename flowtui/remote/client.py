@@ -53,6 +53,7 @@ from flowtui.remote.protocol import (
     run_from,
     sweep_from,
 )
+from flowtui.textsafe import visible
 
 DEFAULT_REMOTE_CMD = "flowtui"
 # ssh may take a while to connect (jump hosts, slow DNS); the model load after it has no limit.
@@ -491,7 +492,7 @@ class RemoteEngine:
 
 def _stderr_log(host: str) -> LogFn:
     def show(line: str) -> None:
-        print(f"[{host}] {line}", file=sys.stderr, flush=True)
+        print(visible(f"[{host}] {line}"), file=sys.stderr, flush=True)
 
     return show
 

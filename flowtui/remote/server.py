@@ -54,6 +54,7 @@ from flowtui.remote.protocol import (
     run_to,
     sweep_to,
 )
+from flowtui.textsafe import visible
 
 LoadFn = Callable[..., Engine]  # flowtui.load_engine's keywords: model, device, dtype, ...
 # Analyses a session keeps for reruns by key (the engine keeps its own tensors for fewer).
@@ -62,7 +63,7 @@ MAX_ANALYSES = 8
 
 def log(message: str) -> None:
     """Server logs go to stderr (the client shows them); stdout carries only frames."""
-    print(f"flowtui serve: {message}", file=sys.stderr, flush=True)
+    print(f"flowtui serve: {visible(message, keep_newlines=True)}", file=sys.stderr, flush=True)
 
 
 def _load_engine(**kwargs: Any) -> Engine:
