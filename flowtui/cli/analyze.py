@@ -95,7 +95,7 @@ def _validate(args) -> None:
 def _run_headless(args) -> int:
     # The image was already checked by _validate, before any model time is spent.
     out = Path(args.out) if args.out else default_snapshot_path(args.image)
-    check_out(out)
+    check_out(out, inputs=[args.image])
     progress = StderrProgress()
     engine = engine_factory(args)(progress)
     from flowtui.engine.errors import InputError
@@ -118,7 +118,7 @@ def _run_headless(args) -> int:
         close = getattr(engine, "close", None)  # a remote engine: end the ssh session
         if close is not None:
             close()
-    a.save(out)
+    a.save(out, inputs=[args.image])
     print(summary(a, out))
     return 0
 

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import NoReturn, TextIO
@@ -137,8 +138,11 @@ def default_snapshot_path(image: str | Path, folder: Path | None = None) -> Path
     return (folder or Path.cwd()) / f"{stem}-{datetime.now():%Y%m%d-%H%M%S}.flowtui"
 
 
-def check_out(out: Path) -> None:
+def check_out(out: Path, inputs: Sequence[str | Path] = ()) -> None:
+    """Before any model time: --out must be writable and must not replace the input image or
+    any file that is not a snapshot (the same check the write itself makes)."""
     from flowtui.engine.errors import InputError
+    from flowtui.engine.snapshot import check_target
 
     if out.is_dir():
         raise InputError(f"--out {out} is a directory; give a file name")
@@ -147,6 +151,7 @@ def check_out(out: Path) -> None:
         raise InputError(f"--out {out}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise InputError(f"--out {out}: folder {parent} is not writable")
+    check_target(out, inputs)
 
 
 def summary(a, path: Path | None = None) -> str:

@@ -32,7 +32,7 @@ from flowtui.dataset.readers import DatasetSource, Row
 from flowtui.dataset.scoring import LabelError, Rule, get_rule
 from flowtui.dataset.summary import DELTA, curves_csv, summarise
 from flowtui.engine.analysis import cliff_layer
-from flowtui.engine.errors import Cancelled, FlowtuiError, InputError
+from flowtui.engine.errors import Cancelled, FlowtuiError, InputError, SnapshotError
 from flowtui.engine.interface import Engine
 
 
@@ -195,8 +195,11 @@ def process_sample(
         rec["seed"] = seed
     if snapshot_dir is not None:
         name = f"{row.index:06d}.flowtui"
-        analysis.save(snapshot_dir / name)  # before the record: a record never names a ghost
-        rec["snapshot"] = f"{results.SNAPSHOTS}/{name}"
+        try:  # before the record: a record never names a ghost
+            analysis.save(snapshot_dir / name, inputs=[row.image])
+            rec["snapshot"] = f"{results.SNAPSHOTS}/{name}"
+        except SnapshotError as exc:  # the results stand; only the snapshot is missing
+            rec["snapshot_error"] = one_line(exc)
     rec["seconds"] = round(time.perf_counter() - start, 4)
     return rec
 

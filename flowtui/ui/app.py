@@ -783,7 +783,8 @@ class FlowtuiApp(App[int]):
     @work(thread=True, exit_on_error=False, group="export")
     def _save_worker(self, analysis: Analysis, path: str, svg: str) -> None:
         try:
-            written = analysis.save(path, screen_svg=svg)
+            # Never over the input image, nor over any file that is not a snapshot.
+            written = analysis.save(path, screen_svg=svg, inputs=[self.image_path])
             self.post_message(ExportDone("snapshot", str(written)))
         except Exception as exc:  # noqa: BLE001
             self.post_message(WorkFailed("export", one_line(exc)))
