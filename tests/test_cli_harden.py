@@ -55,3 +55,87 @@ def test_a_hostile_file_name_in_an_error_is_shown_not_obeyed(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and err.startswith("flowtui: error: snapshot not found")
     assert no_controls(err) and "\\e]0;owned\\x07" in err
     assert state(tmp_path) == before
+
+
+def refused(argv: list[str], capsys, folder: Path, match: str) -> str:
+    """Exit 2, the whole of stderr one error line, and no file under `folder` changed."""
+    before = state(folder)
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 2, captured.err
+    assert captured.err.count("\n") == 1 and captured.err.startswith("flowtui: error: "), \
+        captured.err
+    assert match in captured.err, captured.err
+    assert captured.out == ""
+    assert state(folder) == before
+    return captured.err
+
+
+@pytest.mark.parametrize("options, match", [
+    (["--keep", "3"], "--keep R needs --strategy top or random"),
+    (["--truncate", "2", "--keep", "3"], "--keep R needs --strategy top or random"),
+    (["--sweep", "--strategy", "all", "--keep", "0"], "--keep R needs --strategy top or random"),
+    (["--strategy", "top", "--keep", "3"], "--strategy top applies to --truncate K"),
+    (["--truncate", "2", "--strategy", "random"], "--strategy random needs --keep R"),
+    (["--truncate", "2", "--strategy", "top", "--keep", "-1"], "a number of image tokens is >= 0"),
+    (["--truncate", "2", "--strategy", "top", "--keep", "many"], "a number of image tokens"),
+])
+def test_keep_without_a_strategy_that_takes_it_is_refused_before_loading(
+        photo, tmp_path, capsys, monkeypatch, options, match):
+    import flowtui.cli.analyze as analyze
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded for an option that cannot work")
+
+    monkeypatch.setattr(analyze, "engine_factory", no_model)
+    refused([str(photo), "Is there a red circle?", "--headless", *TOY, *options,
+             "--out", str(tmp_path / "x.flowtui")], capsys, tmp_path, match)
+
+
+def test_headless_options_in_the_explorer_are_refused(photo, tmp_path, capsys):
+    refused([str(photo), "Is there a red circle?", *TOY, "--sweep", "--out",
+             str(tmp_path / "x.flowtui")], capsys, tmp_path, "--out, --sweep: only for --headless")
+
+
+def test_keep_past_the_image_token_count_is_refused_before_generating(photo, tmp_path, capsys,
+                                                                      monkeypatch):
+    from flowtui.engine.local import LocalEngine
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("the model ran for a --keep that cannot work")
+
+    monkeypatch.setattr(LocalEngine, "analyze", no_generation)
+    before = state(tmp_path)
+    # The toy sees a 64x48 image as 12x12 = 144 tokens: 145 is one too many, 144 is fine.
+    argv = [str(photo), "Is there a red circle?", "--headless", *TOY, "--truncate", "3",
+            "--strategy", "top", "--out", str(tmp_path / "x.flowtui")]
+    assert main([*argv, "--keep", "145"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    # Loading the model (its processor counts the tokens) may show progress; nothing after it.
+    assert err[-1] == ("flowtui: error: --keep 145: flowtui-toy sees this image as 144 image "
+                       "tokens; keep at most 144"), err
+    assert [line for line in err if "error" in line] == err[-1:]
+    assert not any("generating" in line for line in err), err
+    assert state(tmp_path) == before
+    monkeypatch.undo()
+    assert main([*argv, "--keep", "144", "--max-new-tokens", "2"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "x.flowtui").exists()
+
+
+def test_the_image_token_count_over_the_remote_protocol(engines):
+    """A remote engine counts with the server's processor; a server whose engine cannot count
+    answers `method`, and the client then leaves the check to truncate (None)."""
+    from conftest import random_image
+    from remote_util import PipeServer
+
+    served = engines["a"]
+    image = random_image(3)
+    n = served.count_image_tokens(image)
+    a = served.analyze(image, "Is there a red circle?", max_new_tokens=1)
+    assert n == a.cam_tokens.shape[1] > 0  # what keep=R counts: the analysis's feature tokens
+    assert PipeServer(served).engine().count_image_tokens(image) == n
+
+    class OldEngine:  # an engine of an older flowtui: no count_image_tokens
+        info = served.info
+
+    assert PipeServer(OldEngine()).engine().count_image_tokens(image) is None

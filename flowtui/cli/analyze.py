@@ -17,6 +17,7 @@ from flowtui.cli.common import (
     check_theme,
     default_snapshot_path,
     engine_factory,
+    keep_count,
     layer_number,
     positive_int,
     quiet_log,
@@ -74,21 +75,40 @@ def build_parser(prog: str = "flowtui") -> argparse.ArgumentParser:
                    help="also rerun with the image cut off from layer K (repeatable)")
     h.add_argument("--strategy", choices=["all", "top", "random"], default="all",
                    help="which image tokens --truncate hides: all, or all but the top/random R")
-    h.add_argument("--keep", type=int, metavar="R", default=None,
-                   help="image tokens kept by --strategy top/random")
+    h.add_argument("--keep", type=keep_count, metavar="R", default=None,
+                   help="image tokens kept by --strategy top/random (at most the image's "
+                        "token count)")
     h.add_argument("--seed", type=int, default=0, help="seed for --strategy random")
     return p
 
 
+# Options only a headless run uses, with their defaults: given to the explorer they would do
+# nothing.
+HEADLESS_ONLY = {"out": None, "sweep": False, "truncate": [], "strategy": "all", "keep": None,
+                 "seed": 0}
+
+
 def _validate(args) -> None:
+    """Everything that can be checked before the model loads (the --keep bound needs the
+    model's processor: _run_headless checks it before generating)."""
     from flowtui.engine.errors import InputError
     from flowtui.engine.images import load_image
 
     if not args.question.strip():
         raise InputError("the question is empty")
     load_image(args.image)
+    if not args.headless:
+        given = [f"--{o}" for o, default in HEADLESS_ONLY.items() if getattr(args, o) != default]
+        if given:
+            raise InputError(f"{', '.join(given)}: only for --headless runs (the explorer "
+                             "exports snapshots with e and truncates with t)")
     check_model_options(args)
-    if args.strategy != "all" and args.keep is None and args.truncate:
+    if args.keep is not None and args.strategy == "all":
+        raise InputError("--keep R needs --strategy top or random (all hides every image token)")
+    if args.strategy != "all" and not args.truncate:
+        raise InputError(f"--strategy {args.strategy} applies to --truncate K; give one "
+                         "(the sweep always hides every image token)")
+    if args.strategy != "all" and args.keep is None:
         raise InputError(f"--strategy {args.strategy} needs --keep R")
 
 
@@ -106,6 +126,8 @@ def _run_headless(args) -> int:
                 raise InputError(
                     f"--truncate {k}: {engine.info.name} has layers 0..{engine.info.num_layers}"
                 )
+        if args.keep is not None:
+            _check_keep(engine, args.image, args.keep)
         a = engine.analyze(args.image, args.question, max_new_tokens=args.max_new_tokens,
                            progress=progress)
         for k in args.truncate:
@@ -121,6 +143,18 @@ def _run_headless(args) -> int:
     a.save(out, inputs=[args.image])
     print(summary(a, out))
     return 0
+
+
+def _check_keep(engine, image: str, keep: int) -> None:
+    """--keep R against the image's token count, from the processor alone: before the model
+    generates anything. An engine without the hook (an older remote) checks it in truncate."""
+    from flowtui.engine.errors import InputError
+
+    count = getattr(engine, "count_image_tokens", None)
+    n = count(image) if count is not None else None
+    if n is not None and keep > n:
+        raise InputError(f"--keep {keep}: {engine.info.name} sees this image as {n} image "
+                         f"tokens; keep at most {n}")
 
 
 def run(argv: list[str], prog: str = "flowtui") -> int:

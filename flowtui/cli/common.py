@@ -73,6 +73,7 @@ def int_at_least(minimum: int, what: str, bound_message: str):
 
 positive_int = int_at_least(1, "a positive integer", "expected a positive integer")
 layer_number = int_at_least(0, "a layer number", "a layer number is >= 0")
+keep_count = int_at_least(0, "a number of image tokens", "a number of image tokens is >= 0")
 
 
 def supported_model_types() -> str:

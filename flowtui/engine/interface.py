@@ -23,6 +23,10 @@ CancelFn = Callable[[], bool]
 
 @runtime_checkable
 class Engine(Protocol):
+    """The calls every engine has. An engine may also have `count_image_tokens(image) -> int |
+    None` (the image's feature tokens, what keep=R counts, from the processor alone), which the
+    CLI uses to refuse a bad --keep before the model runs; callers look it up with getattr."""
+
     info: ModelInfo
 
     def analyze(

@@ -197,6 +197,12 @@ class LocalEngine:
                 "tokens; ask a shorter question or lower --max-new-tokens"
             )
 
+    def count_image_tokens(self, image: ImageInput) -> int:
+        """How many feature tokens the model makes of `image` (what keep=R counts), from the
+        processor alone: a bad R is refused before the model generates anything."""
+        _, inputs = self.adapter.build_inputs(load_image(image), "?")
+        return len(self.adapter.feature_positions(inputs["input_ids"][0].cpu().numpy()))
+
     def _layout(self, size: tuple[int, int], inputs: dict, feats: np.ndarray) -> Layout:
         layout = self.adapter.layout(size, inputs)
         if len(layout) != len(feats):

@@ -465,6 +465,22 @@ class RemoteEngine:
         self._remember(a, str(self._result(frame, "key")))
         return a
 
+    def count_image_tokens(self, image: ImageInput) -> int | None:
+        """The image's feature-token count, from the server's processor (no model call); None
+        from a server too old to know the method (truncate then checks keep itself)."""
+        pil, _ = load_image_notes(image)
+        try:
+            frame = self.conn.call("count_image_tokens", {},
+                                   {"image": np.asarray(pil, dtype=np.uint8)})
+        except RemoteError as exc:
+            if getattr(exc, "kind", None) == "method":
+                return None
+            raise
+        count = self._result(frame, "count")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise RemoteError(f"{self.conn.name} sent a malformed count reply")
+        return count
+
     def truncate(self, analysis: Analysis, layer: int, strategy: str = "all",
                  keep: int | None = None, seed: int = 0, on_token: TokenFn | None = None,
                  progress: ProgressFn | None = None, record: bool = True) -> TruncationRun:

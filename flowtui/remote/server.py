@@ -355,6 +355,18 @@ def _analyze(s: Session, rid: int, params: dict, parts: dict) -> Callable:
     return call
 
 
+def _count_image_tokens(s: Session, rid: int, params: dict, parts: dict) -> Callable:
+    image = image_part(parts, rid)
+    count = getattr(s.need_engine(rid), "count_image_tokens", None)  # an optional engine call
+    if count is None:
+        raise ProtocolError("this server's engine cannot count image tokens", rid, "method")
+
+    def call(event, progress, on_token):
+        return {"count": int(count(image))}, None
+
+    return call
+
+
 def _rerun_params(rid: int, params: dict) -> dict:
     keep = param(params, "keep", (int, type(None)), None, rid)
     return {"strategy": param(params, "strategy", (str,), "all", rid), "keep": keep,
@@ -389,6 +401,7 @@ def _sweep(s: Session, rid: int, params: dict, parts: dict) -> Callable:
 
 METHODS: dict[str, Callable[..., Callable]] = {
     "open": _open, "analyze": _analyze, "truncate": _truncate, "sweep": _sweep,
+    "count_image_tokens": _count_image_tokens,
 }
 
 
