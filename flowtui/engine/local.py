@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import string
 import threading
 import time
 from collections import OrderedDict
@@ -35,6 +36,8 @@ from flowtui.engine.errors import Cancelled, FlowtuiError, InputError
 from flowtui.engine.families import FamilyAdapter, Layout
 from flowtui.engine.images import load_image, load_image_notes
 from flowtui.engine.interface import CancelFn, ImageInput, TokenFn
+from flowtui.engine.loading import TOY_NAME
+from flowtui.toy.scenes import COLOURS, SHAPES, parse_question
 
 STRATEGIES = ("all", "top", "random")
 
@@ -197,6 +200,32 @@ class LocalEngine:
                 "tokens; ask a shorter question or lower --max-new-tokens"
             )
 
+    def _question_notes(self, question: str) -> list[str]:
+        """What a first-time user should know about the question: words the tokenizer does not
+        know (read as its unk token, so the answer cannot be about them), and for the built-in
+        toy, a question outside the one form it was trained on."""
+        notes = []
+        tok = self.tokenizer
+        unk = getattr(tok, "unk_token_id", None)
+        if unk is not None:
+            unknown: list[str] = []
+            for word in question.split():
+                word = word.strip(string.punctuation) or word
+                if word not in unknown and unk in tok(word, add_special_tokens=False)["input_ids"]:
+                    unknown.append(word)
+            if unknown:
+                shown = ", ".join(repr(w) for w in unknown[:5]) + (" …" if len(unknown) > 5 else "")
+                notes.append(f"{self.info.name}'s tokenizer does not know {shown} (read as "
+                             f"{tok.unk_token}): the answer cannot be about "
+                             f"{'it' if len(unknown) == 1 else 'them'}")
+        if self.info.name == TOY_NAME and parse_question(question) is None:
+            notes.append(
+                "the built-in toy model only answers \"Is there a {colour} {shape}?\" (colours "
+                f"{', '.join(COLOURS)}; shapes {', '.join(SHAPES)}): its answer to anything "
+                "else means nothing"
+            )
+        return notes
+
     def count_image_tokens(self, image: ImageInput) -> int:
         """How many feature tokens the model makes of `image` (what keep=R counts), from the
         processor alone: a bad R is refused before the model generates anything."""
@@ -278,7 +307,7 @@ class LocalEngine:
             flowtui_version=__version__,
             ended_with_eos=ended,
             max_new_tokens=max_new_tokens,
-            notes=notes,
+            notes=notes + self._question_notes(question),
         )
         assert analysis.cam_tokens.shape == (L, len(feats))
         self._remember(analysis, result["state"])

@@ -188,6 +188,20 @@ def question_text(colour: str | None, shape: str | None) -> str:
     raise ValueError("need a colour or a shape")
 
 
+def parse_question(text: str) -> tuple[str | None, str | None] | None:
+    """(colour, shape) of a question the toy was trained on (``question_text``'s three forms,
+    any case and punctuation), or None for anything outside its domain."""
+    words = "".join(c if c.isalnum() else " " for c in text.lower()).split()
+    if words[:3] != ["is", "there", "a"]:
+        return None
+    rest = words[3:]
+    if len(rest) == 2 and rest[0] in COLOURS and rest[1] in (*SHAPES, "shape"):
+        return rest[0], None if rest[1] == "shape" else rest[1]
+    if len(rest) == 1 and rest[0] in SHAPES:
+        return None, rest[0]
+    return None
+
+
 def answer_for(scene: Scene, colour: str | None, shape: str | None) -> str:
     """The true answer (``Yes`` / ``No``) to ``question_text(colour, shape)`` on ``scene``."""
     return "Yes" if scene.has(colour, shape) else "No"
