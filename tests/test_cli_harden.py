@@ -3,10 +3,14 @@ terminal as control characters, and bad input is one line on stderr, exit 2, not
 
 from __future__ import annotations
 
+import json
+import os
 import stat
+import zipfile
 from pathlib import Path
 
 import pytest
+from fake_engine import make_analysis
 from PIL import Image
 
 from flowtui.cli import main
@@ -139,3 +143,33 @@ def test_the_image_token_count_over_the_remote_protocol(engines):
         info = served.info
 
     assert PipeServer(OldEngine()).engine().count_image_tokens(image) is None
+
+
+def test_open_on_what_is_not_a_snapshot_says_what_it_is(photo, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("shopping list\n")
+    (tmp_path / "empty.flowtui").write_bytes(b"")
+    (tmp_path / "folder.flowtui").mkdir()
+    os.mkfifo(tmp_path / "pipe.flowtui")
+    good = tmp_path / "good.flowtui"
+    make_analysis(num_layers=2, grid=(2, 2)).save(good)
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(tmp_path / "bad.flowtui", "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "manifest.json":
+                m = json.loads(data)
+                m["model"]["num_heads"] = "four"
+                data = json.dumps(m).encode()
+            dst.writestr(item, data)
+    cases = {
+        "photo.png": "photo.png is not a flowtui snapshot (it is a PNG image; to analyse an "
+                     "image: flowtui IMAGE QUESTION)",
+        "notes.txt": "notes.txt is not a flowtui snapshot (it is a text file)",
+        "empty.flowtui": "empty.flowtui is not a flowtui snapshot (it is empty)",
+        "folder.flowtui": "folder.flowtui is a directory, not a snapshot",
+        "pipe.flowtui": "pipe.flowtui is a FIFO, not a snapshot",  # refused, not waited on
+        "bad.flowtui": "manifest field 'model.num_heads' must be an integer >= 1, got 'four'",
+    }
+    for name, match in cases.items():
+        for argv in (["open", str(tmp_path / name)], ["open", str(tmp_path / name), "--summary"]):
+            err = refused(argv, capsys, tmp_path, match)
+            assert "zip" not in err, err
