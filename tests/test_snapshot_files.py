@@ -217,3 +217,30 @@ def test_cli_out_never_replaces_the_image_or_other_files(tmp_path, capsys):
     os.mkfifo(tmp_path / "pipe.flowtui")
     _refused([*base, "--out", str(tmp_path / "pipe.flowtui")], capsys, tmp_path,
              "is a FIFO; refusing")
+
+
+def test_a_dataset_run_never_writes_its_snapshots_over_other_files(tmp_path):
+    """A file that is not a snapshot where a sample's snapshot goes stays; the sample's results
+    stand, with the reason its snapshot is missing."""
+    from dataset_helpers import write_pope
+    from fake_engine import FakeEngine
+
+    from flowtui.dataset import results
+    from flowtui.dataset.readers import open_dataset
+    from flowtui.dataset.runner import build_config, run_dataset
+
+    data = write_pope(tmp_path / "d", 3)
+    src = open_dataset(data)
+    cfg = build_config(src, None, max_new_tokens=4, snapshots=True)
+    out = tmp_path / "run"
+    engine = FakeEngine(num_layers=3, cliff=1)
+    assert run_dataset(src, cfg, engine, out, stop_after=1) is None  # as if killed after one
+    mine = out / results.SNAPSHOTS / "000001.flowtui"
+    mine.write_text("my notes\n")
+    run_dataset(src, cfg, engine, out, resume=True)
+    recs = {r["index"]: r for r in results.read_records(out / "samples.jsonl")}
+    assert mine.read_text() == "my notes\n"
+    assert "snapshot" not in recs[1] and "is not a flowtui snapshot" in recs[1]["snapshot_error"]
+    assert "error" not in recs[1] and recs[1]["baseline"]["answer"]  # the results stand
+    for i in (0, 2):
+        assert flowtui.load_snapshot(out / recs[i]["snapshot"]).question
