@@ -32,6 +32,7 @@ from flowtui.engine.interface import Engine
 from flowtui.render.cells import DISPLAY_MODES
 from flowtui.render.colormaps import COLORMAPS, next_colormap
 from flowtui.render.maps import MAP_MODES, map_threshold
+from flowtui.textsafe import visible
 from flowtui.ui.messages import (
     AnalysisReady,
     EngineProgress,
@@ -236,21 +237,24 @@ class _DaemonExecutor(ThreadPoolExecutor):
 
 
 def one_line(exc: BaseException) -> str:
-    """A one-line reason for any exception (FlowtuiErrors already are one line)."""
-    if isinstance(exc, FlowtuiError):
-        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    """A one-line reason for any exception (FlowtuiErrors already are one line), with control
+    characters made visible. Only a newline ends the line: a carriage return or other line
+    separator quoted from outside is shown, not obeyed."""
     text = str(exc).strip()
+    if isinstance(exc, FlowtuiError):
+        return visible(text.split("\n")[0].rstrip()) if text else type(exc).__name__
     if isinstance(exc, MemoryError) or "out of memory" in text.lower():
         return "out of memory (try a smaller --dtype, a smaller model or --device cpu)"
-    first = text.splitlines()[0] if text else ""
+    first = visible(text.split("\n")[0].rstrip()) if text else ""
     line = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     return line if len(line) <= 160 else line[:157] + "…"
 
 
 def default_stem(image: str | None, snapshot_path: str | None) -> str:
+    # Shown in the export prompts: a file name must not drive the terminal either.
     for p in (image, snapshot_path):
         if p:
-            return Path(p).stem or "flowtui"
+            return visible(Path(p).stem) or "flowtui"
     return "flowtui"
 
 
@@ -300,6 +304,23 @@ class FlowtuiApp(App[int]):
             self._wanted_theme if self._wanted_theme in self.available_themes else DEFAULT_THEME
         )
 
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: str = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Every notification quotes text from outside (answers, paths, errors): it is shown
+        with control characters made visible (newlines stay line breaks) and, unless asked,
+        never parsed as markup."""
+        super().notify(
+            visible(message, keep_newlines=True), title=visible(title), severity=severity,  # type: ignore[arg-type]
+            timeout=timeout, markup=markup,
+        )
+
     # --- layout ---------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         with Horizontal(id="main"):
@@ -346,7 +367,9 @@ class FlowtuiApp(App[int]):
         if self._initial_analysis is not None:
             self._show_analysis(self._initial_analysis)
             self.status.set_activity(
-                f"opened {Path(self.snapshot_path).name}" if self.snapshot_path else "ready",
+                self._ready_text(
+                    f"opened {Path(self.snapshot_path).name}" if self.snapshot_path else "ready"
+                ),
                 "ready",
             )
             if self.engine_factory is None:
@@ -414,6 +437,15 @@ class FlowtuiApp(App[int]):
             return ""
         return f" · model on {host}" + (" (disconnected: r reconnects)" if self._disconnected else "")
 
+    def _ready_text(self, what: str = "ready") -> str:
+        """The status line at rest: `what`, and the analysis' notes (how the image was read,
+        what the model could not take in) in short; the answer panel lists them all."""
+        notes = self.analysis.notes if self.analysis is not None else []
+        if not notes:
+            return what
+        more = f" (+{len(notes) - 1} more)" if len(notes) > 1 else ""
+        return f"{what} · ⚠ {notes[0]}{more}"
+
     def _show_analysis(self, analysis: Analysis) -> None:
         self.analysis = analysis
         self.image_panel.set_analysis(analysis)
@@ -429,6 +461,9 @@ class FlowtuiApp(App[int]):
             view=view,
             map_mode=map_mode,
         )
+        if analysis.notes:
+            # In full once, whatever the terminal's size; the panel and status line keep them.
+            self.notify("\n".join(analysis.notes), title="note", severity="warning", timeout=8)
 
     # --- actions ---------------------------------------------------------------------------
     def action_layer(self, delta: int) -> None:
@@ -717,7 +752,7 @@ class FlowtuiApp(App[int]):
         if self.analysis is None:
             return
         self.analysis.set_sweep(message.sweep)
-        self.truncation_panel.refresh_sweep()
+        self.truncation_panel.sweep_stopped()
         self.answer_panel.refresh_content()
         self.flow_panel.refresh()
         cliff = message.sweep.cliff_layer
@@ -749,10 +784,12 @@ class FlowtuiApp(App[int]):
 
     def on_work_finished(self, message: WorkFinished) -> None:
         self.busy = None
-        if self.status.kind == "busy" and self._failed is None:
-            self.status.set_activity("ready", "ready")
-        elif self._failed is not None and self._failed.cancelled:
-            self.status.set_activity(self._failed.reason, "ready")
+        if message.task == "sweep":
+            self.truncation_panel.sweep_stopped()  # no stale progress after a cancel
+        # A cancel was said in its notification; the status line goes back to ready.
+        if self._failed is None or self._failed.cancelled:
+            if self.status.kind != "error":
+                self.status.set_activity(self._ready_text(), "ready")
         self._failed = None
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:

@@ -26,6 +26,7 @@ from textual.widgets import DataTable, Footer, Input, Static
 from flowtui.dataset.browse import SORTS, RunView, correct, parse_filter
 from flowtui.engine.analysis import Sweep, cliff_layer
 from flowtui.engine.errors import FlowtuiError
+from flowtui.textsafe import visible
 from flowtui.ui.app import KEY_BINDINGS, EngineFactory, FlowtuiApp, one_line
 
 STRATEGY_STYLES = ("#4c9be8", "#f08c3a", "#5cc46e", "#c77dde", "#e8596b", "#d4c94a")
@@ -138,18 +139,21 @@ COLUMNS = (("index", "#"), ("id", "id"), ("question", "question"), ("reference",
 SORT_ORDER = ("index", "correct", "cliff", "logp")
 
 
-def _short(value: Any, n: int) -> str:
+def _short(value: Any, n: int) -> Text:
+    """A cell from the results file: one line, at most `n` characters, escapes made visible,
+    and a Text (a str cell would be parsed as markup)."""
     text = value if isinstance(value, str) else "" if value is None else str(value)
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
+    text = visible(" ".join(text.split()))
+    return Text(text if len(text) <= n else text[: n - 1] + "…")
 
 
 def table_row(rec: dict[str, Any]) -> tuple:
     idx, sid = Text(str(rec["index"]), "dim"), _short(rec.get("id"), 12)
     q, ref = _short(rec.get("question"), 48), _short(rec.get("reference"), 10)
     if "error" in rec:
-        return (idx, sid, q, ref, Text(_short(f"✗ {rec['error']}", 40), "red"), Text("!", "red"),
-                "", "", "")
+        error = _short(f"✗ {rec['error']}", 40)
+        error.stylize("red")
+        return (idx, sid, q, ref, error, Text("!", "red"), "", "", "")
     ok = correct(rec)
     score = rec["baseline"]["score"]
     mark = Text("✓", "green") if ok else Text("✗" if score == 0 else f"{score:.2f}", "red")
@@ -211,8 +215,9 @@ class DatasetScreen(Screen):
     def _header(self) -> Text:
         s, c = self.run.summary, self.run.config
         t = Text(no_wrap=True, overflow="ellipsis")
-        t.append(f"{c.model.get('name')} ", "bold")
-        t.append(f"on {self.run.path.name} · data {_short(c.data.get('path'), 60)}\n", "dim")
+        t.append(f"{visible(c.model.get('name'))} ", "bold")
+        t.append(f"on {visible(self.run.path.name)} · data {_short(c.data.get('path'), 60)}\n",
+                 "dim")
         t.append(f"{s['samples']} scored", "bold")
         t.append(f" · {s['errors']} errors · {s['skipped']} not run · scoring {c.scoring}")
         if s.get("baseline_accuracy") is not None:
@@ -398,7 +403,7 @@ class DatasetApp(FlowtuiApp):
     def _to_explorer(self, rec: dict[str, Any]) -> None:
         if self.screen is self.dataset_screen:
             self.pop_screen()
-        self.stem = f"sample-{rec['id']}"
+        self.stem = visible(f"sample-{rec['id']}")
         if self.engine_factory is None:
             self.truncation_panel.set_enabled(
                 False, "Truncation needs a model: reopen with `flowtui dataset show RUN_DIR "

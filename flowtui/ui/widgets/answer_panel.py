@@ -9,15 +9,17 @@ from textual.widgets import Static
 
 from flowtui.engine.analysis import Analysis
 from flowtui.render.colormaps import logprob_rgb
+from flowtui.textsafe import visible
 
 _SPACE_MARKS = {"▁": " ", "Ġ": " ", "Ċ": "⏎"}
 
 
 def display_token(token: str) -> str:
-    """Tokenizer pieces as readable text (sentencepiece/BPE space marks become spaces)."""
+    """Tokenizer pieces as readable text (sentencepiece/BPE space marks become spaces), with
+    control characters and escape sequences shown as escapes."""
     for mark, repl in _SPACE_MARKS.items():
         token = token.replace(mark, repl)
-    return token
+    return visible(token)
 
 
 def answer_tokens(a: Analysis) -> list[str]:
@@ -25,7 +27,7 @@ def answer_tokens(a: Analysis) -> list[str]:
     pieces = [a.tokens[i] for s, e in a.groups.get("output", []) for i in range(s, e) if i < len(a.tokens)]
     T = len(a.answer_logprobs)
     if len(pieces) != T:  # fall back to one piece for the whole answer
-        return [a.answer] if T <= 1 else [a.answer] + [""] * (T - 1)
+        return [visible(a.answer)] + [""] * (T - 1)
     shown = [display_token(p) for p in pieces]
     if shown:
         shown[0] = shown[0].lstrip(" ") or shown[0]
@@ -40,9 +42,60 @@ def answer_text(a: Analysis) -> Text:
     return text
 
 
+def first_fit(candidates: list[Text], width: int) -> Text:
+    """The first of `candidates` (longest first) that fits in `width` cells, else the last."""
+    return next((c for c in candidates if c.cell_len <= width), candidates[-1])
+
+
+def model_line(a: Analysis, width: int) -> Text:
+    """Model, device, dtype and size on one line: shorter forms where the panel is narrow."""
+    m = a.model
+    name = visible(m.name)
+    facts = [
+        f" · {visible(m.device)} · {visible(m.dtype)} · {m.num_layers} layers × {m.num_heads} heads",
+        f" · {visible(m.device)} · {visible(m.dtype)} · {m.num_layers}L×{m.num_heads}H",
+        f" · {m.num_layers}L×{m.num_heads}H",
+        "",
+    ]
+    return first_fit([Text.assemble((name, "bold"), (f, "dim")) for f in facts], width)
+
+
+def cliff_line(a: Analysis, width: int) -> Text:
+    if a.cliff_layer is not None:
+        k = str(a.cliff_layer)
+        forms = [
+            Text.assemble(("cliff layer ", "bold"), (k, "bold red"),
+                          (f"  image irrelevant from layer {k} on", "dim")),
+            Text.assemble(("cliff layer ", "bold"), (k, "bold red")),
+            Text.assemble(("cliff ", "bold"), (k, "bold red")),
+        ]
+    elif a.sweep_same is not None:
+        forms = [Text("no cliff: the full model (K = L) changes the answer", "dim"),
+                 Text("no cliff: K = L changes the answer", "dim"), Text("no cliff", "dim")]
+    else:
+        forms = [Text("cliff layer unknown · s runs the sweep", "dim"),
+                 Text("cliff unknown · s sweeps", "dim"), Text("cliff ?", "dim")]
+    return first_fit(forms, width)
+
+
+def notes_lines(notes: list[str], width: int, compact: bool, style: Style | str = "") -> list[Text]:
+    """How the image was read and what the model could not take in: a line per note, or all
+    on one line cut to `width` where the panel is short of rows."""
+    if compact:
+        line = Text.assemble(("⚠ ", style), (" · ".join(visible(n) for n in notes), style))
+        line.truncate(max(1, width), overflow="ellipsis")
+        return [line]
+    return [Text.assemble(("⚠ ", style), (visible(n), style)) for n in notes]
+
+
 class AnswerPanel(Static):
+    """Question, answer, notes, model and cliff; every line from outside drawn with
+    visible()."""
+
+    COMPONENT_CLASSES = {"answer-panel--note"}
     DEFAULT_CSS = """
     AnswerPanel { height: auto; padding: 0 1; }
+    AnswerPanel > .answer-panel--note { color: $warning; }
     """
 
     def __init__(self, **kwargs) -> None:
@@ -55,37 +108,34 @@ class AnswerPanel(Static):
         self.refresh_content()
 
     def set_pending(self, question: str | None, status: str) -> None:
+        self.analysis = None
         text = Text()
         if question:
             text.append("Q ", "bold")
-            text.append(question + "\n")
-        text.append(status, "dim")
+            text.append(visible(question) + "\n")
+        text.append(visible(status), "dim")
         self.update(text)
+
+    def _width(self) -> int:
+        return self.content_region.width or max(20, self.size.width - 4)
 
     def refresh_content(self) -> None:
         a = self.analysis
         if a is None:
             return
-        m = a.model
+        width = self._width()
         total = float(np.sum(a.answer_logprobs))
-        text = Text()
-        text.append("Q ", "bold")
-        text.append(a.question + "\n")
-        text.append("A ", "bold")
-        text.append_text(answer_text(a))
-        text.append(f"   log p {total:+.2f}", "dim")
+        question = Text.assemble(("Q ", "bold"), visible(a.question))
+        answer = Text.assemble(("A ", "bold"), answer_text(a), (f"   log p {total:+.2f}", "dim"))
         if not a.ended_with_eos:
-            text.append(" (cut at max tokens)", "dim")
-        text.append("\n")
-        text.append(f"{m.name}", "bold")
-        text.append(f" · {m.device} · {m.dtype} · {m.num_layers} layers × {m.num_heads} heads", "dim")
-        text.append("\n")
-        if a.cliff_layer is not None:
-            text.append("cliff layer ", "bold")
-            text.append(f"{a.cliff_layer}", "bold red")
-            text.append(f"  image irrelevant from layer {a.cliff_layer} on", "dim")
-        elif a.sweep_same is not None:
-            text.append("no cliff: the full model (K = L) changes the answer", "dim")
-        else:
-            text.append("cliff layer unknown · s runs the sweep", "dim")
-        self.update(text)
+            answer.append(" (cut at max tokens)", "dim")
+        lines = [question, answer]
+        if a.notes:
+            style = self.get_component_rich_style("answer-panel--note")
+            lines += notes_lines(a.notes, width, self.app.size.height < 30, style)
+        lines += [model_line(a, width), cliff_line(a, width)]
+        # Fitted lines are one line each; the question, answer and notes wrap.
+        self.update(Text("\n").join(lines))
+
+    def on_resize(self) -> None:
+        self.refresh_content()

@@ -18,6 +18,7 @@ from flowtui.engine.analysis import Analysis
 from flowtui.render.cells import CamRenderer
 from flowtui.render.colormaps import colormap_lut
 from flowtui.render.maps import MAP_TITLES, TokenMap, attention_map, cam_map, map_threshold
+from flowtui.textsafe import visible
 from flowtui.ui.state import ViewState
 from flowtui.ui.strips import grid_to_strips
 from flowtui.ui.widgets.text_view import TextView
@@ -225,7 +226,8 @@ class ImagePanel(Vertical):
 
     def set_message(self, text: str | Text) -> None:
         msg = self.query_one("#image-message", Static)
-        msg.update(text)
+        # Messages quote errors and paths: never markup, escapes made visible.
+        msg.update(Text(visible(text)) if isinstance(text, str) else text)
         msg.display = bool(text)
 
     def set_preview(self, image: np.ndarray) -> None:
@@ -273,7 +275,8 @@ class ImagePanel(Vertical):
         a, v = self.analysis, self.view
         # Room inside the corners and the title's padding; narrow panels get shorter texts.
         room = max(8, (self.size.width or 60) - 4)
-        self.border_title = first_fit(panel_titles(a, v, tmap.name), room)
+        # Text, not str: a str title is parsed as markup, and view names come from the snapshot.
+        self.border_title = Text(first_fit(panel_titles(a, v, tmap.name), room))
         peak = _peak(a, tmap, v.layer, v.view)
         subtitles = [peak]
         if tmap.exclude_sinks:
@@ -309,7 +312,7 @@ def view_label(a: Analysis, view: int) -> str:
     """'tiles (2/2)' where the analysis has several views, '' where it has one."""
     if len(a.views) < 2:
         return ""
-    return f"{a.views[view]} ({view + 1}/{len(a.views)})"
+    return f"{visible(a.views[view])} ({view + 1}/{len(a.views)})"
 
 
 def panel_titles(a: Analysis, v: ViewState, name: str) -> list[str]:
@@ -320,7 +323,7 @@ def panel_titles(a: Analysis, v: ViewState, name: str) -> list[str]:
     layer = f"layer {v.layer}/{a.num_layers - 1}"
     if len(a.views) < 2:
         return [f"{title} · {layer}", f"{short} · L{v.layer}/{a.num_layers - 1}"]
-    n, view = len(a.views), a.views[v.view]
+    n, view = len(a.views), visible(a.views[v.view])
     return [
         f"{title} · {view_label(a, v.view)} · {layer}",
         f"{short} · {view} ({v.view + 1}/{n}) · {layer}",

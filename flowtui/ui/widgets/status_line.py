@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 
 from flowtui.engine.analysis import Progress
+from flowtui.textsafe import visible
 from flowtui.ui.widgets.text_view import TextView
 
 STAGE_LABELS = {
@@ -40,11 +41,12 @@ class StatusLine(TextView):
         self.where = ""
 
     def set_activity(self, text: str, kind: str = "busy") -> None:
-        self.activity, self.kind = text, kind
+        # Activities quote file names, model names and errors: drawn with escapes made visible.
+        self.activity, self.kind = visible(text), kind
         self._redraw()
 
     def set_where(self, text: str) -> None:
-        self.where = text
+        self.where = visible(text)
         self._redraw()
 
     def _redraw(self) -> None:
