@@ -136,7 +136,10 @@ async def test_live_mode_loads_analyzes_and_truncates(image_path):
         run = app.analysis.truncations[0]
         assert run.answer == "No." and not run.same
         live = app.query_one("#trunc-live").render().plain
-        assert "baseline" in live and "No." in live and "Δ" in live
+        results = app.query_one("#trunc-results").render().plain
+        # The finished run is listed once, at the top of the runs; the live line is the baseline.
+        assert "baseline" in live and "No." not in live
+        assert results.count("'No.'") == 1 and "Δ" in results
         # A typed K sticks; top-R with R.
         await pilot.press("4", "enter")
         await settle(app, pilot)

@@ -12,7 +12,8 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Input, Label, ProgressBar, Select, Static
 
 from flowtui.engine.analysis import Analysis, TruncationRun
-from flowtui.render.sparkline import BLOCKS, spark_levels
+from flowtui.render.sparkline import BLOCKS, spark_rows
+from flowtui.textsafe import visible
 from flowtui.ui.messages import TruncationRequested
 from flowtui.ui.state import ViewState
 from flowtui.ui.widgets.flow_panel import axis_text, layer_columns
@@ -39,6 +40,18 @@ class DigitsInput(Input):
 
 STRATEGIES = (("all", "all"), ("top-R", "top"), ("random-R", "random"))
 LABEL_WIDTH = 7
+# The sweep's log p is drawn from 0 nats (certain) down to the first of these that holds the
+# lowest value: one fixed ladder, so two analyses with the same printed scale compare directly.
+LOGP_SCALES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+# Cells the controls row needs besides the "follows layer" label (widths in DEFAULT_CSS):
+# "K" 2, K 6, strategy 14, Run 8 (with its margin); "R" 3 and R 7 with a top/random strategy.
+CONTROLS_BASE, CONTROLS_R = 30, 10
+FOLLOW_TEXT, FIXED_TEXT = "follows layer", "fixed (clear: follow)"
+
+
+def quoted(text: str) -> str:
+    """An answer in quotes, with control characters and escape sequences made visible."""
+    return f"'{visible(text)}'"
 
 
 def run_line(run: TruncationRun, baseline: float) -> Text:
@@ -48,31 +61,41 @@ def run_line(run: TruncationRun, baseline: float) -> Text:
     line.append(f"K={run.layer:<3}", "bold")
     line.append(f"{strat:<10}", "dim")
     line.append("✓ " if run.same else "✗ ", "green" if run.same else "bold red")
-    line.append(f"{run.answer!r:<10} ")
+    line.append(f"{quoted(run.answer):<10} ")
     line.append(f"{run.baseline_logprob:+.2f} ", "dim")
     line.append(f"(Δ{delta:+.2f})", "red" if delta < -0.5 else "dim")
     return line
 
 
+def logp_scale(lowest: float) -> float:
+    """The bottom of the sweep chart in nats: minus the first LOGP_SCALES step that holds
+    `lowest` (the chart's top is always 0 nats)."""
+    need = max(0.0, -float(lowest)) if np.isfinite(lowest) else LOGP_SCALES[-1]
+    return -float(next((s for s in LOGP_SCALES if s >= need - 1e-9), LOGP_SCALES[-1]))
+
+
 def sweep_text(a: Analysis, width: int, current: int) -> Text:
-    """The sweep curve over K = 0..L: log p of the baseline answer, same/different, the cliff."""
-    lp = np.asarray(a.sweep_logprob, dtype=np.float64)
+    """The sweep over K = 0..L: log p of the baseline answer on a fixed scale (0 nats at the
+    top, the printed LOGP_SCALES step at the bottom), same/different, the cliff."""
+    lp = np.minimum(np.asarray(a.sweep_logprob, dtype=np.float64), 0.0)
     same = np.asarray(a.sweep_same, dtype=bool)
     n = len(lp)
-    cw = layer_columns(n, width - LABEL_WIDTH - 8)
-    lo, hi = float(np.min(lp)), float(np.max(lp))
-    levels = spark_levels(lp, lo - 1e-6 if hi > lo else lo - 1, hi)
+    cw = layer_columns(n, width - LABEL_WIDTH - 9)
+    bottom = logp_scale(float(np.nanmin(lp)) if n else 0.0)
+    rows = spark_rows(lp, bottom, 0.0, 2)
     out = Text(no_wrap=True, overflow="crop")
-    out.append(f"{'log p':<{LABEL_WIDTH}}", "dim")
-    for k, level in enumerate(levels.tolist()):
-        style = Style(color="#3d8fe0", bgcolor="grey30" if k == current else None)
-        out.append(BLOCKS[max(1, level)] * cw, style)
-    out.append(f" max {hi:+.1f}", "dim")
-    out.append("\n")
+    for r, levels in enumerate(rows):
+        out.append(f"{'log p' if r == 0 else '':<{LABEL_WIDTH}}", "dim")
+        for k, level in enumerate(levels):
+            if r == len(rows) - 1:
+                level = max(1, level)  # every K shows at least a sliver
+            style = Style(color="#3d8fe0", bgcolor="grey30" if k == current else None)
+            out.append(BLOCKS[level] * cw, style)
+        out.append(f" {'0' if r == 0 else f'{bottom:g}'.replace('-', '−')}", "dim")
+        out.append("\n")
     out.append(f"{'answer':<{LABEL_WIDTH}}", "dim")
     for k in range(n):
         out.append(("●" if same[k] else "✗").ljust(cw), "green" if same[k] else "bold red")
-    out.append(f" min {lo:+.1f}", "dim")
     out.append("\n")
     out.append(f"{'K':<{LABEL_WIDTH}}", "dim")
     marks = {a.cliff_layer: "▲"} if a.cliff_layer is not None else {}
@@ -84,6 +107,13 @@ def sweep_text(a: Analysis, width: int, current: int) -> Text:
         out.append(" · ● same as baseline ✗ differs", "dim")
     else:
         out.append("no cliff: the answer differs at K = L", "dim")
+    k_lo = int(np.nanargmin(lp)) if n else 0
+    out.append("\n")
+    out.append(
+        f"log p of the baseline answer, scale 0 to {bottom:g} nats · K={current}: "
+        f"{lp[min(current, n - 1)]:+.2f} · lowest {lp[k_lo]:+.2f} at K={k_lo}".replace("-", "−"),
+        "dim",
+    )
     return out
 
 
@@ -118,16 +148,16 @@ class TruncationPanel(VerticalScroll):
         self.view = ViewState()
         self.enabled = True
         self.border_title = "Truncation · t focus · ⏎ run · s sweep"
-        self._live: Text | None = None
+        self._sweeping = False  # the progress row shows a running sweep
 
     def compose(self) -> ComposeResult:
         yield Static("", id="trunc-disabled")
         with Horizontal(id="trunc-controls"):
             yield Label("K")
             yield DigitsInput(id="trunc-k", compact=True, restrict=r"\d*", placeholder="0", tooltip="Cut the image from layer K on (empty: follow the current layer)")
-            yield Label("follows layer", id="trunc-follow", classes="gap")
+            yield Label(FOLLOW_TEXT, id="trunc-follow", classes="gap")
             yield Select(STRATEGIES, value="all", allow_blank=False, compact=True, id="trunc-strategy")
-            yield Label("R", classes="gap")
+            yield Label("R", id="trunc-r-label", classes="gap")
             yield DigitsInput(id="trunc-r", compact=True, restrict=r"\d*", placeholder="R", tooltip="Image tokens kept by top-R / random-R")
             yield Button("Run", id="trunc-run", compact=True)
         yield Static("", id="trunc-live")
@@ -141,6 +171,13 @@ class TruncationPanel(VerticalScroll):
         self.query_one("#trunc-disabled").display = False
         # Hidden while idle: an indeterminate bar animates forever.
         self.query_one("#sweep-progress").display = False
+        self._fit_controls()
+
+    def on_resize(self) -> None:
+        self._fit_controls()
+        # The sweep is drawn to the panel's width, which is known only once it is laid out.
+        if self.analysis is not None and self.analysis.sweep_logprob is not None:
+            self.refresh_sweep()
 
     # --- state from the app -------------------------------------------------------------
     def set_analysis(self, analysis: Analysis) -> None:
@@ -150,8 +187,7 @@ class TruncationPanel(VerticalScroll):
         self.refresh_results()
         self.refresh_sweep()
         self._sync_k()
-        if not analysis.truncations:
-            self.show_idle()
+        self.show_idle()
 
     def set_enabled(self, enabled: bool, reason: str = "") -> None:
         """Open mode without a model: show why reruns are unavailable."""
@@ -171,9 +207,29 @@ class TruncationPanel(VerticalScroll):
         k_input = self.query_one("#trunc-k", Input)
         k_input.placeholder = str(self.view.layer)
         follow = self.query_one("#trunc-follow", Label)
-        text = "follows layer" if not k_input.value else "fixed (clear to follow)"
+        text = FOLLOW_TEXT if not k_input.value else FIXED_TEXT
         if str(follow.content) != text:  # a Label update relayouts the whole screen
             follow.update(text)
+            self._fit_controls()
+
+    def _fit_controls(self) -> None:
+        """R only for the strategies that keep R tokens; the follow label only where the row
+        still has room for the Run button."""
+        with_r = self.query_one("#trunc-strategy", Select).value != "all"
+        for widget_id in ("#trunc-r-label", "#trunc-r"):
+            widget = self.query_one(widget_id)
+            if widget.display != with_r:
+                widget.display = with_r
+        follow = self.query_one("#trunc-follow", Label)
+        width = self.content_region.width
+        needed = CONTROLS_BASE + CONTROLS_R * with_r + len(str(follow.content)) + 2
+        fits = not width or needed <= width
+        if follow.display != fits:
+            follow.display = fits
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        self._fit_controls()
 
     # --- the values the user chose --------------------------------------------------------
     def chosen(self) -> tuple[int, str, int | None]:
@@ -223,32 +279,28 @@ class TruncationPanel(VerticalScroll):
         live = Text(no_wrap=True, overflow="ellipsis")
         if self.analysis is not None:
             live.append("baseline  ", "dim")
-            live.append(f"{self.analysis.answer!r}", "bold")
-            live.append(f"  log p {self._baseline():+.2f}\n", "dim")
+            live.append(quoted(self.analysis.answer), "bold")
+            live.append(f"  log p {self._baseline():+.2f}", "dim")
         return live
 
     def show_running(self, layer: int, strategy: str, keep: int | None, text: str = "") -> None:
         live = self._baseline_line()
         strat = strategy if keep is None else f"{strategy}-{keep}"
-        live.append(f"K={layer} {strat}  ", "bold")
-        live.append(repr(text) if text else "…", "italic")
+        live.append(f"\nK={layer} {strat}  ", "bold")
+        live.append(quoted(text) if text else "…", "italic")
         live.append(" ▌", "blink")
         self.query_one("#trunc-live", Static).update(live)
 
     def show_done(self, run: TruncationRun) -> None:
-        live = self._baseline_line()
-        live.append_text(run_line(run, self._baseline()))
-        self.query_one("#trunc-live", Static).update(live)
+        # The finished run heads the list of runs below; the live line goes back to the
+        # baseline, so no run is listed twice.
+        self.show_idle()
         self.refresh_results()
 
     def show_idle(self, note: str = "") -> None:
-        live = Text(no_wrap=True, overflow="ellipsis")
-        if self.analysis is not None:
-            live.append("baseline  ", "dim")
-            live.append(f"{self.analysis.answer!r}", "bold")
-            live.append(f"  log p {self._baseline():+.2f}", "dim")
+        live = self._baseline_line()
         if note:
-            live.append("\n" + note, "red")
+            live.append("\n" + visible(note), "red")
         self.query_one("#trunc-live", Static).update(live)
 
     def refresh_results(self) -> None:
@@ -260,30 +312,40 @@ class TruncationPanel(VerticalScroll):
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(f"runs this session ({len(a.truncations)})", "bold")
         text.append("  answer · log p of baseline answer (Δ)", "dim")
-        for run in reversed(a.truncations[-8:]):
+        for i, run in enumerate(reversed(a.truncations[-8:])):
             text.append("\n")
-            text.append_text(run_line(run, self._baseline()))
+            line = run_line(run, self._baseline())
+            if i == 0:
+                line.stylize("reverse", 0, len(f"K={run.layer:<3}"))  # the latest run
+            text.append_text(line)
         results.update(text)
 
     def set_sweep_progress(self, done: int, total: int) -> None:
+        self._sweeping = True
         bar = self.query_one("#sweep-progress", ProgressBar)
         bar.display = True
         bar.update(total=max(1, total), progress=done)
         self.query_one("#sweep-label", Label).update(f"sweep K {min(done, max(0, total - 1))}/{max(0, total - 1)}")
 
+    def sweep_stopped(self) -> None:
+        """A sweep ended (done, cancelled or failed): no progress left on screen, and the
+        curve is the analysis' sweep, if it has one."""
+        self._sweeping = False
+        self.refresh_sweep()
+
     def refresh_sweep(self) -> None:
         a = self.analysis
         curve = self.query_one("#sweep-curve", TextView)
+        if not self._sweeping:
+            bar = self.query_one("#sweep-progress")
+            if bar.display:
+                bar.display = False
+            label = self.query_one("#sweep-label", Label)
+            text = "sweep K=0..L" if a is None else f"sweep K=0..{a.num_layers}"
+            if str(label.content) != text:  # updates relayout: only when it changes
+                label.update(text)
         if a is None or a.sweep_logprob is None or a.sweep_same is None:
             curve.set_text(Text("no sweep yet · s runs one (x cancels)", style="dim"))
-            self.query_one("#sweep-progress").display = False
             return
-        L = a.num_layers
-        bar = self.query_one("#sweep-progress", ProgressBar)
-        if bar.display:
-            bar.display = False
-        label = self.query_one("#sweep-label", Label)
-        if str(label.content) != f"sweep K=0..{L}":  # updates relayout: only when it changes
-            label.update(f"sweep K=0..{L}")
         width = max(20, self.content_region.width)
         curve.set_text(sweep_text(a, width, self.view.layer))
