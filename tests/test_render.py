@@ -11,13 +11,18 @@ from PIL import Image
 from flowtui.engine.analysis import grid_regions
 from flowtui.render.cells import (
     DISPLAY_MODES,
+    GREY_FLOOR,
+    PEAK_RGB,
     CamRenderer,
     CellGrid,
     cam_overlay_image,
     compose_pixels,
     fit_cells,
+    muted,
+    outline,
     owner_map,
     paint,
+    region_box,
 )
 from flowtui.render.colormaps import (
     COLORMAPS,
@@ -96,10 +101,10 @@ def test_compose_modes():
     assert heat[0, 0].tolist() == [255, 255, 255]
     assert heat[7, 7].tolist() == [0, 0, 0]  # below threshold: the colormap's lowest colour
     over = compose_pixels(img, cam, "overlay", 0.5, "grey")
-    assert over[7, 7].tolist() == img[7, 7].tolist()  # below threshold: the plain image
-    assert over[0, 0].tolist() != img[0, 0].tolist()
+    assert over[7, 7].tolist() == muted(img)[7, 7].tolist()  # below threshold: the dim image
+    assert over[0, 0].tolist() == [255, 255, 255]  # above it: the colormap's own colour
     over_low = compose_pixels(img, cam, "overlay", 0.2, "grey")
-    assert over_low[7, 7].tolist() != img[7, 7].tolist()  # a lower threshold shows more
+    assert over_low[7, 7].tolist() != over[7, 7].tolist()  # a lower threshold shows more
     with pytest.raises(ValueError):
         compose_pixels(img, cam, "sideways")
 
@@ -124,8 +129,9 @@ def test_renderer_caches_and_differs_per_layer():
     assert r.cells(0, cols, rows) is a  # cached
     b = r.cells(1, cols, rows)
     assert not np.array_equal(a.top, b.top)
-    plain = r.cells(2, cols, rows)  # all-zero CAM: overlay is the plain image
-    assert np.array_equal(plain.top, r.cells(2, cols, rows, mode="image").top)
+    plain = r.cells(2, cols, rows)  # all-zero CAM: overlay is the dimmed grey image alone
+    image = r.cells(2, cols, rows, mode="image")
+    assert np.array_equal(plain.top, muted(image.top))
     for mode in DISPLAY_MODES:
         assert r.cells(0, cols, rows, mode=mode).top.shape == (rows, cols, 3)
 
@@ -177,7 +183,67 @@ def test_unseen_pixels_are_dimmed_not_coloured():
     img = np.full((4, 4, 3), 210, np.uint8)
     cam = np.full((4, 4), np.nan, np.float32)
     cam[:, :2] = 1.0
-    for mode in ("overlay", "heatmap"):
+    for mode, dim in (("overlay", muted(img)[0, 0, 0] // 3), ("heatmap", 70)):
         out = compose_pixels(img, cam, mode, 0.5, "grey")
-        assert out[0, 3].tolist() == [70, 70, 70]  # the model never saw it
-        assert out[0, 0].tolist() != [70, 70, 70]
+        assert out[0, 3].tolist() == [dim] * 3  # the model never saw it
+        assert out[0, 0].tolist() == [255] * 3
+
+
+@pytest.mark.parametrize("colormap", COLORMAPS)
+def test_overlay_colours_are_the_colour_bars_own(colormap):
+    """Teal over red, yellow over blue: every heat pixel is exactly a colour of the bar, and
+    every other pixel is grey (no hue of the image competes with the map's)."""
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    img[:12] = (220, 30, 30)  # red top half
+    cam = rng.random((24, 24)).astype(np.float32)
+    out = compose_pixels(img, cam, "overlay", 0.5, colormap)
+    hot = cam >= 0.5
+    assert np.array_equal(out[hot], apply_colormap(cam, colormap)[hot])
+    cold = out[~hot]
+    assert (cold[:, 0] == cold[:, 1]).all() and (cold[:, 1] == cold[:, 2]).all()
+    assert cold.max() <= GREY_FLOOR + 0.4 * 255 + 1
+
+
+def test_muted_is_a_dim_grey_of_the_luminance():
+    img = np.array([[[255, 255, 255], [0, 0, 0], [255, 0, 0]]], np.uint8)
+    grey = muted(img)
+    assert grey[0, 0].tolist() == [126] * 3 and grey[0, 1].tolist() == [24] * 3
+    assert grey[0, 2, 0] == grey[0, 2, 1] == grey[0, 2, 2] < 126
+
+
+def test_peak_region_is_outlined_on_the_cells():
+    img = np.full((60, 60, 3), 200, np.uint8)
+    regions = grid_regions(3, 3, (0, 0, 60, 60))
+    values = np.zeros((1, 9), np.float32)
+    values[0, 4] = 1.0  # the centre token
+    r = CamRenderer(img, values, regions)
+    marked = r.cells(0, 30, 15, mark=4)
+    plain = r.cells(0, 30, 15)
+    px = np.concatenate([marked.top[:, None], marked.bottom[:, None]], axis=1).reshape(30, 30, 3)
+    magenta = (px == PEAK_RGB).all(axis=-1)
+    ys, xs = np.nonzero(magenta)
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (10, 19, 10, 19)  # the centre third
+    assert not magenta[11:19, 11:19].any()  # a frame: the heat shows inside it
+    assert not np.array_equal(marked.top, plain.top)
+    assert r.cells(0, 30, 15, mark=4) is marked  # cached per mark
+
+
+def test_region_box_and_outline_edges():
+    assert region_box(np.array([np.nan] * 4), (10, 10), (10, 10)) is None
+    assert region_box(np.array([0, 0, 10, 10]), (10, 10), (20, 20)) == (0, 0, 20, 20)
+    assert region_box(np.array([-5, -5, 50, 3]), (10, 10), (10, 10)) == (0, 0, 10, 3)
+    px = np.zeros((4, 4, 3), np.uint8)
+    out = outline(px, (1, 1, 2, 2))  # one pixel: filled
+    assert out[1, 1].tolist() == list(PEAK_RGB) and out.sum() == sum(PEAK_RGB)
+    assert outline(px, None) is px
+
+
+def test_png_marks_the_peak():
+    img = np.full((30, 30, 3), 200, np.uint8)
+    regions = grid_regions(3, 3, (0, 0, 30, 30))
+    values = np.zeros(9, np.float32)
+    values[8] = 1.0
+    out = cam_overlay_image(img, values, regions, mark=8)
+    magenta = (out == PEAK_RGB).all(axis=-1)
+    assert magenta[-1, -1] and not magenta[0, 0] and magenta[224, 300]

@@ -17,10 +17,14 @@ from flowtui.render.colormaps import apply_colormap
 
 DISPLAY_MODES: tuple[str, ...] = ("overlay", "heatmap", "image")
 HALF_BLOCK = "▀"
-# Heat opacity over the image where the CAM is at or above the threshold.
-OVERLAY_ALPHA = 0.6
+# In overlay mode the heat is drawn opaque, in the colormap's own colours (blending it with
+# the image would turn teal on red into grey and match no colour of the bar), over a dimmed
+# grey copy of the image: grey = GREY_FLOOR + GREY_SCALE * luminance, 24..126.
+GREY_FLOOR, GREY_SCALE = 24.0, 0.4
 # Parts of the image no feature token covers are drawn at 1/UNSEEN_DIM brightness.
 UNSEEN_DIM = 3
+# The outline around the map's peak token: a colour none of the colormaps uses.
+PEAK_RGB = (255, 0, 255)
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,15 @@ def paint(values: np.ndarray, owner: np.ndarray) -> np.ndarray:
     return v[owner]  # owner -1 picks the NaN appended last
 
 
+def muted(image: np.ndarray) -> np.ndarray:
+    """The image as a dim grey (GREY_FLOOR..GREY_FLOOR + 102), so every colour in an overlay
+    is a colour of the colormap."""
+    rgb = np.asarray(image, dtype=np.float32)
+    lum = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    grey = np.rint(GREY_FLOOR + GREY_SCALE * lum).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
 def compose_pixels(
     image: np.ndarray,
     cam: np.ndarray,
@@ -104,8 +117,10 @@ def compose_pixels(
     """Combine an image and an already resized CAM of the same height/width into RGB pixels.
 
     The paper zeroes CAM values below the threshold for display: in `overlay` those pixels show
-    the plain image; in `heatmap` they take the colormap's lowest colour. Pixels no token covers
-    (NaN: parts of the image the model never saw, such as a centre crop's sides) are dimmed.
+    the image, in a dimmed grey, and the pixels at or above it the colormap's colours exactly
+    (as on the colour bar); in `heatmap` the pixels below it take the colormap's lowest colour.
+    Pixels no token covers (NaN: parts of the image the model never saw, such as a centre
+    crop's sides) are dimmed further.
     """
     if mode not in DISPLAY_MODES:
         raise ValueError(f"unknown display mode {mode!r} (choose from {', '.join(DISPLAY_MODES)})")
@@ -120,11 +135,43 @@ def compose_pixels(
             heat[unseen] = (image[unseen] // UNSEEN_DIM).astype(np.uint8)
         return heat
     mask = (cam >= threshold) & (cam > 0)
-    out = image.copy()
+    out = muted(image)
     if unseen.any():
-        out[unseen] = (image[unseen] // UNSEEN_DIM).astype(np.uint8)
-    blend = OVERLAY_ALPHA * heat[mask].astype(np.float32) + (1 - OVERLAY_ALPHA) * image[mask]
-    out[mask] = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+        out[unseen] //= UNSEEN_DIM
+    out[mask] = heat[mask]
+    return out
+
+
+def region_box(
+    region: np.ndarray, image_hw: tuple[int, int], size: tuple[int, int]
+) -> tuple[int, int, int, int] | None:
+    """A region (original-image x0, y0, x1, y1) as the pixel box (x0, y0, x1, y1), half-open,
+    it covers in the image drawn at `size` = (width, height), as owner_map paints it; None for a
+    token with no region or one that covers no pixel."""
+    r = np.asarray(region, dtype=np.float64)
+    if r.shape != (4,) or not np.isfinite(r).all():
+        return None
+    w, h = size
+    H, W = image_hw
+    x0, x1 = (int(np.ceil(v * w / W - 0.5)) for v in (r[0], r[2]))
+    y0, y1 = (int(np.ceil(v * h / H - 0.5)) for v in (r[1], r[3]))
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def outline(pixels: np.ndarray, box: tuple[int, int, int, int] | None,
+            rgb: tuple[int, int, int] = PEAK_RGB) -> np.ndarray:
+    """A copy of `pixels` with a one-pixel frame drawn just inside `box` (a box too small for
+    a frame is filled; a box of None leaves the pixels as they are)."""
+    if box is None:
+        return pixels
+    x0, y0, x1, y1 = box
+    out = pixels.copy()
+    colour = np.asarray(rgb, dtype=np.uint8)
+    out[y0, x0:x1] = colour
+    out[y1 - 1, x0:x1] = colour
+    out[y0:y1, x0] = colour
+    out[y0:y1, x1 - 1] = colour
     return out
 
 
@@ -207,14 +254,19 @@ class CamRenderer:
         threshold: float = 0.5,
         colormap: str = "viridis",
         view: int = 0,
+        mark: int | None = None,
     ) -> CellGrid:
-        """The half-block cells for `layer` at exactly `cols` x `rows` cells."""
-        key = (layer, cols, rows, mode, round(threshold, 4), colormap, view)
+        """The half-block cells for `layer` at exactly `cols` x `rows` cells; `mark` (a token
+        index) outlines that token's region, such as the map's peak."""
+        key = (layer, cols, rows, mode, round(threshold, 4), colormap, view, mark)
         grid = self._cells.get(key)
         if grid is not None:
             self._cells.move_to_end(key)
             return grid
-        px = self.pixels(layer, (cols, rows * 2), mode, threshold, colormap, view)
+        size = (cols, rows * 2)
+        px = self.pixels(layer, size, mode, threshold, colormap, view)
+        if mark is not None:
+            px = outline(px, region_box(self.regions[mark], self.image.shape[:2], size))
         grid = CellGrid.from_pixels(px)
         self._cells[key] = grid
         while len(self._cells) > self._cache_size:
@@ -232,12 +284,22 @@ def cam_overlay_image(
     threshold: float = 0.5,
     colormap: str = "viridis",
     min_side: int = 336,
+    mark: int | None = None,
 ) -> np.ndarray:
-    """A full-resolution RGB image of one layer's token values [N] (small images upscaled)."""
+    """A full-resolution RGB image of one layer's token values [N] (small images upscaled);
+    `mark` outlines that token's region (the map's peak)."""
     h, w = image.shape[:2]
     scale = max(1.0, min_side / max(1, min(h, w)))
     size = (int(round(w * scale)), int(round(h * scale)))
     img = resize_image(image, size) if scale != 1.0 else np.asarray(image, dtype=np.uint8)
     views = np.zeros(len(values), np.int16) if token_views is None else np.asarray(token_views)
     owner = owner_map(regions, np.flatnonzero(views == view), (h, w), size)
-    return compose_pixels(img, paint(values, owner), mode, threshold, colormap)
+    out = compose_pixels(img, paint(values, owner), mode, threshold, colormap)
+    if mark is not None:
+        # A frame two pixels wide per 336 so it stays visible at full resolution.
+        box = region_box(np.asarray(regions)[mark], (h, w), size)
+        for i in range(max(1, int(round(min(size) / 168)))):
+            if box is None or box[2] - box[0] <= 2 * i or box[3] - box[1] <= 2 * i:
+                break
+            out = outline(out, (box[0] + i, box[1] + i, box[2] - i, box[3] - i))
+    return out

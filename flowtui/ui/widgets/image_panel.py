@@ -4,8 +4,10 @@ plus a legend that says which map and scale is drawn."""
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 import numpy as np
+from rich.color import Color
 from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
@@ -15,7 +17,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from flowtui.engine.analysis import Analysis
-from flowtui.render.cells import CamRenderer
+from flowtui.render.cells import PEAK_RGB, CamRenderer
 from flowtui.render.colormaps import colormap_lut
 from flowtui.render.maps import MAP_TITLES, TokenMap, attention_map, cam_map, map_threshold
 from flowtui.textsafe import visible
@@ -53,6 +55,8 @@ class CamView(Widget):
         self._renderers: dict[MapKey, CamRenderer] = {}
         self._key: MapKey = ("cam", False)
         self._frames: OrderedDict[tuple, list[Strip]] = OrderedDict()
+        # (map, layer, view) -> the token to outline as the map's peak (None: no outline).
+        self.peak_of: Callable[[MapKey, int, int], int | None] | None = None
 
     def set_source(
         self,
@@ -96,11 +100,14 @@ class CamView(Widget):
         layer = min(v.layer, renderer.num_layers - 1)
         threshold = map_threshold(self._key[0], v.threshold)
         pad = self.rich_style
-        key = (self._key, layer, threshold, v.colormap, v.mode, v.view, width, height, pad)
+        mark = None
+        if v.mode != "image" and self.peak_of is not None:
+            mark = self.peak_of(self._key, layer, v.view)
+        key = (self._key, layer, threshold, v.colormap, v.mode, v.view, width, height, pad, mark)
         strips = self._frames.get(key)
         if strips is None:
             cols, rows = renderer.fit(width, height)
-            grid = renderer.cells(layer, cols, rows, v.mode, threshold, v.colormap, v.view)
+            grid = renderer.cells(layer, cols, rows, v.mode, threshold, v.colormap, v.view, mark)
             strips = self._frames[key] = grid_to_strips(grid, width, height, pad)
             while len(self._frames) > 256:
                 self._frames.popitem(last=False)
@@ -232,6 +239,7 @@ class ImagePanel(Vertical):
 
     def set_preview(self, image: np.ndarray) -> None:
         if self.analysis is None:
+            self.cam_view.peak_of = None
             self.cam_view.set_source(image, None)
             self.cam_view.set_view(ViewState(mode="image"))
 
@@ -241,6 +249,7 @@ class ImagePanel(Vertical):
         self.cam_view.set_source(
             analysis.image, analysis.cam_tokens, analysis.token_regions, analysis.token_views
         )
+        self.cam_view.peak_of = self.peak_token
         self.query_one("#image-legend").display = True
         self.set_message("")
         self._sync()
@@ -249,14 +258,21 @@ class ImagePanel(Vertical):
         self.view = view
         self._sync()
 
-    def token_map(self) -> TokenMap | None:
-        """The map the current view draws (computed once per map and sink setting)."""
+    def token_map(self, key: MapKey | None = None) -> TokenMap | None:
+        """The map `key` (default: the one the current view draws), computed once per map and
+        sink setting."""
         if self.analysis is None:
             return None
-        key = map_key(self.view)
+        key = key or map_key(self.view)
         if key not in self._maps:
             self._maps[key] = analysis_map(self.analysis, key)
         return self._maps[key]
+
+    def peak_token(self, key: MapKey, layer: int, view: int) -> int | None:
+        """The token the map `key` peaks on at `layer` in `view` (outlined on the image)."""
+        tmap = self.token_map(key)
+        return None if tmap is None or self.analysis is None else peak_token(
+            self.analysis, tmap, layer, view)
 
     def _sync(self) -> None:
         tmap = self.token_map()
@@ -278,11 +294,16 @@ class ImagePanel(Vertical):
         # Text, not str: a str title is parsed as markup, and view names come from the snapshot.
         self.border_title = Text(first_fit(panel_titles(a, v, tmap.name), room))
         peak = _peak(a, tmap, v.layer, v.view)
+        if v.mode == "image":  # no outline is drawn on the plain image
+            peak = peak.removeprefix("□ ")
         subtitles = [peak]
         if tmap.exclude_sinks:
             n = tmap.sink_count(v.layer, a.view_tokens(v.view))
             subtitles = [f"{peak} · {_sinks_text(n)}", f"{peak} · {_sinks_text(n, 'sinks')}", peak]
-        self.border_subtitle = first_fit(subtitles, room)
+        subtitle = Text(first_fit(subtitles, room))
+        if subtitle.plain.startswith("□"):  # in the outline's own colour
+            subtitle.stylize(Style(color=Color.from_rgb(*PEAK_RGB), bold=True), 0, 1)
+        self.border_subtitle = subtitle
 
     def _update_legend(self) -> None:
         tmap = self.token_map()
@@ -332,17 +353,23 @@ def panel_titles(a: Analysis, v: ViewState, name: str) -> list[str]:
     ]
 
 
-def _peak(a: Analysis, tmap: TokenMap, layer: int, view: int) -> str:
-    """Where the drawn map peaks in the current view (sinks left out when they are excluded):
-    the grid cell where there is one grid, else the token's region."""
+def peak_token(a: Analysis, tmap: TokenMap, layer: int, view: int) -> int | None:
+    """The token (index into N) where the drawn map peaks in `view` at `layer`, among the
+    tokens with a region (sinks left out when they are excluded); None for an all-zero map."""
     tokens = a.view_tokens(view)
     # Only tokens with a region can be pointed at on the image.
     tokens = tokens[np.isfinite(a.token_regions[tokens]).all(axis=1)]
-    i = tmap.peak(min(layer, tmap.values.shape[0] - 1), tokens)
+    return tmap.peak(min(layer, tmap.values.shape[0] - 1), tokens)
+
+
+def _peak(a: Analysis, tmap: TokenMap, layer: int, view: int) -> str:
+    """Where the drawn map peaks in the current view, as outlined on the image (□): the grid
+    cell where there is one grid, else the token's region."""
+    i = peak_token(a, tmap, layer, view)
     if i is None:
         return "all-zero map"
     if a.cam is not None:
         r, c = np.unravel_index(i, a.image_grid)
-        return f"max patch ({r},{c})"
+        return f"□ max patch ({r},{c})"
     x0, y0, x1, y1 = (int(round(float(v))) for v in a.token_regions[i])
-    return f"max at x {x0}-{x1}, y {y0}-{y1}"
+    return f"□ max at x {x0}-{x1}, y {y0}-{y1}"
