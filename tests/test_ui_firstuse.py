@@ -84,8 +84,8 @@ async def test_text_from_outside_is_drawn_with_visible_escapes(tmp_path, monkeyp
 
 
 async def test_opened_file_name_and_live_question_are_safe(tmp_path):
-    from PIL import Image
     from fake_engine import make_image
+    from PIL import Image
 
     image = tmp_path / f"photo{EVIL}.png"
     Image.fromarray(make_image(64)).save(image)
@@ -149,8 +149,8 @@ async def test_no_notes_no_warning():
 
 
 async def test_notes_of_a_live_analysis_reach_the_status_line(tmp_path):
-    from PIL import Image
     from fake_engine import make_image
+    from PIL import Image
 
     class Noting(FakeEngine):
         def analyze(self, image, question, max_new_tokens=32, progress=None, cam=True):

@@ -57,6 +57,10 @@ from flowtui.ui.widgets.truncation_panel import TruncationPanel
 
 EngineFactory = Callable[[ProgressFn], Engine]
 
+# Footer groups: one label for a pair of keys, so the footer fits 80 columns.
+_LAYER_KEYS = Binding.Group("Layer", compact=True)
+_THRESHOLD_KEYS = Binding.Group("Thr", compact=True)
+
 KEY_BINDINGS: list[Binding] = [
     Binding(
         "left,h",
@@ -64,6 +68,7 @@ KEY_BINDINGS: list[Binding] = [
         "Layer ◀",
         key_display="←",
         id="layer.prev",
+        group=_LAYER_KEYS,
         tooltip="Previous layer (every panel follows)",
     ),
     Binding(
@@ -72,6 +77,7 @@ KEY_BINDINGS: list[Binding] = [
         "Layer ▶",
         key_display="→",
         id="layer.next",
+        group=_LAYER_KEYS,
         tooltip="Next layer (every panel follows)",
     ),
     Binding(
@@ -86,6 +92,7 @@ KEY_BINDINGS: list[Binding] = [
         "Thr −",
         key_display="[",
         id="cam.threshold-down",
+        group=_THRESHOLD_KEYS,
         tooltip="CAM threshold down by 0.05 (CAM map only)",
     ),
     Binding(
@@ -94,6 +101,7 @@ KEY_BINDINGS: list[Binding] = [
         "Thr +",
         key_display="]",
         id="cam.threshold-up",
+        group=_THRESHOLD_KEYS,
         tooltip="CAM threshold up by 0.05 (CAM map only)",
     ),
     Binding(
@@ -400,6 +408,11 @@ class FlowtuiApp(App[int]):
         w, h = size or self.size
         self.screen.set_class(w < 100, "-narrow")
         self.screen.set_class(h < 30, "-short")
+        # Ctrl+P still opens the palette (and ? lists it): its footer entry costs the room
+        # the explorer's own keys need at 80 columns.
+        for footer in self.screen.query(Footer):
+            if footer.show_command_palette != (w >= 100):
+                footer.show_command_palette = w >= 100
 
     # --- view state ------------------------------------------------------------------------
     def _set_view(self, **changes) -> None:

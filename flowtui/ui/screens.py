@@ -20,24 +20,52 @@ def format_keys(key: str) -> str:
     return " / ".join(_KEY_NAMES.get(k.strip(), k.strip()) for k in key.split(","))
 
 
-def keys_table(bindings: list[Binding]) -> Text:
-    text = Text()
-    for b in bindings:
-        text.append(f"{format_keys(b.key):>9}  ", "bold")
-        text.append(f"{b.tooltip or b.description:<62}")
-        text.append(f"{b.id or ''}\n", "dim")
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def keys_table(bindings: list[Binding], width: int = 96, rows: int | None = None) -> Text:
+    """Every key with what it does, laid out for `width` columns and `rows` lines: with ids
+    where there is room, else one key per line, else two columns, so no key is ever hidden."""
+    keys = [format_keys(b.key) for b in bindings]
+    kw = max(len(k) for k in keys) + 2
+    iw = max(len(b.id or "") for b in bindings) + 2
+    text = Text(no_wrap=True, overflow="ellipsis")
+    two_columns = rows is not None and len(bindings) > rows and width < 2 * (kw + 40)
+    if not two_columns:
+        with_ids = width >= kw + 40 + iw
+        room = width - kw - (iw if with_ids else 0)
+        for i, (b, key) in enumerate(zip(bindings, keys, strict=True)):
+            text.append("\n" if i else "")
+            text.append(f"{key:<{kw - 2}}  ", "bold")
+            text.append(f"{_cut(b.tooltip or b.description, room - 1):<{room}}")
+            if with_ids:
+                text.append(f"{b.id or ''}", "dim")
+        return text
+    col = (width - 1) // 2
+    half = (len(bindings) + 1) // 2
+    for r in range(half):
+        text.append("\n" if r else "")
+        for c, i in enumerate((r, r + half)):
+            if i >= len(bindings):
+                continue
+            b = bindings[i]
+            text.append(" " if c else "")
+            text.append(f"{keys[i]:<{kw - 2}}  ", "bold")
+            text.append(f"{_cut(b.tooltip or b.description, col - kw):<{col - kw}}")
     return text
 
 
 class HelpScreen(ModalScreen[None]):
-    """`?`: every key with its description and id."""
+    """`?`: every key with its description and id (ids where the terminal is wide enough)."""
 
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close", id="help.close")]
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > VerticalScroll { width: 96; max-width: 95%; height: auto; max-height: 90%;
+    HelpScreen > VerticalScroll { width: 100; max-width: 95%; height: auto; max-height: 95%;
         border: round $primary; background: $surface; padding: 0 1; }
     HelpScreen .title { text-style: bold; color: $primary; }
+    HelpScreen #help-keys { margin-bottom: 1; text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
     def __init__(self, bindings: list[Binding], notes: str = "") -> None:
@@ -47,9 +75,17 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
-            yield Label("flowtui keys", classes="title")
-            yield Static(keys_table(self._keys))
+            yield Label("flowtui keys · Esc closes", classes="title")
+            yield Static(id="help-keys")
             yield Static(Text(self._notes, style="dim"))
+
+    def on_resize(self) -> None:
+        w, h = self.size
+        # The box's content: its width (100, at most 95%) less border, padding and a
+        # scrollbar; its height (at most 95%) less border and title.
+        width = min(100, w * 95 // 100) - 6
+        rows = h * 95 // 100 - 3
+        self.query_one("#help-keys", Static).update(keys_table(self._keys, width, rows))
 
     def action_dismiss(self) -> None:
         self.dismiss(None)

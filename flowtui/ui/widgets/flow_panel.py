@@ -19,9 +19,11 @@ LABEL_WIDTH = 7
 VALUE_WIDTH = 7
 
 
-def layer_columns(num: int, width: int, max_cols: int = 3) -> int:
-    """Characters per layer so `num` layers fill `width` (at least 1, at most `max_cols`)."""
-    return max(1, min(max_cols, width // max(1, num)))
+def layer_columns(num: int, width: int, max_cols: int | None = None) -> int:
+    """Characters per layer so `num` layers fill `width` (at least 1; at most `max_cols` if
+    given): a wide panel gets wide columns rather than an empty right side."""
+    cols = width // max(1, num)
+    return max(1, cols if max_cols is None else min(max_cols, cols))
 
 
 def axis_text(num: int, cw: int, current: int, marks: dict[int, str] | None = None) -> Text:
@@ -37,7 +39,9 @@ def axis_text(num: int, cw: int, current: int, marks: dict[int, str] | None = No
         text.stylize(Style(reverse=True, bold=True), current * cw, current * cw + cw)
     for k, ch in (marks or {}).items():
         if 0 <= k < num:
-            text = text[: k * cw] + Text(ch * cw, "bold red") + text[k * cw + cw :]
+            # Wide columns keep their layer number beside the mark.
+            cell = f"{k}{ch}" if cw > len(str(k)) else ch.center(cw)
+            text = text[: k * cw] + Text(cell.ljust(cw), "bold red") + text[k * cw + cw :]
     return text
 
 

@@ -16,6 +16,7 @@ from flowtui.render.sparkline import BLOCKS, spark_rows
 from flowtui.textsafe import visible
 from flowtui.ui.messages import TruncationRequested
 from flowtui.ui.state import ViewState
+from flowtui.ui.widgets.answer_panel import first_fit
 from flowtui.ui.widgets.flow_panel import axis_text, layer_columns
 from flowtui.ui.widgets.text_view import TextView
 
@@ -108,12 +109,14 @@ def sweep_text(a: Analysis, width: int, current: int) -> Text:
     else:
         out.append("no cliff: the answer differs at K = L", "dim")
     k_lo = int(np.nanargmin(lp)) if n else 0
+    scale = f"scale 0 to {bottom:g} nats".replace("-", "−")
+    lowest = f"lowest {lp[k_lo]:+.2f} at K={k_lo}".replace("-", "−")
     out.append("\n")
-    out.append(
-        f"log p of the baseline answer, scale 0 to {bottom:g} nats · K={current}: "
-        f"{lp[min(current, n - 1)]:+.2f} · lowest {lp[k_lo]:+.2f} at K={k_lo}".replace("-", "−"),
-        "dim",
-    )
+    out.append_text(first_fit([
+        Text(f"log p of the baseline answer · {scale} · {lowest}", "dim"),
+        Text(f"log p of the baseline answer · {scale}", "dim"),
+        Text(f"log p {scale}", "dim"),
+    ], width))
     return out
 
 
