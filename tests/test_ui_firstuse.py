@@ -172,4 +172,148 @@ async def test_notes_of_a_live_analysis_reach_the_status_line(tmp_path):
         assert "the toy model only answers" in app.status.text.plain
 
 
-_ = np  # numpy is used by the tests further down
+# --- the sweep's log p scale -----------------------------------------------------------------
+def with_sweep(logprob, cliff: int | None = 3, num_layers: int = 8):
+    from flowtui.engine.analysis import Sweep, cliff_layer
+
+    a = make_analysis(num_layers=num_layers)
+    lp = np.asarray(logprob, np.float32)
+    same = np.array([k >= cliff for k in range(num_layers + 1)]) if cliff is not None \
+        else np.zeros(num_layers + 1, bool)
+    a.set_sweep(Sweep(lp, same, ["x"] * len(lp), cliff_layer(same)))
+    return a
+
+
+def test_logp_scale_is_a_fixed_ladder():
+    from flowtui.ui.widgets.truncation_panel import logp_scale
+
+    assert [logp_scale(v) for v in (0.0, -0.02, -1.0, -1.5, -3.1, -7, -12, -400)] == \
+        [-1, -1, -1, -2, -5, -10, -20, -500]
+    assert logp_scale(float("-inf")) == -1000
+
+
+def test_a_tiny_drop_looks_tiny_and_the_scale_is_printed():
+    from flowtui.ui.widgets.truncation_panel import sweep_text
+
+    tiny = with_sweep([-0.12] + [-0.10] * 8)  # a drop of 0.02 nats
+    big = with_sweep([-3.1, -2.5, -1.0] + [-0.1] * 6)
+    t, b = sweep_text(tiny, 80, 0).plain, sweep_text(big, 80, 0).plain
+    assert "scale 0 to −1 nats" in t and "scale 0 to −5 nats" in b
+    # Two rows of blocks, 16 steps from −scale (empty) to 0 nats (full): the 0.02-nat drop moves
+    # the first K by at most one step; on the −5 scale the 3.1-nat drop leaves it below half.
+    first, last = height(t, 0), height(t, 8)
+    assert abs(first - last) <= 1 and first >= 13, (first, last)
+    assert height(b, 0) <= 7 and height(b, 8) >= 15
+    # The scale is the same ladder step for any analysis whose lowest value it holds.
+    other = with_sweep([-4.9] + [-0.1] * 8)
+    assert height(other, 0) == 1  # −4.9 of −5: a sliver
+    assert "scale 0 to −5 nats" in sweep_text(other, 80, 0).plain
+
+
+def height(plain_or_analysis, k: int) -> int:
+    """Blocks (0..16) of column K in a two-row sweep chart."""
+    from flowtui.ui.widgets.truncation_panel import LABEL_WIDTH, layer_columns, sweep_text
+
+    text = plain_or_analysis if isinstance(plain_or_analysis, str) else \
+        sweep_text(plain_or_analysis, 80, 0).plain
+    top, bottom = text.splitlines()[:2]
+    cw = layer_columns(9, 80 - LABEL_WIDTH - 9)  # nine K's in 80 columns, as sweep_text lays out
+    levels = " ▁▂▃▄▅▆▇█"
+    col = LABEL_WIDTH + k * cw
+    return levels.index(top[col]) + levels.index(bottom[col])
+
+
+async def test_reopened_sweep_is_drawn_to_the_panels_width():
+    app = FlowtuiApp(analysis=with_sweep([-3.0] + [-0.1] * 8), snapshot_path="s.flowtui")
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        width = app.truncation_panel.content_region.width
+        curve = app.query_one("#sweep-curve").text.plain.splitlines()
+        # Nine K's over the panel's width (not squashed into a 20-cell default).
+        assert len(curve[0].rstrip()) > width * 0.8, (len(curve[0]), width)
+
+
+# --- layout at every size -----------------------------------------------------------------------
+def shown(app, widget) -> str:
+    """The text a widget shows on screen, its content area row by row."""
+    lines = screen_lines(app)
+    r = widget.region
+    return "\n".join(lines[y][r.x:r.right] for y in range(r.y, r.bottom))
+
+
+@pytest.mark.parametrize("size", [(100, 30), (120, 40), (200, 60)])
+async def test_typed_k_and_strategy_keep_the_run_button_whole(size):
+    app = FlowtuiApp(analysis=make_analysis(num_layers=8),
+                     engine_factory=fake_factory(FakeEngine(num_layers=8)))
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        r_label, r_input = app.query_one("#trunc-r-label"), app.query_one("#trunc-r")
+        assert not r_label.display and not r_input.display  # R means nothing for `all`
+        await pilot.press("t", "4")
+        await pilot.pause()
+        for strategy in ("all", "top", "random"):
+            app.query_one("#trunc-strategy").value = strategy
+            await pilot.pause()
+            assert r_input.display == (strategy != "all")
+            button = app.query_one("#trunc-run")
+            panel = app.truncation_panel.content_region
+            assert button.region.right <= panel.right, strategy
+            assert "Run" in shown(app, button), strategy
+
+
+async def test_a_finished_run_is_listed_once_and_a_cancelled_sweep_leaves_nothing_behind():
+    engine = FakeEngine(num_layers=8, delay=0.1)
+    app = FlowtuiApp(analysis=make_analysis(num_layers=8), engine_factory=fake_factory(engine))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("t", "enter")
+        await settle(app, pilot)
+        text = shown(app, app.truncation_panel)
+        assert text.count("'No.'") == 1
+        await pilot.press("escape", "s")
+        await pilot.pause(0.3)
+        assert app.query_one("#sweep-progress").display
+        await pilot.press("x")
+        await settle(app, pilot)
+        assert not app.query_one("#sweep-progress").display
+        assert str(app.query_one("#sweep-label").content) == "sweep K=0..8"
+        assert "no sweep yet" in app.query_one("#sweep-curve").text.plain
+        assert "cancelled" not in app.status.text.plain and app.status.kind == "ready"
+        assert any("sweep cancelled" in n.message for n in app._notifications)
+
+
+async def test_80x24_shows_the_answer_panel_whole_and_every_footer_key():
+    app = FlowtuiApp(analysis=make_analysis(num_layers=12), snapshot_path="s.flowtui")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        answer = shown(app, app.answer_panel)
+        for part in ("Q Is there a red circle?", "A Yes.", "fake-lvlm", "cliff"):
+            assert part in answer, answer
+        footer = screen_lines(app)[-1]
+        for key in ("Layer", "Thr", "Colormap", "Mode", "Map", "Heads", "Sweep", "Export",
+                    "Help", "Quit"):
+            assert key in footer, footer
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30), (120, 40)])
+async def test_help_shows_every_key(size):
+    from flowtui.ui.app import KEY_BINDINGS
+    from flowtui.ui.screens import format_keys
+
+    app = FlowtuiApp(analysis=make_analysis())
+    async with app.run_test(size=size) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause()
+        box = app.screen.query_one("VerticalScroll")
+        text = shown(app, box)
+        for b in KEY_BINDINGS:
+            assert f"{format_keys(b.key)}  " in text, (b.key, text)
+
+
+async def test_200x60_sparklines_fill_the_flow_panel():
+    app = FlowtuiApp(analysis=make_analysis(num_layers=8))
+    async with app.run_test(size=(200, 60)) as pilot:
+        await pilot.pause()
+        panel = app.flow_panel
+        rows = [line for line in panel.render().plain.splitlines() if line.startswith("image")]
+        assert len(rows[0].rstrip()) > 0.9 * panel.content_region.width
