@@ -317,3 +317,55 @@ async def test_200x60_sparklines_fill_the_flow_panel():
         panel = app.flow_panel
         rows = [line for line in panel.render().plain.splitlines() if line.startswith("image")]
         assert len(rows[0].rstrip()) > 0.9 * panel.content_region.width
+
+
+# --- the CAM on screen: true colours, the peak outlined -----------------------------------------
+def red_scene_with_a_hot_block():
+    """A pure red image whose CAM is hot on a 4x4 block of the 12x12 grid (peak at token 5*12+6)."""
+    a = make_analysis(num_layers=4)
+    a.image = np.zeros_like(a.image)
+    a.image[..., 0] = 255
+    a.cam_tokens[:] = 0.0
+    for r in range(4, 8):
+        a.cam_tokens[:, r * 12 + 4:r * 12 + 8] = 0.8
+    a.cam_tokens[:, 5 * 12 + 6] = 1.0
+    return a
+
+
+def frame_colours(app) -> set[tuple[int, int, int]]:
+    from flowtui.ui.widgets.image_panel import CamView
+
+    view = app.query_one(CamView)
+    pad = {c.get_truecolor() for c in (view.rich_style.color, view.rich_style.bgcolor) if c}
+    return {tuple(c.get_truecolor()) for strip in view.frame() for seg in strip
+            for c in (seg.style.color, seg.style.bgcolor) if c and c.get_truecolor() not in pad}
+
+
+@pytest.mark.parametrize("colormap", ["viridis", "jet"])
+async def test_overlay_on_screen_uses_only_colour_bar_colours_and_outlines_the_peak(colormap):
+    from flowtui.render.cells import PEAK_RGB
+    from flowtui.render.colormaps import apply_colormap, colormap_lut
+
+    app = FlowtuiApp(analysis=red_scene_with_a_hot_block())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        while app.view.colormap != colormap:
+            await pilot.press("c")
+        await pilot.pause()
+        assert app.view.mode == "overlay"
+        colours = frame_colours(app)
+        lut = {tuple(int(x) for x in rgb) for rgb in colormap_lut(colormap)}
+        greys = {c for c in colours if c[0] == c[1] == c[2]}
+        # Every pixel is the dimmed grey image, a colour of the colour bar, or the peak's frame:
+        # no red-tinted blend of heat and image.
+        assert colours <= greys | lut | {PEAK_RGB}, colours - greys - lut
+        hot = tuple(int(x) for x in apply_colormap(np.array([0.8]), colormap)[0])
+        assert hot in colours and greys  # the block's own colour, and the image under it
+        assert PEAK_RGB in colours  # the peak token's region is outlined
+        assert "□" in app.image_panel._border_subtitle.plain
+        await pilot.press("o")  # heatmap only: still the bar's colours and the frame
+        await pilot.pause()
+        assert PEAK_RGB in frame_colours(app)
+        await pilot.press("o")  # image only: no map, no frame
+        await pilot.pause()
+        assert PEAK_RGB not in frame_colours(app)
