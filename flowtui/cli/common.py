@@ -244,7 +244,7 @@ def check_model_options(args) -> None:
 
         ssh_argv(args.remote, args.remote_cmd or "flowtui")  # a bad host name fails here
         return
-    from flowtui.engine.loading import resolve_model_path, resolve_placement
+    from flowtui.engine.loading import check_placement, resolve_model_path
 
-    resolve_placement(args.device, args.dtype)
+    check_placement(args.device, args.dtype)
     resolve_model_path(args.model)

@@ -50,6 +50,9 @@ def load_engine(
     quantize: None|"4bit"|"8bit" (needs bitsandbytes). Raises FlowtuiError subclasses with a
     one-line message on any problem.
     """
+    if progress:
+        # Said before anything heavy: importing torch and transformers takes seconds.
+        progress(Progress("importing", 0, 0, "torch and transformers"))
     from flowtui.engine.families import adapter_class, adapter_for, supported_families
     from flowtui.engine.loading import (
         load_model,

@@ -11,14 +11,17 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from flowtui.engine.errors import InputError, ModelLoadError
 
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported only where a model is placed or loaded (or a GPU is named): checking the
+# options, and the explorer's first paint, must not wait the seconds importing it takes.
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
-DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"auto": None, "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,25 @@ def quiet_transformers() -> None:
     warnings.filterwarnings("ignore", message=".*requires torchvision.*")
 
 
+def check_placement(device: str = "auto", dtype: str = "auto") -> None:
+    """Refuse a bad --device/--dtype as resolve_placement would, importing torch only where a
+    GPU is named (only torch can say whether it is there): `auto` and `cpu` always place."""
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
+    if device in ("auto", "cpu"):
+        return
+    if device == "cuda" or device.startswith("cuda:"):
+        resolve_placement(device, dtype)
+        return
+    raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+
+
 def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
     """Turn the user's --device/--dtype into a placement, or raise InputError."""
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
+    import torch
+
     cuda = torch.cuda.is_available()
     device_map = None
     if device == "auto":
@@ -66,7 +84,7 @@ def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
     else:
         raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
     if DTYPES[dtype] is not None:
-        torch_dtype = DTYPES[dtype]
+        torch_dtype = getattr(torch, DTYPES[dtype])
     elif device.startswith("cuda"):
         torch_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     else:
@@ -165,6 +183,7 @@ def load_model(
     model_type: str | None = None,
 ) -> tuple[Any, Any]:
     """Load (model, processor) from a local folder, or raise ModelLoadError with one line."""
+    import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     from flowtui.engine import attention

@@ -387,8 +387,11 @@ class FlowtuiApp(App[int]):
                     "Reopen with `flowtui open FILE --model M` to rerun.",
                 )
         elif self.engine_factory is not None and self.image_path is not None:
+            # The image and a progress line come first; the engine worker's first act is the
+            # heavy import (torch, transformers), never on the path to this first frame.
             self.answer_panel.set_pending(self.question, "loading model…")
             self.image_panel.set_message("loading model…")
+            self.status.set_activity("loading model…")
             self._preview_worker(self.image_path)
             self._start(
                 "analyze",

@@ -9,6 +9,7 @@ from flowtui.textsafe import visible
 from flowtui.ui.widgets.text_view import TextView
 
 STAGE_LABELS = {
+    "importing": "importing",
     "loading": "loading model",
     "generating": "generating",
     "capturing": "capturing attention",
