@@ -149,9 +149,39 @@ def test_png_export(tmp_path):
     regions = grid_regions(8, 8, (0, 0, 8, 8))
     paths = save_cam_pngs(img, cams, regions, tmp_path / "out", colormap="jet")
     assert [p.name for p in paths] == ["layer-00.png", "layer-01.png", "layer-02.png"]
-    with Image.open(paths[0]) as im:
-        assert im.size == (336, 336) and im.mode == "RGB"
+    with Image.open(paths[1]) as im:
+        # A figure: the 336-pixel picture, a title above and a colour bar beside it.
+        assert im.width > 336 + 40 and im.height > 336 and im.mode == "RGB"
+        assert im.text["Title"] == "LLaVA-CAM · layer 1/2 · view image · overlay"
+        assert im.text["Colorbar"] == "jet · threshold 0.50"
+        assert "Peak" not in im.text  # no marks asked for
+        px = np.asarray(im)
     assert cam_overlay_image(img, cams[0], regions).shape == (336, 336, 3)
+    # The colour bar: a column right of the picture running through the colormap's colours.
+    lut = {tuple(int(c) for c in rgb) for rgb in colormap_lut("jet")}
+    right = px[:, int(px.shape[1] * 0.8):]
+    runs = [sum(tuple(int(c) for c in p) in lut for p in right[:, x]) for x in range(right.shape[1])]
+    assert max(runs) > 0.6 * px.shape[0]
+
+
+def test_png_export_of_a_scaled_map_names_its_scale_and_marks_the_peak(tmp_path):
+    img = np.full((30, 30, 3), 200, np.uint8)
+    regions = grid_regions(3, 3, (0, 0, 30, 30))
+    values = np.zeros((2, 9), np.float32)
+    values[:, 8] = 1.0
+    paths = save_cam_pngs(img, values, regions, tmp_path, views=["global"], mode="heatmap",
+                          threshold=0.0, colormap="viridis", what="attention",
+                          vmax=np.array([[0.25], [0.0125]], np.float32),
+                          marks=np.array([[8], [-1]]), notes=[["3 sinks"], [""]])
+    with Image.open(paths[0]) as first, Image.open(paths[1]) as second:
+        assert first.text["Title"] == "attention · layer 0/1 · view global · heatmap"
+        assert first.text["Colorbar"] == "viridis · 0..0.25"
+        assert second.text["Colorbar"] == "viridis · 0..0.0125"
+        assert first.text["Peak"] == "□ peak token" and first.text["Comment"] == "3 sinks"
+        assert "Peak" not in second.text
+        magenta = [(np.asarray(im) == PEAK_RGB).all(axis=-1).sum() for im in (first, second)]
+    # The peak's frame (and the magenta legend under the picture) only where it is marked.
+    assert magenta[0] > 100 and magenta[1] == 0
 
 
 def test_png_export_one_file_per_layer_and_view(tmp_path):

@@ -369,3 +369,35 @@ async def test_overlay_on_screen_uses_only_colour_bar_colours_and_outlines_the_p
         await pilot.press("o")  # image only: no map, no frame
         await pilot.pause()
         assert PEAK_RGB not in frame_colours(app)
+
+
+# --- p: PNGs of the map on screen -----------------------------------------------------------
+async def test_p_writes_the_map_on_screen_with_layer_view_and_colour_bar(tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    app = FlowtuiApp(analysis=make_analysis(num_layers=3, layout="tiles"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("c", "p")  # the CAM in jet
+        await pilot.pause()
+        await pilot.press("enter")
+        await settle(app, pilot)
+        await pilot.press("m", "k", "o", "p")  # the attention, sinks out, heatmap only
+        await pilot.pause()
+        await pilot.press("enter")
+        await settle(app, pilot)
+    cam_dir, att_dir = sorted(tmp_path.iterdir(), key=lambda p: "attention" in p.name)
+    assert "-cam-" in cam_dir.name and "-attention-" in att_dir.name
+    names = sorted(p.name for p in cam_dir.iterdir())
+    assert names == [f"layer-0{i}-{v}.png" for i in range(3) for v in ("global", "tiles")]
+    with Image.open(cam_dir / "layer-01-tiles.png") as im:
+        assert im.text["Title"] == "LLaVA-CAM · layer 1/2 · view tiles · overlay"
+        assert im.text["Colorbar"] == "jet · threshold 0.50"
+        assert im.text["Peak"] == "□ peak token"
+    with Image.open(cam_dir / "layer-02-tiles.png") as im:  # the fake's last CAM is all zero
+        assert "Peak" not in im.text
+    with Image.open(att_dir / "layer-01-global.png") as im:
+        assert im.text["Title"] == "attention of the answer · layer 1/2 · view global · heatmap"
+        assert im.text["Colorbar"].startswith("jet · 0..")
+        assert "sink token" in im.text["Comment"] and "excluded" in im.text["Comment"]
+        assert im.text["Peak"] == "□ peak token"

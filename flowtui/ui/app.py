@@ -51,7 +51,13 @@ from flowtui.ui.state import THRESHOLD_STEP, ViewState
 from flowtui.ui.themes import DEFAULT_THEME, load_themes
 from flowtui.ui.widgets.answer_panel import AnswerPanel
 from flowtui.ui.widgets.flow_panel import FlowPanel
-from flowtui.ui.widgets.image_panel import ImagePanel, analysis_map, map_key
+from flowtui.ui.widgets.image_panel import (
+    ImagePanel,
+    analysis_map,
+    map_key,
+    peak_token,
+    sinks_text,
+)
 from flowtui.ui.widgets.status_line import StatusLine, progress_text
 from flowtui.ui.widgets.truncation_panel import TruncationPanel
 
@@ -873,10 +879,24 @@ class FlowtuiApp(App[int]):
         try:
             mode = view.mode if view.mode != "image" else "overlay"
             key = map_key(view)
+            tmap = analysis_map(analysis, key)
+            layers, nviews = tmap.values.shape[0], len(analysis.views)
+            marks = np.full((layers, nviews), -1, np.int64)
+            notes = [[""] * nviews for _ in range(layers)]
+            for layer in range(layers):
+                for v in range(nviews):
+                    peak = peak_token(analysis, tmap, layer, v)
+                    marks[layer, v] = -1 if peak is None else peak
+                    if tmap.exclude_sinks:
+                        count = tmap.sink_count(layer, analysis.view_tokens(v))
+                        notes[layer][v] = f"{sinks_text(count)} (drawn in the top colour)"
+            cam = key[0] == "cam"
             paths = save_cam_pngs(
-                analysis.image, analysis_map(analysis, key).values, analysis.token_regions,
+                analysis.image, tmap.values, analysis.token_regions,
                 folder, analysis.token_views, analysis.views, mode,
                 map_threshold(key[0], view.threshold), view.colormap,
+                what="LLaVA-CAM" if cam else "attention of the answer",
+                vmax=None if cam else tmap.vmax, marks=marks, notes=notes,
             )
             self.post_message(ExportDone(f"{len(paths)} PNGs", folder))
         except Exception as exc:  # noqa: BLE001

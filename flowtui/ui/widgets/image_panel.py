@@ -185,7 +185,7 @@ def legend_text(
         what = [Text("attention", "bold")]
     else:
         what = [
-            Text.assemble(("attention", "bold"), " · ", (_sinks_text(sinks, "sinks"), "bold"),
+            Text.assemble(("attention", "bold"), " · ", (sinks_text(sinks, "sinks"), "bold"),
                           " k"),
             Text.assemble(("attention", "bold"), " ", (f"−{sinks} sink{'s' * (sinks != 1)}", "bold")),
             Text.assemble(("att.", "bold"), " ", (f"−{sinks}", "bold")),
@@ -196,7 +196,7 @@ def legend_text(
     return Text.assemble(bar, "\n", _fit_line("0", middles, rights, width))
 
 
-def _sinks_text(count: int, noun: str = "sink tokens") -> str:
+def sinks_text(count: int, noun: str = "sink tokens") -> str:
     """'3 sink tokens excluded' (the singular for one)."""
     if count == 1:
         noun = noun.replace("tokens", "token").replace("sinks", "sink")
@@ -299,7 +299,7 @@ class ImagePanel(Vertical):
         subtitles = [peak]
         if tmap.exclude_sinks:
             n = tmap.sink_count(v.layer, a.view_tokens(v.view))
-            subtitles = [f"{peak} · {_sinks_text(n)}", f"{peak} · {_sinks_text(n, 'sinks')}", peak]
+            subtitles = [f"{peak} · {sinks_text(n)}", f"{peak} · {sinks_text(n, 'sinks')}", peak]
         subtitle = Text(first_fit(subtitles, room))
         if subtitle.plain.startswith("□"):  # in the outline's own colour
             subtitle.stylize(Style(color=Color.from_rgb(*PEAK_RGB), bold=True), 0, 1)
