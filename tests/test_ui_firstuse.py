@@ -283,12 +283,16 @@ async def test_a_finished_run_is_listed_once_and_a_cancelled_sweep_leaves_nothin
 
 
 async def test_80x24_shows_the_answer_panel_whole_and_every_footer_key():
-    app = FlowtuiApp(analysis=make_analysis(num_layers=12), snapshot_path="s.flowtui")
+    app = FlowtuiApp(analysis=with_sweep([-3.0] + [-0.1] * 12, num_layers=12),
+                     snapshot_path="s.flowtui")
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         answer = shown(app, app.answer_panel)
         for part in ("Q Is there a red circle?", "A Yes.", "fake-lvlm", "cliff"):
             assert part in answer, answer
+        flow = shown(app, app.flow_panel).splitlines()
+        # The scale line fits its line, the cliff's number included (not wrapped onto the next).
+        assert any(line.rstrip(" │").endswith("▲ cliff 3") for line in flow), flow
         footer = screen_lines(app)[-1]
         for key in ("Layer", "Thr", "Colormap", "Mode", "Map", "Heads", "Sweep", "Export",
                     "Help", "Quit"):

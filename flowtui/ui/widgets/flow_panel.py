@@ -124,13 +124,17 @@ class FlowPanel(Widget):
                 if bottom:
                     out.append(f" {values[layer, g]:>{vw - 1}{fmt}}", Style(color=color, bold=True))
         out.append("\n")
+        # The longest form of the scale line that fits one line (the cliff kept to the last).
+        cliff = f" · ▲ cliff {a.cliff_layer}" if a.cliff_layer is not None else ""
         if self.view.per_token:
-            note = f"per token (share ÷ group size) · scale {lo:.1e}–{hi:.1e} shared"
+            scale = f"scale {lo:.1e}–{hi:.1e}"
+            notes = [f"per token (share ÷ group size) · {scale} shared{cliff}",
+                     f"per token · {scale} shared{cliff}", f"per token · {scale}{cliff}"]
         else:
-            note = f"scale {lo:.2f}–{hi:.2f} shared · Σ={a.shares[layer].sum():.3f}"
-        if a.cliff_layer is not None:
-            note += f" · ▲ cliff {a.cliff_layer}"
-        out.append(note, "dim")
+            scale = f"scale {lo:.2f}–{hi:.2f}"
+            total = f" · Σ={a.shares[layer].sum():.3f}"
+            notes = [f"{scale} shared{total}{cliff}", f"{scale}{total}{cliff}", f"{scale}{cliff}"]
+        out.append(next((n for n in notes if len(n) <= width), notes[-1]), "dim")
         if self.view.show_heads:
             out.append("\n")
             out.append_text(self._heads(a, layer, width))
