@@ -25,6 +25,7 @@ from remote_util import ROOT, assert_same_analysis, remote_cmd, subprocess_env
 import flowtui
 from flowtui.cli.common import RemoteFactory, quiet_log
 from flowtui.engine.errors import ModelLoadError, RemoteError
+from flowtui.remote.protocol import progress_from
 
 SAMPLE = ROOT / "sample_images" / "toy_scene_1.png"
 QUESTION = "Is there a red circle?"
@@ -102,22 +103,26 @@ async def test_explorer_over_ssh_survives_a_dropped_connection(ssh_env, warm_dae
         await pilot.press("t", "enter")
         await _settle(app, pilot)
         assert len(a.truncations) == 1
-        # The link goes down mid-sweep: ssh is killed at the sweep's first progress event (a
-        # toy sweep is too quick to catch from the event loop without a race).
-        engine, sweep = app.engine, app.engine.sweep
+        # The link goes down mid-sweep: ssh is killed when the sweep's first progress frame
+        # arrives, and nothing read after it is delivered (a toy sweep is quick: its result
+        # may already sit in the pipe, where a real dropped link would never have carried it).
+        conn = app.engine.conn
+        route, cut = conn._route, []
 
-        def sweep_then_drop(analysis, progress=None, **kwargs):
-            def on_progress(p):
+        def route_then_drop(frame):
+            if cut:
+                return
+            if frame.type == "progress":
+                p = progress_from(frame.header)
                 if p.stage == "sweep" and p.done >= 1:
-                    engine.conn.process.kill()
-                if progress is not None:
-                    progress(p)
+                    conn.process.kill()
+                    cut.append(frame)
+            route(frame)
 
-            return sweep(analysis, progress=on_progress, **kwargs)
-
-        engine.sweep = sweep_then_drop
+        conn._route = route_then_drop
         await pilot.press("escape", "s")
         await _settle(app, pilot)
+        assert cut, "the sweep sent no progress frame to cut at"
         messages = [n.message for n in app._notifications]
         assert any(f"connection to {HOST} lost" in m and "r reconnects" in m for m in messages)
         assert app.analysis is a and len(a.truncations) == 1 and a.sweep_same is None
