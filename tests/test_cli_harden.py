@@ -5,28 +5,18 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import zipfile
 from pathlib import Path
 
 import pytest
 from fake_engine import make_analysis
+from file_state import state
 from PIL import Image
 
 from flowtui.cli import main
 
 TOY = ["--model", "flowtui-toy"]
 HOSTILE = "\x1b]0;owned\x07\x1b[2J\x1b[5m\u202e\x9b"  # title, clear, blink, bidi, C1 CSI
-
-
-def state(folder: Path) -> dict[str, tuple]:
-    """Every entry under `folder`: kind, mode and bytes (what 'no file changed' compares)."""
-    out = {}
-    for p in sorted(folder.rglob("*")):
-        st = p.lstat()
-        data = p.read_bytes() if stat.S_ISREG(st.st_mode) else None
-        out[str(p.relative_to(folder))] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), data)
-    return out
 
 
 def no_controls(text: str) -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from fake_engine import make_analysis, make_image
+from file_state import state
 from PIL import Image
 
 import flowtui
@@ -26,16 +27,6 @@ from flowtui.engine.errors import SnapshotError
 @pytest.fixture(scope="module")
 def analysis():
     return make_analysis(num_layers=3, grid=(4, 4))
-
-
-def state(folder: Path) -> dict[str, tuple]:
-    """Every entry under `folder`: its kind, mode and bytes (what 'no file changed' compares)."""
-    out = {}
-    for p in sorted(folder.rglob("*")):
-        st = p.lstat()
-        data = p.read_bytes() if stat.S_ISREG(st.st_mode) else None
-        out[str(p.relative_to(folder))] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), data)
-    return out
 
 
 def temporaries(folder: Path) -> list[str]:

@@ -9,6 +9,7 @@ before anything is decoded.
 
 from __future__ import annotations
 
+import os
 import re
 import stat
 import warnings
@@ -76,17 +77,24 @@ def _bomb(path: Path, pixels: int | None) -> str:
 
 
 def _check_file(path: Path) -> None:
-    """Refuse what is not a regular file before opening it (opening a FIFO would hang)."""
+    regular_file(path, "image", InputError, found="an image file")
+
+
+def regular_file(path: Path, what: str, error: type[Exception], found: str | None = None
+                 ) -> os.stat_result:
+    """Stat `path` and refuse, with `error` and one line, anything but a regular file, before
+    it is opened (opening a FIFO would wait for a writer forever)."""
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise InputError(f"image not found: {path}") from None
+        raise error(f"{what} not found: {path}") from None
     except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise error(f"cannot read {path}: {exc.strerror or exc}") from None
     if stat.S_ISDIR(st.st_mode):
-        raise InputError(f"{path} is a directory, not an image")
+        raise error(f"{path} is a directory, not {'an' if what[0] in 'aeiou' else 'a'} {what}")
     if not stat.S_ISREG(st.st_mode):
-        raise InputError(f"{path} is a {special_kind(st.st_mode)}, not an image file")
+        raise error(f"{path} is a {special_kind(st.st_mode)}, not {found or 'a ' + what}")
+    return st
 
 
 def special_kind(mode: int) -> str:

@@ -39,7 +39,7 @@ from flowtui.engine.analysis import (
     grid_regions,
 )
 from flowtui.engine.errors import SnapshotError
-from flowtui.engine.images import MAX_PIXELS, special_kind
+from flowtui.engine.images import MAX_PIXELS, regular_file, special_kind
 from flowtui.engine.npy import NpyError, read_npy
 
 try:
@@ -402,16 +402,7 @@ def _what_is(head: bytes) -> str:
 def load_snapshot(path: str | Path) -> Analysis:
     """Read a `.flowtui` snapshot. Raises SnapshotError with a one-line reason on any problem."""
     path = Path(path)
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise SnapshotError(f"snapshot not found: {path}") from None
-    except OSError as exc:
-        raise SnapshotError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise SnapshotError(f"{path} is a directory, not a snapshot")
-    if not stat.S_ISREG(st.st_mode):  # opening a FIFO would wait for a writer forever
-        raise SnapshotError(f"{path} is a {special_kind(st.st_mode)}, not a snapshot")
+    regular_file(path, "snapshot", SnapshotError)
     try:
         with open(path, "rb") as fh:
             head = fh.read(512)
