@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import unicodedata
 
-# Bidirectional overrides and isolates reorder the text after them on screen.
-_BIDI = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C)}
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\e"}
 
 
@@ -26,14 +24,14 @@ def visible(text: object, keep_newlines: bool = False) -> str:
     format character shown as an escape (`\\e[2J`, `\\x07`, `\\u202e`); newlines kept only if
     asked (multi-line bodies), else shown as `\\n`."""
     s = str(text)
-    if s.isprintable() and not (_BIDI & set(s)):
-        return s  # the common case: nothing to do
+    if s.isprintable():
+        return s  # the common case; bidi overrides and isolates (Cf) are not printable
     out = []
     for ch in s:
         if ch == "\n" and keep_newlines:
             out.append(ch)
-        elif ch in _BIDI or (not ch.isprintable() and ch != " "
-                             and unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cn", "Zl", "Zp")):
+        elif (not ch.isprintable() and ch != " "
+              and unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cn", "Zl", "Zp")):
             out.append(_escape(ch))
         else:
             out.append(ch)
