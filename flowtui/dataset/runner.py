@@ -32,7 +32,7 @@ from flowtui.dataset.readers import DatasetSource, Row
 from flowtui.dataset.scoring import LabelError, Rule, get_rule
 from flowtui.dataset.summary import DELTA, curves_csv, summarise
 from flowtui.engine.analysis import cliff_layer
-from flowtui.engine.errors import Cancelled, FlowtuiError, InputError, SnapshotError
+from flowtui.engine.errors import Cancelled, FlowtuiError, InputError, SnapshotError, first_line
 from flowtui.engine.interface import Engine
 
 
@@ -41,7 +41,7 @@ class RunAborted(FlowtuiError):
 
 
 def one_line(exc: BaseException) -> str:
-    text = (str(exc).strip().splitlines() or [""])[0]
+    text = first_line(exc, None, "")
     if isinstance(exc, FlowtuiError):
         return text or type(exc).__name__
     line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -27,3 +27,11 @@ class RemoteError(FlowtuiError):
 
 class ConnectionLost(RemoteError):
     """The connection to a remote engine dropped; what was computed before it stays valid."""
+
+
+def first_line(exc: BaseException, limit: int | None = 300, default: str | None = None) -> str:
+    """The first non-blank line of an exception's message, cut to `limit` characters (for
+    one-line reasons quoting a library's error); `default` (else the type's name) when empty."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else (type(exc).__name__ if default is None else default)
+    return text if limit is None else text[:limit]

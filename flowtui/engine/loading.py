@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flowtui.engine.errors import InputError, ModelLoadError
+from flowtui.engine.errors import InputError, ModelLoadError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -149,13 +149,8 @@ def read_model_type(path: Path) -> str:
     return str(config["model_type"])
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
-
-
 def _value_error(path: Path, exc: Exception) -> str:
-    msg = _first_line(exc)
+    msg = first_line(exc, None)
     if "trust_remote_code" in msg:
         return f"cannot load {path}: this model needs custom code; pass --trust-remote-code if you trust it"
     return f"cannot load {path}: {msg}"
@@ -169,10 +164,10 @@ _WEIGHT_WORDS = ("safetensor", "deserializ", "no file named", "checkpoint", "sha
 def _weights_error(path: Path, exc: Exception) -> str:
     text = f"{type(exc).__name__} {exc}".lower()
     if any(w in text for w in _WEIGHT_WORDS):
-        return f"the weights in {path} are corrupt or incomplete ({_first_line(exc)})"
+        return f"the weights in {path} are corrupt or incomplete ({first_line(exc, None)})"
     if "validation" in text or "config" in text:
-        return f"the config in {path} is invalid ({type(exc).__name__}: {_first_line(exc)})"
-    return f"cannot load {path}: {type(exc).__name__}: {_first_line(exc)}"
+        return f"the config in {path} is invalid ({type(exc).__name__}: {first_line(exc, None)})"
+    return f"cannot load {path}: {type(exc).__name__}: {first_line(exc, None)}"
 
 
 def load_model(
@@ -213,7 +208,7 @@ def load_model(
         if "trust_remote_code" in str(exc):
             raise ModelLoadError(_value_error(path, exc)) from None
         raise ModelLoadError(
-            f"the config in {path} is invalid ({type(exc).__name__}: {_first_line(exc)})"
+            f"the config in {path} is invalid ({type(exc).__name__}: {first_line(exc, None)})"
         ) from None
     try:
         processor = load_processor(path, model_type or "", trust_remote_code)
@@ -221,15 +216,15 @@ def load_model(
         if "torchvision" in str(exc).lower():
             raise ModelLoadError(
                 f"cannot load {path}: its processor needs torchvision even for images "
-                f"({_first_line(exc)}); install torchvision where a build exists for this machine"
+                f"({first_line(exc, None)}); install torchvision where a build exists for this machine"
             ) from None
-        raise ModelLoadError(f"cannot load {path}: {_first_line(exc)}") from None
+        raise ModelLoadError(f"cannot load {path}: {first_line(exc, None)}") from None
     except Exception as exc:  # noqa: BLE001 - any failure here is the folder's, not a bug
         if "trust_remote_code" in str(exc):
             raise ModelLoadError(_value_error(path, exc)) from None
         raise ModelLoadError(
             f"the tokenizer or processor files in {path} are missing or unreadable "
-            f"({_first_line(exc)})"
+            f"({first_line(exc, None)})"
         ) from None
     try:
         model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)

@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from flowtui.engine.errors import first_line
+
 # .npy dtypes accepted: booleans and numbers. Object arrays would mean pickle.
 DTYPE_KINDS = "biuf"
 
@@ -34,7 +36,7 @@ def read_npy(data: bytes | bytearray | memoryview, name: str = "array") -> np.nd
         else:
             raise ValueError(f"unsupported .npy version {version}")
     except (ValueError, EOFError, SyntaxError, TypeError) as exc:
-        raise NpyError(f"{name} is not a valid .npy array: {_line(exc)}") from None
+        raise NpyError(f"{name} is not a valid .npy array: {first_line(exc)}") from None
     if dtype.hasobject:
         raise NpyError(f"{name} holds pickled objects; refusing it (arrays only)")
     if dtype.kind not in DTYPE_KINDS:
@@ -50,6 +52,3 @@ def read_npy(data: bytes | bytearray | memoryview, name: str = "array") -> np.nd
     return arr.reshape(shape, order="F" if fortran else "C")
 
 
-def _line(exc: BaseException) -> str:
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return text[:300]

@@ -38,7 +38,7 @@ from flowtui.engine.analysis import (
     cliff_layer,
     grid_regions,
 )
-from flowtui.engine.errors import SnapshotError
+from flowtui.engine.errors import SnapshotError, first_line
 from flowtui.engine.images import MAX_PIXELS, regular_file, special_kind
 from flowtui.engine.npy import NpyError, read_npy
 
@@ -440,11 +440,8 @@ def load_snapshot(path: str | Path) -> Analysis:
             NotImplementedError) as exc:
         # ValueError: JSON that is not UTF-8 or not JSON; NotImplementedError: an unknown
         # compression method.
-        raise SnapshotError(f"{path} is corrupt: {type(exc).__name__}: {_line(exc)}") from None
-
-
-def _line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [""])[0][:200]
+        reason = first_line(exc, 200, "")
+        raise SnapshotError(f"{path} is corrupt: {type(exc).__name__}: {reason}") from None
 
 
 # --- decoding: every field checked ---------------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from flowtui.engine.analysis import Analysis, ModelInfo, Progress, Sweep, TruncationRun
-from flowtui.engine.errors import RemoteError
+from flowtui.engine.errors import RemoteError, first_line
 from flowtui.engine.npy import DTYPE_KINDS, NpyError, read_npy
 
 MAGIC = b"FTUI"
@@ -112,11 +112,6 @@ def decode_array(data: bytes | bytearray | memoryview, name: str = "part") -> np
         raise ProtocolError(str(exc)) from None
 
 
-def _line(exc: BaseException) -> str:
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return text[:300]
-
-
 # --- frames ------------------------------------------------------------------------------------
 class FrameReader:
     """Reads frames from a binary stream; after a bad frame, the next read resynchronises on the
@@ -196,7 +191,7 @@ class FrameReader:
             header = json.loads(bytes(self._buf[lengths_end:lengths_end + hlen]).decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             # RecursionError: JSON nested deeper than Python's stack (a hostile header).
-            raise self._resync(f"frame header is not UTF-8 JSON: {_line(exc)}") from None
+            raise self._resync(f"frame header is not UTF-8 JSON: {first_line(exc)}") from None
         if len(self._buf) == total:  # the usual case: no copy of a large frame
             data, self._buf = self._buf, bytearray()
         else:
@@ -342,7 +337,7 @@ def analysis_from(manifest: Any, parts: dict[str, np.ndarray], image: np.ndarray
     try:
         return decode_analysis(manifest, arrays, image)
     except (KeyError, TypeError, ValueError, IndexError, RemoteError) as exc:
-        raise ProtocolError(f"bad analysis: {type(exc).__name__}: {_line(exc)}", rid,
+        raise ProtocolError(f"bad analysis: {type(exc).__name__}: {first_line(exc)}", rid,
                             "input") from None
     except Exception as exc:  # SnapshotError and kin: already one line
-        raise ProtocolError(f"bad analysis: {_line(exc)}", rid, "input") from None
+        raise ProtocolError(f"bad analysis: {first_line(exc)}", rid, "input") from None
