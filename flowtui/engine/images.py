@@ -13,7 +13,10 @@ import os
 import re
 import stat
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -43,36 +46,47 @@ def load_image_notes(image: ImageLike) -> tuple[Image.Image, list[str]]:
     path = Path(image)
     _check_file(path)
     try:
-        with warnings.catch_warnings():
-            # flowtui applies its own limit below; Pillow's warning would only add noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-                if w * h > MAX_PIXELS:
-                    raise InputError(_bomb(path, w * h))
-                notes = []
-                frames = getattr(im, "n_frames", 1)
-                if frames > 1:
-                    im.seek(0)
-                    notes.append(f"used the first of {frames} frames")
-                im.load()  # decode now, so a truncated file fails here and not mid-analysis
-                rgb, more = to_rgb(im)
-                return rgb, notes + more
+        with open_bounded(path, str(path), InputError) as im:
+            notes = []
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:
+                im.seek(0)
+                notes.append(f"used the first of {frames} frames")
+            im.load()  # decode now, so a truncated file fails here and not mid-analysis
+            rgb, more = to_rgb(im)
+            return rgb, notes + more
     except InputError:
         raise
     except UnidentifiedImageError:
         raise InputError(f"{path} is not an image file flowtui can read") from None
-    except Image.DecompressionBombError as exc:
-        # Pillow refuses at open() already; its message carries the declared size.
-        found = re.search(r"\((\d+) pixels\)", str(exc))
-        raise InputError(_bomb(path, int(found.group(1)) if found else None)) from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise InputError(f"{path} is corrupt or truncated: {exc}") from None
 
 
-def _bomb(path: Path, pixels: int | None) -> str:
+@contextmanager
+def open_bounded(src: str | Path | BinaryIO, subject: str, error: type[Exception],
+                 formats: list[str] | None = None) -> Iterator[Image.Image]:
+    """`Image.open` under flowtui's pixel limit: an image declaring more than MAX_PIXELS is
+    refused with `error`, naming `subject`, before anything is decoded."""
+    with warnings.catch_warnings():
+        # flowtui applies its own limit; Pillow's warning would only add noise.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(src, formats=formats)
+        except Image.DecompressionBombError as exc:
+            # Pillow refuses at open() already; its message carries the declared size.
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            raise error(_bomb(subject, int(found.group(1)) if found else None)) from None
+        with im:
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise error(_bomb(subject, w * h))
+            yield im
+
+
+def _bomb(subject: str, pixels: int | None) -> str:
     declared = f"{pixels / 1e6:,.0f} megapixels" if pixels else "more pixels"
-    return (f"{path} declares {declared}, more than flowtui decodes "
+    return (f"{subject} declares {declared}, more than flowtui decodes "
             f"({MAX_PIXELS / 1e6:.0f} megapixels); is it a decompression bomb?")
 
 
