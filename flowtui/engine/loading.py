@@ -156,6 +156,11 @@ def _value_error(path: Path, exc: Exception) -> str:
     return f"cannot load {path}: {msg}"
 
 
+def _unless_remote_code(path: Path, exc: Exception, message: str) -> str:
+    """`message`, unless the failure is transformers asking for the model's own code."""
+    return _value_error(path, exc) if "trust_remote_code" in str(exc) else message
+
+
 # Words in the errors transformers, safetensors and torch raise for damaged or missing weights.
 _WEIGHT_WORDS = ("safetensor", "deserializ", "no file named", "checkpoint", "shard", "eof",
                  "pytorchstreamreader", "zip archive", "size mismatch", "incomplete", "truncat")
@@ -203,13 +208,13 @@ def load_model(
     elif placement.device_map:
         kwargs["device_map"] = placement.device_map
     try:
-        AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+        # Read once, checked here and handed to the model (not parsed a second time).
+        kwargs["config"] = AutoConfig.from_pretrained(
+            path, trust_remote_code=trust_remote_code, local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure here is the folder's, not a bug
-        if "trust_remote_code" in str(exc):
-            raise ModelLoadError(_value_error(path, exc)) from None
-        raise ModelLoadError(
+        raise ModelLoadError(_unless_remote_code(path, exc, (
             f"the config in {path} is invalid ({type(exc).__name__}: {first_line(exc, None)})"
-        ) from None
+        ))) from None
     try:
         processor = load_processor(path, model_type or "", trust_remote_code)
     except ImportError as exc:
@@ -220,12 +225,10 @@ def load_model(
             ) from None
         raise ModelLoadError(f"cannot load {path}: {first_line(exc, None)}") from None
     except Exception as exc:  # noqa: BLE001 - any failure here is the folder's, not a bug
-        if "trust_remote_code" in str(exc):
-            raise ModelLoadError(_value_error(path, exc)) from None
-        raise ModelLoadError(
+        raise ModelLoadError(_unless_remote_code(path, exc, (
             f"the tokenizer or processor files in {path} are missing or unreadable "
             f"({first_line(exc, None)})"
-        ) from None
+        ))) from None
     try:
         model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
     except (MemoryError, torch.OutOfMemoryError):
