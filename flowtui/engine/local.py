@@ -7,7 +7,7 @@ import string
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,6 +41,9 @@ from flowtui.toy.scenes import COLOURS, SHAPES, parse_question
 
 STRATEGIES = ("all", "top", "random")
 
+# Per layer: its keys and values over the whole sequence.
+_KV = dict[int, tuple[torch.Tensor, torch.Tensor]]
+
 
 def _noop(_: Progress) -> None:
     pass
@@ -59,7 +62,7 @@ class _State:
     hidden: list[torch.Tensor]  # hidden[K]: input of layer K over the full sequence, [1, P+T, D]
     logits: torch.Tensor  # [T + 1, V] float32 at the answer queries and the last position
     rank_attention: np.ndarray  # [L, N_feat] last prompt position -> feature tokens
-    kv: dict[int, tuple[torch.Tensor, torch.Tensor]]  # per layer keys/values over the sequence
+    kv: _KV  # per layer keys/values over the sequence
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -511,9 +514,10 @@ class LocalEngine:
 
     def _logits_from_layer(
         self, st: _State, trunc: attention.Truncation
-    ) -> tuple[torch.Tensor, dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+    ) -> tuple[torch.Tensor, Callable[[], _KV]]:
         """Teacher-forced logits (answer queries + last position) with layers >= K truncated,
-        and the keys/values of every layer under that truncation.
+        and a function giving the keys/values of every layer under that truncation (only
+        decoding needs them, only where the answer departs from the baseline).
 
         Layers below K see exactly what the baseline saw, so their output is reused: only layers
         K..L-1 run, from the stored input of layer K.
@@ -533,7 +537,7 @@ class LocalEngine:
             out = self.adapter.text_model(*st.text_args, **kwargs)
         kv = {i: st.kv[i] if i < K else kv[i] for i in range(self.adapter.num_layers)}
         last = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-        return self.adapter.logits(last[0, -T1:]).float(), kv
+        return self.adapter.logits(last[0, -T1:]).float(), lambda: kv
 
     def _kept_positions(self, st: _State, trunc: attention.Truncation) -> torch.Tensor | None:
         """The positions a rerun from K must compute, or None to run the full sequence.
@@ -564,7 +568,7 @@ class LocalEngine:
 
     def _logits_from_layer_kept(
         self, st: _State, trunc: attention.Truncation, keep: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+    ) -> tuple[torch.Tensor, Callable[[], _KV]]:
         """_logits_from_layer on the kept positions only (see _kept_positions). The keys and
         values it returns span the full sequence again: the masked positions keep the
         baseline's, which decoding under the same truncation never reads."""
@@ -590,15 +594,19 @@ class LocalEngine:
             attention.recording_kv() as kv,
         ):
             out = self.adapter.text_model(**kwargs)
-        full: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        for i in range(self.adapter.num_layers):
-            if i < K:
-                full[i] = st.kv[i]
-                continue
-            k, v = (t.clone() for t in st.kv[i])
-            k[:, :, idx.to(k.device)] = kv[i][0].to(k.dtype)
-            v[:, :, idx.to(v.device)] = kv[i][1].to(v.dtype)
-            full[i] = (k, v)
+
+        def full() -> _KV:  # full-length copies, built only if decoding continues
+            spans: _KV = {}
+            for i in range(self.adapter.num_layers):
+                if i < K:
+                    spans[i] = st.kv[i]
+                    continue
+                k, v = (t.clone() for t in st.kv[i])
+                k[:, :, idx.to(k.device)] = kv[i][0].to(k.dtype)
+                v[:, :, idx.to(v.device)] = kv[i][1].to(v.dtype)
+                spans[i] = (k, v)
+            return spans
+
         last = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         return self.adapter.logits(last[0, -T1:]).float(), full
 
@@ -639,7 +647,7 @@ class LocalEngine:
         self,
         st: _State,
         trunc: attention.Truncation,
-        kv: dict[int, tuple[torch.Tensor, torch.Tensor]],
+        kv: _KV,
         ids: list[int],
         budget: int,
         on_ids=None,
@@ -697,7 +705,7 @@ class LocalEngine:
             if on_token:
                 on_token(self._decode(b))
             return b, float(lp.sum()), True
-        logits, kv = self._logits_from_layer(st, trunc)
+        logits, kv_of = self._logits_from_layer(st, trunc)
         logprob, j, token = self._compare(a, logits)
         if j is None:
             if on_token:
@@ -714,7 +722,7 @@ class LocalEngine:
                 if on_token:
                     on_token(self._decode(ids + new))
 
-            ids = ids + self._continue(st, trunc, kv, ids, budget, on_ids, cancel)
+            ids = ids + self._continue(st, trunc, kv_of(), ids, budget, on_ids, cancel)
         ids, _ = self._split_eos(ids)
         return ids, logprob, False
 
