@@ -42,6 +42,15 @@ class Layout:
         return cls(regions, [view], np.zeros(rows * cols, dtype=np.int16), (rows, cols))
 
     @classmethod
+    def through(
+        cls, aff: Affine, rows: int, cols: int, box: tuple[float, float, float, float],
+        width: int, height: int, view: str = "image",
+    ) -> Layout:
+        """One rows x cols grid over `box` of the processed image, laid on the original one."""
+        regions = regions_through(aff, rows, cols, box, width, height)
+        return cls(regions, [view], np.zeros(rows * cols, dtype=np.int16), (rows, cols))
+
+    @classmethod
     def concat(cls, parts: list[tuple[str, np.ndarray]]) -> Layout:
         """Join per-view region blocks, in sequence order; a view name may recur."""
         views: list[str] = []
@@ -110,6 +119,13 @@ def clip_regions(regions: np.ndarray, width: int, height: int) -> np.ndarray:
     empty = (r[:, 2] - r[:, 0] <= 1e-6) | (r[:, 3] - r[:, 1] <= 1e-6)
     r[empty] = np.nan
     return r.astype(np.float32)
+
+
+def regions_through(aff: Affine, rows: int, cols: int, box: tuple[float, float, float, float],
+                    width: int, height: int) -> np.ndarray:
+    """A rows x cols grid over `box` of the processed image, as (clipped) regions of the
+    original image, through the inverse of the processor's geometry `aff`."""
+    return clip_regions(aff.invert(grid_regions(rows, cols, box)), width, height)
 
 
 def stretch_box(width: int, height: int) -> tuple[float, float, float, float]:

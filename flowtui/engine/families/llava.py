@@ -10,9 +10,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from flowtui.engine.analysis import grid_regions
 from flowtui.engine.errors import InputError
-from flowtui.engine.families.base import Affine, FamilyAdapter, Layout, clip_regions, field
+from flowtui.engine.families.base import (
+    Affine,
+    FamilyAdapter,
+    Layout,
+    field,
+    regions_through,
+)
 
 
 def resized_size(width: int, height: int, size) -> tuple[int, int]:
@@ -63,9 +68,10 @@ class LlavaAdapter(FamilyAdapter):
                 f"({vc.image_size}px / patch {vc.patch_size})"
             )
         aff, (w, h) = clip_pipeline(self.processor.image_processor, width, height)
-        regions = clip_regions(aff.invert(grid_regions(side, side, (0, 0, w, h))), width, height)
+        if n == side * side:
+            return Layout.through(aff, side, side, (0, 0, w, h), width, height)
+        regions = regions_through(aff, side, side, (0, 0, w, h), width, height)
         if n == side * side + 1:
             # The "full" feature strategy keeps the CLS token first: it has no region.
             regions = np.concatenate([np.full((1, 4), np.nan, np.float32), regions])
             return Layout(regions, ["image"], np.zeros(n, dtype=np.int16))
-        return Layout(regions, ["image"], np.zeros(n, dtype=np.int16), (side, side))

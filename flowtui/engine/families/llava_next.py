@@ -20,9 +20,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from flowtui.engine.analysis import grid_regions
 from flowtui.engine.errors import InputError
-from flowtui.engine.families.base import Affine, FamilyAdapter, Layout, clip_regions, field
+from flowtui.engine.families.base import (
+    Affine,
+    FamilyAdapter,
+    Layout,
+    field,
+    regions_through,
+)
 from flowtui.engine.families.llava import resized_size
 
 
@@ -82,12 +87,6 @@ def patch_pipeline(ip: Any, aff: Affine, size: tuple[int, int]) -> tuple[Affine,
     return aff, size
 
 
-def tower_regions(aff: Affine, side: int, patch: int, width: int, height: int) -> np.ndarray:
-    """The side x side patch features of one tower input, as regions of the original image."""
-    boxes = grid_regions(side, side, (0, 0, side * patch, side * patch))
-    return clip_regions(aff.invert(boxes), width, height)
-
-
 def interpolation_support(n_in: int, n_out: int) -> list[np.ndarray]:
     """For each of `n_out` outputs of a 1-D bilinear resize (align_corners=False) of `n_in`
     inputs, the inputs with a non-zero weight: the model's own interpolate on one-hot rows."""
@@ -138,7 +137,8 @@ class LlavaNextAdapter(FamilyAdapter):
         # The base: the whole image stretched to the tower's size.
         aff, got = patch_pipeline(ip, Affine().resize((width, height), (base_w, base_h)),
                                   (base_w, base_h))
-        base = tower_regions(aff, side, patch, width, height)
+        tower_grid = (side, side, (0, 0, side * patch, side * patch), width, height)
+        base = regions_through(aff, *tower_grid)
 
         # The tiles: resized into the best pinpoint, padded (centred), cut into tile x tile.
         best = select_best_resolution(orig, ip.image_grid_pinpoints)
@@ -159,9 +159,8 @@ class LlavaNextAdapter(FamilyAdapter):
             for j, x in enumerate(starts_x):
                 cut = (min(x + tile, best[1]) - x, min(y + tile, best[0]) - y)
                 aff, _ = patch_pipeline(ip, placed.crop(x, y), cut)
-                raster[i * side:(i + 1) * side, j * side:(j + 1) * side] = tower_regions(
-                    aff, side, patch, width, height
-                ).reshape(side, side, 4)
+                raster[i * side:(i + 1) * side, j * side:(j + 1) * side] = regions_through(
+                    aff, *tower_grid).reshape(side, side, 4)
         r0, r1, c0, c1 = unpad_bounds(orig, raster.shape[:2])
         raster = raster[r0:r1, c0:c1]
         shrink = self.downsample(*raster.shape[:2])

@@ -9,12 +9,10 @@ into one [IMG] feature each. The prompt holds one row of [IMG] per merged row, e
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from flowtui.engine.analysis import grid_regions
 from flowtui.engine.errors import InputError
-from flowtui.engine.families.base import Affine, FamilyAdapter, Layout, clip_regions, field
+from flowtui.engine.families.base import Affine, FamilyAdapter, Layout, field
 
 
 class Mistral3Adapter(FamilyAdapter):
@@ -42,6 +40,4 @@ class Mistral3Adapter(FamilyAdapter):
         aff = Affine()
         if field(self.processor.image_processor, "do_resize", True):
             aff = aff.resize((width, height), (w, h))
-        boxes = grid_regions(rows, cols, (0, 0, cols * step, rows * step))
-        regions = clip_regions(aff.invert(boxes), width, height)
-        return Layout(regions, ["image"], np.zeros(n, dtype=np.int16), (rows, cols))
+        return Layout.through(aff, rows, cols, (0, 0, cols * step, rows * step), width, height)

@@ -10,13 +10,11 @@ decoder soft-caps the final logits, which the model's forward applies after the 
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from PIL import Image
 
-from flowtui.engine.analysis import grid_regions
 from flowtui.engine.errors import InputError
-from flowtui.engine.families.base import Affine, FamilyAdapter, Layout, clip_regions
+from flowtui.engine.families.base import Affine, FamilyAdapter, Layout
 
 
 class PaliGemmaAdapter(FamilyAdapter):
@@ -57,7 +55,5 @@ class PaliGemmaAdapter(FamilyAdapter):
                 f"tower ({vc.image_size}px / patch {patch})"
             )
         tower_h, tower_w = (int(s) for s in inputs["pixel_values"].shape[-2:])
-        cells = grid_regions(side, side, (0, 0, side * patch, side * patch))
         aff = Affine().resize((width, height), (tower_w, tower_h))
-        regions = clip_regions(aff.invert(cells), width, height)
-        return Layout(regions, ["image"], np.zeros(n, dtype=np.int16), (side, side))
+        return Layout.through(aff, side, side, (0, 0, side * patch, side * patch), width, height)

@@ -12,12 +12,10 @@ its M-RoPE positions; reruns reuse the captured positions, so nothing here handl
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from flowtui.engine.analysis import grid_regions
 from flowtui.engine.errors import InputError
-from flowtui.engine.families.base import Affine, FamilyAdapter, Layout, clip_regions, field
+from flowtui.engine.families.base import Affine, FamilyAdapter, Layout, field
 
 
 class Qwen2VLAdapter(FamilyAdapter):
@@ -52,9 +50,7 @@ class Qwen2VLAdapter(FamilyAdapter):
         # multiples of patch x merge, so the grid gives the size whatever min/max pixels were.
         resized = (gw * patch, gh * patch)
         aff = Affine().resize((width, height), resized)
-        regions = aff.invert(grid_regions(rows, cols, (0, 0, *resized)))
-        regions = clip_regions(regions, width, height)
-        return Layout(regions, ["image"], np.zeros(rows * cols, dtype=np.int16), (rows, cols))
+        return Layout.through(aff, rows, cols, (0, 0, *resized), width, height)
 
 
 class Qwen25VLAdapter(Qwen2VLAdapter):
