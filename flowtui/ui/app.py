@@ -27,7 +27,7 @@ from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
 from flowtui.engine.analysis import Analysis, Progress, ProgressFn
-from flowtui.engine.errors import Cancelled, ConnectionLost, FlowtuiError
+from flowtui.engine.errors import Cancelled, ConnectionLost, FlowtuiError, InputError
 from flowtui.engine.interface import Engine
 from flowtui.render.cells import DISPLAY_MODES
 from flowtui.render.colormaps import COLORMAPS, next_colormap
@@ -680,11 +680,15 @@ class FlowtuiApp(App[int]):
     @work(thread=True, exit_on_error=False, group="preview")
     def _preview_worker(self, image: str) -> None:
         try:
-            from PIL import Image
+            from flowtui.engine.images import open_bounded, regular_file, to_rgb
 
-            with Image.open(image) as im:
+            # The engine's checks and conversion (no FIFO opened, EXIF applied, 16-bit scaled),
+            # so the preview is the image the analysis will show.
+            regular_file(Path(image), "image", InputError)
+            with open_bounded(image, image, InputError) as im:
                 im.thumbnail((512, 512))
-                self.post_message(ImagePreview(np.asarray(im.convert("RGB"))))
+                rgb, _ = to_rgb(im)
+            self.post_message(ImagePreview(np.asarray(rgb)))
         except Exception:  # noqa: BLE001 - the engine reports bad images properly
             pass
 
