@@ -103,16 +103,26 @@ def run_parser(prog: str) -> argparse.ArgumentParser:
     return p
 
 
+def _delta(args: argparse.Namespace) -> float:
+    """--delta, checked; DELTA when not given (0 is a valid delta)."""
+    from flowtui.dataset.summary import DELTA
+    from flowtui.engine.errors import InputError
+
+    if args.delta is None:
+        return DELTA
+    if not 0 <= args.delta < 1:
+        raise InputError(f"--delta must be in [0, 1), got {args.delta}")
+    return args.delta
+
+
 def cmd_run(argv: list[str], prog: str) -> int:
     args = run_parser(prog).parse_args(argv)
     from flowtui.dataset.dist import from_env
     from flowtui.dataset.readers import open_dataset
     from flowtui.dataset.runner import RunAborted, build_config, check_out, run_dataset
-    from flowtui.dataset.summary import DELTA, format_table
-    from flowtui.engine.errors import InputError
+    from flowtui.dataset.summary import format_table
 
-    if args.delta is not None and not 0 <= args.delta < 1:
-        raise InputError(f"--delta must be in [0, 1), got {args.delta}")
+    delta = _delta(args)
     check_model_options(args)
     source = open_dataset(args.data, args.format, args.images, args.image_column,
                           args.question_column, args.answer_column, args.id_column, args.split)
@@ -127,7 +137,7 @@ def cmd_run(argv: list[str], prog: str) -> int:
     args.device = dist.device_for(args.device)
     try:
         summary = run_dataset(source, config, lambda: engine_factory(args)(None), out,
-                              resume=args.resume, dist=dist, delta=args.delta or DELTA,
+                              resume=args.resume, dist=dist, delta=delta,
                               progress=not args.no_progress, argv=["flowtui", "dataset", "run",
                                                                    *argv])
     except RunAborted as exc:
@@ -158,16 +168,15 @@ def cmd_report(argv: list[str], prog: str) -> int:
     import json
 
     from flowtui.dataset.runner import RunAborted, finalize
-    from flowtui.dataset.summary import DELTA, format_table
+    from flowtui.dataset.summary import format_table
     from flowtui.engine.errors import InputError
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise InputError(f"no results folder {run_dir}")
-    if args.delta is not None and not 0 <= args.delta < 1:
-        raise InputError(f"--delta must be in [0, 1), got {args.delta}")
+    delta = _delta(args)
     try:
-        summary = finalize(run_dir, args.delta if args.delta is not None else DELTA,
+        summary = finalize(run_dir, delta,
                            plots=not args.no_plots)
     except RunAborted as exc:
         return fail(str(exc), 1)

@@ -8,7 +8,6 @@ seeds and the data hash. Each invocation (the first run and every --resume) is o
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import re
 import sys
@@ -16,6 +15,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from flowtui.dataset.readers import file_sha256
 
 PACKAGES = ("torch", "transformers", "accelerate", "datasets", "numpy", "pillow", "matplotlib",
             "tokenizers", "safetensors")
@@ -40,14 +41,6 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def weight_hashes(folder: Path, known: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """{file name: {sha256, bytes}} for the weight files of a model folder. `known` (a previous
     provenance's entry) is reused for files whose size and mtime are unchanged."""
@@ -65,7 +58,7 @@ def weight_hashes(folder: Path, known: dict[str, Any] | None = None) -> dict[str
         elif real.parent.name == "blobs" and _SHA256.match(real.name):
             entry["sha256"] = real.name  # the hub cache names LFS blobs by their sha256
         else:
-            entry["sha256"] = _sha256(real)
+            entry["sha256"] = file_sha256(real)
         out[f.name] = entry
     return out
 

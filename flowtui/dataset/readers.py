@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowtui.engine.errors import InputError
+from flowtui.engine.errors import InputError, first_line
 
 FORMATS = ("auto", "pope", "jsonl", "json", "csv", "parquet", "hf")
 POPE_KEYS = ("question_id", "image", "text", "label")
@@ -243,13 +243,13 @@ def _read_hf(path: Path, fmt: str, split: str | None) -> tuple[Any, str | None]:
             table = pq.read_table(path, memory_map=True)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds
             raise InputError(f"{path.name} is not a readable Parquet file: "
-                             f"{str(exc).splitlines()[0] if str(exc) else exc}") from None
+                             f"{first_line(exc, None)}") from None
         return datasets.Dataset(table), None
     try:
         ds = datasets.load_from_disk(str(path))
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"{path} is not a readable save_to_disk folder: "
-                         f"{str(exc).splitlines()[0] if str(exc) else exc}") from None
+                         f"{first_line(exc, None)}") from None
     if isinstance(ds, datasets.DatasetDict):
         names = list(ds)
         if split is None and len(names) == 1:
