@@ -115,6 +115,7 @@ async def test_enter_opens_the_snapshot_and_d_comes_back(snap_run):
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await _ready(app, pilot)
         await pilot.press("down", "enter")
+        await app.workers.wait_for_complete()  # the snapshot is read off the UI thread
         await pilot.pause()
         rec = snap_run.records[1]
         assert not isinstance(app.screen, DatasetScreen)

@@ -11,12 +11,13 @@ this module only adds the screen and what happens on Enter.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rich.style import Style
 from rich.text import Text
-from textual import events
+from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
@@ -369,27 +370,44 @@ class DatasetApp(FlowtuiApp):
             self.notify(f"busy with {self.busy}; x cancels it", severity="warning")
             return
         snapshot = self.run.snapshot_path(rec)
+        if snapshot is None and self.engine_factory is None:
+            self.notify(f"sample {rec['id']} has no snapshot (the run had no --snapshots); pass "
+                        "--model M or --run-model to analyse it", severity="warning", timeout=8)
+            return
+        self._open_sample_worker(rec, snapshot)
+
+    @work(thread=True, exit_on_error=False, group="sample", exclusive=True)
+    def _open_sample_worker(self, rec: dict[str, Any], snapshot: Path | None) -> None:
+        # Reading a snapshot (zip, arrays, PNG) or a dataset row (the dataset opened, its image
+        # decoded) takes time: off the UI thread, then back to it to show the result.
         if snapshot is not None:
             from flowtui.engine.snapshot import load_snapshot
 
             try:
                 analysis = load_snapshot(snapshot)
             except Exception as exc:  # noqa: BLE001 - the browser must survive a bad file
-                self.notify(one_line(exc), title="cannot open the snapshot", severity="error")
+                self.call_from_thread(self.notify, one_line(exc),
+                                      title="cannot open the snapshot", severity="error")
                 return
-            self._to_explorer(rec)
-            self._show_analysis(analysis)
-            self.status.set_activity(f"sample {rec['id']} from {snapshot.name} · d: back to the "
-                                     "dataset", "ready")
-            return
-        if self.engine_factory is None:
-            self.notify(f"sample {rec['id']} has no snapshot (the run had no --snapshots); pass "
-                        "--model M or --run-model to analyse it", severity="warning", timeout=8)
+            self.call_from_thread(self._open_stored, rec, snapshot, analysis)
             return
         try:
             image, question = self.run.sample_input(rec)
         except FlowtuiError as exc:
-            self.notify(one_line(exc), title="cannot read the sample", severity="error")
+            self.call_from_thread(self.notify, one_line(exc), title="cannot read the sample",
+                                  severity="error")
+            return
+        self.call_from_thread(self._analyse_sample, rec, image, question)
+
+    def _open_stored(self, rec: dict[str, Any], snapshot: Path, analysis) -> None:
+        self._to_explorer(rec)
+        self._show_analysis(analysis)
+        self.status.set_activity(f"sample {rec['id']} from {snapshot.name} · d: back to the "
+                                 "dataset", "ready")
+
+    def _analyse_sample(self, rec: dict[str, Any], image, question: str) -> None:
+        if self.busy is not None:  # something started while the sample was read
+            self.notify(f"busy with {self.busy}; x cancels it", severity="warning")
             return
         self._to_explorer(rec)
         self._pending = rec
