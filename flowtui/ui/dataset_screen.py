@@ -199,6 +199,7 @@ class DatasetScreen(Screen):
         self.predicate = parse_filter("")
         self.shown: list[dict[str, Any]] = []
         self._by_key = {str(r["index"]): r for r in run.records}
+        self._cells: dict[str, tuple] = {}  # each record's row, built once (records never change)
 
     def compose(self) -> ComposeResult:
         yield Static(self._header(), id="ds-header")
@@ -250,7 +251,10 @@ class DatasetScreen(Screen):
         self.shown = sorted(present, key=key, reverse=self.reverse) + sorted(missing, key=key)
         table.clear()
         for rec in self.shown:
-            table.add_row(*table_row(rec), key=str(rec["index"]))
+            row_key = str(rec["index"])
+            if row_key not in self._cells:
+                self._cells[row_key] = table_row(rec)
+            table.add_row(*self._cells[row_key], key=row_key)
         table.border_title = (f"samples: {len(self.shown)} of {len(self.run.records)} · sorted by "
                               f"{self.sort}{' (reversed)' if self.reverse else ''} · "
                               "⏎ opens in the explorer")
