@@ -16,11 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from transformers import DynamicCache
-from transformers.generation.streamers import BaseStreamer
 
 from flowtui import __version__
-from flowtui.engine import attention
+from flowtui.engine import attention, compat
 from flowtui.engine.analysis import (
     GROUPS,
     Analysis,
@@ -82,6 +80,12 @@ class _Skip(nn.Module):
         return hidden_states
 
 
+def _without_cache(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A captured call's kwargs with no cache under any name: a rerun is a fresh pass, and
+    handing a decoder both names makes transformers 5.24+ warn."""
+    return {k: v for k, v in kwargs.items() if k not in compat.CACHE_NAMES}
+
+
 def _detached(x: Any) -> Any:
     if isinstance(x, torch.Tensor):
         return x.detach()
@@ -92,7 +96,7 @@ def _detached(x: Any) -> Any:
     return x
 
 
-class _Streamer(BaseStreamer):
+class _Streamer(compat.BaseStreamer):
     """Calls back with all ids decoded so far (generate's first put is the prompt: skipped)."""
 
     def __init__(self, on_ids) -> None:
@@ -527,7 +531,7 @@ class LocalEngine:
         keep = self._kept_positions(st, trunc)
         if keep is not None:
             return self._logits_from_layer_kept(st, trunc, keep)
-        kwargs = {**st.text_kwargs, "use_cache": False, "past_key_values": None}
+        kwargs = {**_without_cache(st.text_kwargs), "use_cache": False}
         with (
             torch.no_grad(),
             self._from_layer(K, st.hidden[K]),
@@ -552,8 +556,8 @@ class LocalEngine:
         cfg = self.adapter.text_config
         if (not self.adapter.plain_text_inputs or st.text_args or trunc.masked.numel() == 0
                 or getattr(cfg, "sliding_window", None) or getattr(cfg, "use_sliding_window", 0)
-                or set(st.text_kwargs) - {"attention_mask", "position_ids", "past_key_values",
-                                          "inputs_embeds", "use_cache"}):
+                or {k for k, v in st.text_kwargs.items() if v is not None}
+                - {"attention_mask", "position_ids", "inputs_embeds", "use_cache"}):
             return None
         pos = st.text_kwargs.get("position_ids")
         mask = st.text_kwargs.get("attention_mask")
@@ -587,7 +591,7 @@ class LocalEngine:
             1, len(keep), dtype=torch.long, device=dev)
         kwargs = {"inputs_embeds": kw["inputs_embeds"][:, idx.to(kw["inputs_embeds"].device)],
                   "attention_mask": mask, "position_ids": pos[:, idx.to(pos.device)],
-                  "use_cache": False, "past_key_values": None}
+                  "use_cache": False}
         with (
             torch.no_grad(),
             self._from_layer(K, st.hidden[K][:, idx]),
@@ -657,7 +661,8 @@ class LocalEngine:
         everything before the last of them (baseline below K, the truncated pass from K on)."""
         n = st.prompt_len + len(ids) - 1
         text = self.adapter.text_model
-        cache = DynamicCache(config=self.adapter.text_config)
+        cache = compat.new_cache(self.adapter.text_config)
+        cache_arg = compat.cache_kwarg(text)
         for i in range(self.adapter.num_layers):
             # update() keeps each layer's own kind: a sliding layer trims to its window.
             cache.update(kv[i][0][:, :, :n], kv[i][1][:, :, :n], i)
@@ -669,7 +674,7 @@ class LocalEngine:
                     out = text(
                         input_ids=torch.tensor([[tok]], device=self.device),
                         position_ids=self._position_ids(st, n),
-                        past_key_values=cache,
+                        **{cache_arg: cache},
                         use_cache=True,
                     )
                 last = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
