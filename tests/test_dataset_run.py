@@ -284,7 +284,8 @@ def test_per_sample_errors_are_recorded_and_counted(tmp_path, capsys):
     with open(data, "a") as fh:
         fh.write("{oops\n")
     src = open_dataset(data)
-    cfg = build_config(src, None, max_new_tokens=4)
+    # The fake answers "Yes." / "No.": the first-word rule reads them (lmms-eval's pope does not).
+    cfg = build_config(src, None, max_new_tokens=4, scoring="pope-first-word")
     summary = run_dataset(src, cfg, ImageReadingFake(num_layers=4, cliff=2), tmp_path / "run")
     recs = results.read_records(tmp_path / "run" / "samples.jsonl")
     errors = {r["index"]: (r["stage"], r["error"]) for r in recs if "error" in r}
@@ -292,21 +293,28 @@ def test_per_sample_errors_are_recorded_and_counted(tmp_path, capsys):
         3: ("model", "RuntimeError: CUDA error: device-side assert triggered"),
         5: ("input", f"image not found: {data.parent / 'img' / 'missing.png'}"),
         6: ("input", "empty question in column 'text'"),
-        7: ("label", "pope cannot score this label: label 'perhaps' is not yes or no"),
+        7: ("label", "pope-first-word cannot score this label: label 'perhaps' is not yes or "
+                     "no"),
         8: ("input", "line 9 is not valid JSON (Expecting property name enclosed in double "
                      "quotes)"),
     }
     assert summary["errors"] == 5 and summary["samples"] == 4 and summary["rows"] == 9
     assert summary["errors_by_stage"] == {"input": 3, "label": 1, "model": 1}
-    # FakeEngine answers "Yes." from K = 2 on, "No." below: pope scores it against the labels.
+    # FakeEngine answers "Yes." from K = 2 on, "No." below, scored against the labels.
     labels = ["no", "yes", "no", "yes", "no"]
     ok = [i for i in range(5) if i != 3]
     want0 = np.mean([labels[i] == "no" for i in ok])
     assert summary["strategies"]["all"]["accuracy"][0] == pytest.approx(want0)
     assert summary["baseline_accuracy"] == pytest.approx(np.mean([labels[i] == "yes" for i in ok]))
+    # POPE's metrics beside accuracy: "No." below K = 2 reads as no, "Yes." from K = 2 on as yes;
+    # of the 4 scored samples one is labelled yes.
+    curve = summary["strategies"]["all"]
+    assert curve["yes_ratio"] == [0.0, 0.0, 1.0, 1.0, 1.0]
+    assert curve["recall"] == [0.0, 0.0, 1.0, 1.0, 1.0]
+    assert curve["precision"][4] == pytest.approx(1 / 4) and summary["baseline_f1"] == 0.4
     assert main(["dataset", "report", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
-    assert "4 samples scored with 'pope', 5 errors" in out and "dataset cliff" in out
+    assert "4 samples scored with 'pope-first-word', 5 errors" in out and "dataset cliff" in out
 
 
 def test_disk_full_stops_with_one_line_and_keeps_what_was_written(
