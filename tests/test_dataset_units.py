@@ -442,8 +442,10 @@ def test_torn_tail_is_cut_and_skipped(tmp_path):
 # --- the command ------------------------------------------------------------------------------
 @pytest.mark.parametrize("sub, words", [
     ("run", ("--resume", "--strategies", "pope-negation", "accelerate launch --multi_gpu",
+             "pope lmms-eval's POPE rule: the whole answer", "leave-one-out",
              "torchrun", "--images", "save_to_disk")),
-    ("report", ("--json", "other machines")),
+    ("report", ("--json", "other machines", "--scoring RULE", "RUN_DIR/scoring-RULE/",
+                "never touches the run's own files", "pope-first-word flowtui's own lenient")),
     ("show", ("--run-model", "Enter opens a sample")),
     ("toy", ("POPE-format", "--n")),
 ])
