@@ -285,6 +285,12 @@ def test_runs_scored_with_the_old_pope_read_as_pope_first_word():
     assert RunConfig.from_json(old).scoring == "pope-first-word"
     new = RunConfig(data={"path": "d"}, model={"name": "m"}, scoring="pope", strategies=["all"])
     assert RunConfig.from_json(new.to_json()).scoring == "pope"
+    for rule, rules in (("exact", 2), ("vqa", 1)):  # only vqa's old scores differ from today's
+        old["scoring"] = rule
+        assert RunConfig.from_json(old).scoring_rules == rules
+    s = summarise([_record(0, [0, 1])], "vqa")
+    s["scoring_rules"] = 1
+    assert "`flowtui dataset report RUN --scoring vqa` rescores it" in format_table(s)
 
 
 # --- summary ----------------------------------------------------------------------------------
@@ -475,3 +481,17 @@ def test_dataset_help_and_toy_command(tmp_path, capsys):
     assert "next: flowtui dataset run" in capsys.readouterr().out
     assert main(["dataset", "toy", str(tmp_path / "t")]) == 2  # never over existing data
     assert "not an empty folder" in capsys.readouterr().err
+
+
+def test_an_old_vqa_run_is_not_resumed_under_the_new_rule(tmp_path):
+    from flowtui.dataset.runner import check_out
+
+    new = RunConfig(data={"path": "d"}, model={"name": "m"}, scoring="vqa", strategies=["all"])
+    old = new.to_json()
+    del old["scoring_rules"]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    with pytest.raises(InputError, match="scored with flowtui's first vqa rule; resuming it"):
+        check_out(tmp_path, new, resume=True)
+    old["scoring"] = new.scoring = "exact"  # exact did not change: resumed as before
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert check_out(tmp_path, new, resume=True).scoring == "exact"

@@ -80,9 +80,13 @@ class RunConfig:
         known = {k: obj[k] for k in cls.__dataclass_fields__ if k in obj}
         known.setdefault("scoring_rules", 1)  # written before the field: the first definitions
         config = cls(**known)
-        if config.scoring_rules < 2 and config.scoring == "pope":
-            # Its scores are the first-word rule's, which is unchanged under its own name now.
-            config.scoring, config.scoring_rules = "pope-first-word", SCORING_RULES
+        if config.scoring_rules < 2 and config.scoring != "vqa":
+            # Only pope and vqa changed. An old pope run's scores are the first-word rule's,
+            # unchanged under its own name now; an old vqa run keeps 1 (its scores are not the
+            # official accuracy: report says so, and resuming it is refused).
+            if config.scoring == "pope":
+                config.scoring = "pope-first-word"
+            config.scoring_rules = SCORING_RULES
         return config
 
     def strategy_list(self) -> list[Strategy]:

@@ -209,6 +209,9 @@ def format_table(summary: dict[str, Any], title: str = "") -> str:
     if summary.get("skipped"):
         head += f", {summary['skipped']} not run yet"
     lines.append(head)
+    if summary.get("scoring_rules", 2) < 2:
+        lines.append(f"(scored with flowtui's first {summary['scoring']} rule, not the harness's: "
+                     f"`flowtui dataset report RUN --scoring {summary['scoring']}` rescores it)")
     if not summary["strategies"]:
         lines.append("no scored samples: no curves")
         return "\n".join(lines)
