@@ -471,8 +471,12 @@ def test_report_rescores_a_finished_toy_run_without_the_model(tmp_path, capsys, 
 
     # Refused, one line and exit 2, nothing written: labels the rule cannot score, unknown
     # rules, the run's own folder, a folder holding something else.
-    _bad(["dataset", "report", str(run), "--scoring", "choice"], capsys,
-         "--scoring choice cannot score 6 of the 6 scored samples' references")
+    assert main(["dataset", "report", str(run), "--scoring", "choice"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1  # exactly one line
+    assert captured.err.startswith("flowtui: error: --scoring choice cannot score 6 of the 6 "
+                                   "scored samples' references in ")
+    assert "(sample 0: label 'yes' is not an option letter or a 0-based index)" in captured.err
     _bad(["dataset", "report", str(run), "--scoring", "vqa"], capsys,
          "vqa needs at least 2 reference answers")
     _bad(["dataset", "report", str(run), "--scoring", "bleu"], capsys,
