@@ -120,6 +120,10 @@ def check_out(out: Path, config: RunConfig, resume: bool) -> RunConfig | None:
     except (TypeError, InputError) as exc:
         raise InputError(f"--out {out}: {one_line(exc)}") from None
     diffs = previous.differences(config)
+    if "scoring_rules" in diffs:
+        raise InputError(f"--out {out} holds a run scored with flowtui's first {previous.scoring} "
+                         "rule; resuming it would mix two rules: choose another --out (`flowtui "
+                         f"dataset report {out} --scoring {previous.scoring}` rescores its answers)")
     if diffs:
         raise InputError(f"--out {out} holds a different run ({', '.join(diffs[:4])} differ); "
                          "choose another --out")
@@ -417,6 +421,7 @@ def finalize(out: str | Path, delta: float = DELTA, plots: bool = True) -> dict[
     summary["complete"] = summary["skipped"] == 0
     summary["model"] = config.model.get("name")
     summary["data"] = config.data.get("path")
+    summary["scoring_rules"] = config.scoring_rules
     try:
         if shards:
             results.write_atomic(out / results.MERGED, "".join(results.encode(r) for r in records))
