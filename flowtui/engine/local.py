@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from flowtui import __version__
-from flowtui.engine import attention, compat
+from flowtui.engine import attention, compat, selfcheck
 from flowtui.engine.analysis import (
     GROUPS,
     Analysis,
@@ -256,6 +256,7 @@ class LocalEngine:
         max_new_tokens: int = 32,
         progress: ProgressFn | None = None,
         cam: bool = True,
+        self_check: bool = True,
     ) -> Analysis:
         report = progress or _noop
         if not isinstance(question, str) or not question.strip():
@@ -317,6 +318,11 @@ class LocalEngine:
             notes=notes + self._question_notes(question),
         )
         assert analysis.cam_tokens.shape == (L, len(feats))
+        if self_check:
+            report(Progress("checking", 0, 1, "self-checks"))
+            with self._lock:
+                analysis.checks = selfcheck.run(self, analysis, result["state"])
+            report(Progress("checking", 1, 1, "self-checks"))
         self._remember(analysis, result["state"])
         return analysis
 
@@ -517,7 +523,7 @@ class LocalEngine:
             handle.remove()
 
     def _logits_from_layer(
-        self, st: _State, trunc: attention.Truncation
+        self, st: _State, trunc: attention.Truncation, reduced: bool = True
     ) -> tuple[torch.Tensor, Callable[[], _KV]]:
         """Teacher-forced logits (answer queries + last position) with layers >= K truncated,
         and a function giving the keys/values of every layer under that truncation (only
@@ -528,7 +534,7 @@ class LocalEngine:
         """
         K = trunc.layer
         T1 = st.logits.shape[0]
-        keep = self._kept_positions(st, trunc)
+        keep = self._kept_positions(st, trunc) if reduced else None
         if keep is not None:
             return self._logits_from_layer_kept(st, trunc, keep)
         kwargs = {**_without_cache(st.text_kwargs), "use_cache": False}
@@ -647,6 +653,36 @@ class LocalEngine:
             return given[..., n:n + 1]
         return given[..., N - 1:N] + (n - (N - 1))
 
+    def _cache_before(self, kv: _KV, n: int) -> Any:
+        """A KV cache holding every layer's keys/values of positions < n."""
+        cache = compat.new_cache(self.adapter.text_config)
+        for i in range(self.adapter.num_layers):
+            # update() keeps each layer's own kind: a sliding layer trims to its window.
+            cache.update(kv[i][0][:, :, :n], kv[i][1][:, :, :n], i)
+        return cache
+
+    def _step(self, st: _State, cache: Any, tok: int, n: int) -> torch.Tensor:
+        """One cached decoding step: token `tok` at absolute position n; logits [1, V]."""
+        text = self.adapter.text_model
+        with attention.decoding_at(n + 1):
+            out = text(
+                input_ids=torch.tensor([[tok]], device=self.device),
+                position_ids=self._position_ids(st, n),
+                use_cache=True,
+                **{compat.cache_kwarg(text): cache},
+            )
+        last = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        return self.adapter.logits(last[0, -1:]).float()
+
+    def _cached_step(
+        self, st: _State, trunc: attention.Truncation | None, kv: _KV, ids: list[int]
+    ) -> torch.Tensor:
+        """Logits after the answer prefix `ids`, by one cached decoding step (the self-check
+        compares it with the recording pass)."""
+        n = st.prompt_len + len(ids) - 1
+        with torch.no_grad(), attention.truncated(trunc):
+            return self._step(st, self._cache_before(kv, n), ids[-1], n)
+
     def _continue(
         self,
         st: _State,
@@ -660,25 +696,12 @@ class LocalEngine:
         """Greedy decoding under `trunc` after the answer prefix `ids`, with a KV cache holding
         everything before the last of them (baseline below K, the truncated pass from K on)."""
         n = st.prompt_len + len(ids) - 1
-        text = self.adapter.text_model
-        cache = compat.new_cache(self.adapter.text_config)
-        cache_arg = compat.cache_kwarg(text)
-        for i in range(self.adapter.num_layers):
-            # update() keeps each layer's own kind: a sliding layer trims to its window.
-            cache.update(kv[i][0][:, :, :n], kv[i][1][:, :, :n], i)
+        cache = self._cache_before(kv, n)
         eos = self.adapter.eos_token_ids
         tok, more = ids[-1], []
         with torch.no_grad(), attention.truncated(trunc):
             for _ in range(budget):
-                with attention.decoding_at(n + 1):
-                    out = text(
-                        input_ids=torch.tensor([[tok]], device=self.device),
-                        position_ids=self._position_ids(st, n),
-                        **{cache_arg: cache},
-                        use_cache=True,
-                    )
-                last = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-                tok = int(self._masked_argmax(self.adapter.logits(last[0, -1:]).float())[0])
+                tok = int(self._masked_argmax(self._step(st, cache, tok, n))[0])
                 if tok in eos:
                     break
                 more.append(tok)
