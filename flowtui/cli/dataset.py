@@ -113,6 +113,9 @@ def run_parser(prog: str) -> argparse.ArgumentParser:
                    help="dataset cliff tolerance (default 0.01)")
     r.add_argument("--snapshots", action="store_true",
                    help="also save each sample's .flowtui snapshot (computes its CAM: slower)")
+    r.add_argument("--no-self-check", dest="self_check", action="store_false",
+                   help="skip each analysis' self-checks (failed ones are recorded per sample "
+                        "and counted in summary.json as self_check_failures)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -144,7 +147,7 @@ def cmd_run(argv: list[str], prog: str) -> int:
                           scoring=args.scoring, strategies=args.strategies, seed=args.seed,
                           max_new_tokens=args.max_new_tokens,
                           question_suffix=args.question_suffix, limit=args.limit,
-                          snapshots=args.snapshots)
+                          snapshots=args.snapshots, self_check=args.self_check)
     out = Path(args.out)
     check_out(out, config, args.resume)  # before any model time is spent
     dist = from_env(args.device)

@@ -14,7 +14,7 @@ CONFIG_VERSION = 1
 # official leave-one-out accuracy with EvalAI's processor. A config without it is 1.
 SCORING_RULES = 2
 # Settings a resumed run may change: --limit extends (or shortens) the set of rows it covers.
-MAY_CHANGE = ("limit", "created")
+MAY_CHANGE = ("limit", "created", "self_check")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,8 @@ class RunConfig:
     question_suffix: str = ""
     limit: int | None = None
     snapshots: bool = False
+    # Checks what the engine computes; never changes a result (so a resume may switch it).
+    self_check: bool = True
     scoring_rules: int = SCORING_RULES
     format: str = CONFIG_FORMAT
     version: int = CONFIG_VERSION

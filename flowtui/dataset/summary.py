@@ -134,6 +134,8 @@ def summarise(
         "errors": len(errors),
         "errors_by_stage": dict(sorted(Counter(r.get("stage", "?") for r in errors).items())),
         "skipped": (rows - len(records)) if rows is not None else 0,
+        # Samples whose analysis failed a self-check: their numbers may be wrong.
+        "self_check_failures": sum(bool(r.get("self_check_failures")) for r in ok),
         "baseline_accuracy": base_acc if base.size else None,
         "baseline_ci95": list(interval(base)) if base.size else None,
         "dataset_cliff": None,
@@ -209,6 +211,9 @@ def format_table(summary: dict[str, Any], title: str = "") -> str:
     if summary.get("skipped"):
         head += f", {summary['skipped']} not run yet"
     lines.append(head)
+    if summary.get("self_check_failures"):
+        lines.append(f"WARNING: {summary['self_check_failures']} samples failed a self-check; "
+                     "their numbers may be wrong (see self_check_failures in their records)")
     if summary.get("scoring_rules", 2) < 2:
         lines.append(f"(scored with flowtui's first {summary['scoring']} rule, not the harness's: "
                      f"`flowtui dataset report RUN --scoring {summary['scoring']}` rescores it)")
