@@ -1,0 +1,228 @@
+"""Smoke tests of every command as a user types it: the installed `flowtui` console script in a
+real pseudo-terminal (100x30, TERM=xterm-256color), its screen read through a terminal emulator,
+keys sent as a keyboard sends them, and a clean exit checked (exit status 0, the terminal's modes
+restored, no traceback).
+
+The Pilot tests drive the apps through `run_test()`; these catch what only a real start shows
+(e.g. an attribute of the app hiding `App.run()`, which `run_test()` never calls).
+
+Why pexpect + pyte rather than tmux: the child is ours (its exit status comes straight from
+waitpid, with no shell wrapper or shared tmux server), every byte it writes is kept (so the
+escape sequences that restore the terminal can be checked, and a traceback printed after the
+alternate screen is left is still seen), the pty's termios can be read after the exit (raw mode
+undone), and pyte is a pure-Python emulator that installs with pip (the `test` extra), so the
+tests behave the same wherever pytest runs. `flowtui serve --stdio` is not typed here: it speaks
+binary frames to ssh, and the --remote test runs it through a real sshd.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import termios
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pexpect
+import pyte
+import pytest
+from remote_util import ROOT, subprocess_env
+
+COLS, ROWS = 100, 30
+SAMPLE = ROOT / "sample_images" / "toy_scene_1.png"
+QUESTION = "Is there a red circle?"
+ENTER, RIGHT, CTRL_C = "\r", "\x1b[C", "\x03"
+
+# Modes a full-screen app sets and must undo on exit: (sequence that sets, sequence that undoes).
+MODES = [("\x1b[?1049h", "\x1b[?1049l"),  # alternate screen
+         ("\x1b[?25l", "\x1b[?25h"),  # hidden cursor
+         ("\x1b[?1000h", "\x1b[?1000l"), ("\x1b[?1003h", "\x1b[?1003l"),  # mouse reports
+         ("\x1b[?1006h", "\x1b[?1006l"),
+         ("\x1b[?2004h", "\x1b[?2004l"),  # bracketed paste
+         ("\x1b[?1004h", "\x1b[?1004l"),  # focus events
+         ("\x1b[?7l", "\x1b[?7h")]  # no line wrap
+
+
+def flowtui_script() -> str:
+    """The console script pip installed next to this Python (what a user types)."""
+    script = Path(sys.executable).parent / "flowtui"
+    if not script.is_file():
+        pytest.fail(f"no flowtui console script at {script}: pip install -e '.[test]'")
+    return str(script)
+
+
+def term_env(**extra: str) -> dict[str, str]:
+    env = subprocess_env(TERM="xterm-256color", LC_ALL="C.UTF-8", COLUMNS=str(COLS),
+                         LINES=str(ROWS), **extra)
+    # The user's own settings would change what is drawn or how errors show.
+    for name in [n for n in env if n.startswith("TEXTUAL_")] + ["COLORTERM", "NO_COLOR",
+                                                                  "FLOWTUI_DEBUG"]:
+        env.pop(name, None)
+    return env
+
+
+class Term:
+    """One command in a pseudo-terminal, its screen emulated by pyte."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.screen = pyte.Screen(COLS, ROWS)
+        self.stream = pyte.ByteStream(self.screen)
+        self.raw = bytearray()
+        self._carry = b""
+        self.status: int | None = None
+        self.child = pexpect.spawn(flowtui_script(), args, cwd=str(cwd), env=env or term_env(),
+                                   dimensions=(ROWS, COLS))
+
+    def _feed(self, data: bytes, final: bool = False) -> None:
+        self.raw.extend(data)
+        # pyte knows CSI > (kitty keyboard push) but draws the final byte of CSI < (pop) as a
+        # character: make it the same no-op. A sequence's start split across reads waits.
+        data = (self._carry + data).replace(b"\x1b[<", b"\x1b[>")
+        keep = 0 if final else 1 if data.endswith(b"\x1b") else 2 if data.endswith(b"\x1b[") else 0
+        self._carry = data[len(data) - keep:] if keep else b""
+        self.stream.feed(data[: len(data) - keep])
+
+    def pump(self, seconds: float) -> bool:
+        """Read for `seconds`; False once the command has closed the terminal."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                self._feed(self.child.read_nonblocking(65536, timeout=0.05))
+            except pexpect.TIMEOUT:
+                continue
+            except pexpect.EOF:
+                self._feed(b"", final=True)
+                return False
+        return True
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.screen.display)
+
+    @property
+    def output(self) -> str:
+        """Everything written, escape sequences removed, as one string."""
+        text = self.raw.decode("utf-8", "replace")
+        return re.sub(r"\x1b(\[[0-9;?<>=$]*[ -/]*[@-~]|\][^\x07]*\x07|[()][0-9A-B]|.)", "",
+                      text).replace("\r\n", "\n")
+
+    def report(self) -> str:
+        screen = "\n".join(line.rstrip() for line in self.screen.display).strip("\n")
+        return (f"flowtui {' '.join(self.args)}\n--- screen ---\n{screen}\n"
+                f"--- output (tail) ---\n{self.output[-3000:]}")
+
+    def wait_for(self, *needles: str, timeout: float = 60) -> None:
+        """Until every needle is on screen; fails at once if the command ends first."""
+        end = time.monotonic() + timeout
+        while not all(n in self.text for n in needles):
+            if not self.pump(0.2):
+                self.finish()
+                pytest.fail(f"exited ({self.status}) before {needles!r} showed\n{self.report()}")
+            if time.monotonic() > end:
+                pytest.fail(f"{needles!r} not on screen after {timeout}s\n{self.report()}")
+
+    def press(self, *keys: str) -> None:
+        for key in keys:
+            self.child.send(key)
+
+    def finish(self, timeout: float = 60) -> int:
+        """Wait for the command to end; its exit status (128+N for signal N)."""
+        end = time.monotonic() + timeout
+        while self.pump(0.2):
+            if time.monotonic() > end:
+                pytest.fail(f"still running {timeout}s later\n{self.report()}")
+        if self.status is None:
+            lflags = termios.tcgetattr(self.child.child_fd)[3]  # the pty's modes, after the exit
+            self.tty_sane = bool(lflags & termios.ECHO and lflags & termios.ICANON
+                                 and lflags & termios.ISIG)
+            self.child.close()
+            sig = self.child.signalstatus
+            self.status = self.child.exitstatus if sig is None else 128 + sig
+        return self.status
+
+    def quit_cleanly(self, key: str = "q") -> None:
+        """The app's quit key, then: exit 0, every terminal mode it set undone, cooked mode
+        back, and nothing like a traceback written."""
+        self.press(key)
+        status = self.finish()
+        assert status == 0, self.report()
+        self.assert_restored()
+
+    def assert_restored(self) -> None:
+        raw = self.raw.decode("utf-8", "replace")
+        for on, off in MODES:
+            assert raw.rfind(on) < raw.rfind(off), f"{on!r} left set\n{self.report()}"
+        assert self.tty_sane, "the terminal was left in raw mode (no echo or line editing)"
+        assert "Traceback" not in self.output and "flowtui: error" not in self.output, \
+            self.report()
+
+    def close(self) -> None:
+        if self.child.isalive():
+            self.child.terminate(force=True)
+
+
+@pytest.fixture
+def term(tmp_path) -> Iterator:
+    """term(*args, cwd=..., env=...) starts `flowtui ARGS`; every one is killed at teardown."""
+    started: list[Term] = []
+
+    def start(*args: str | Path, cwd: Path = tmp_path, env: dict[str, str] | None = None) -> Term:
+        t = Term([str(a) for a in args], cwd, env)
+        started.append(t)
+        return t
+
+    yield start
+    for t in started:
+        t.close()
+
+
+def run_to_end(*args: str | Path, cwd: Path, env: dict[str, str] | None = None,
+               timeout: float = 120) -> Term:
+    """A command that ends by itself (a headless one, a --help), run to its exit."""
+    t = Term([str(a) for a in args], cwd, env)
+    try:
+        t.finish(timeout)
+    finally:
+        t.close()
+    return t
+
+
+@dataclass
+class ToyRun:
+    data: Path
+    run_dir: Path
+    toy: Term
+    run: Term
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory) -> ToyRun:
+    """A small dataset run of the toy model, made as the README says (`dataset toy`, then
+    `dataset run`), with snapshots so Enter opens a sample without a model."""
+    d = tmp_path_factory.mktemp("toy-run")
+    toy = run_to_end("dataset", "toy", "data", "--n", "3", cwd=d)
+    assert toy.status == 0, toy.report()
+    run = run_to_end("dataset", "run", "data/pope.jsonl", "--out", "run", "--max-new-tokens", "3",
+                     "--snapshots", cwd=d, timeout=180)
+    assert run.status == 0, run.report()
+    return ToyRun(d / "data", d / "run", toy, run)
+
+
+@pytest.mark.slow
+def test_dataset_show_opens_a_sample_and_quits(toy_run, term):
+    """`flowtui dataset show RUN`: the table, Enter opens the sample's stored snapshot in the
+    explorer, d comes back, q quits."""
+    t = term("dataset", "show", toy_run.run_dir)
+    t.wait_for("samples: 3 of 3", "accuracy against K", "flowtui-toy on run")
+    first = json.loads((toy_run.data / "pope.jsonl").read_text().splitlines()[0])["text"]
+    assert first in t.text  # the first sample's row
+    t.press(ENTER)
+    t.wait_for("sample 0 from 000000.flowtui", f"Q {first}", "Flow · attention shares",
+               "Truncation needs a model")
+    t.press("d")
+    t.wait_for("samples: 3 of 3")
+    t.quit_cleanly()
