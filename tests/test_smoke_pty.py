@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
+import sysconfig
 import termios
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,19 +52,22 @@ MODES = [("\x1b[?1049h", "\x1b[?1049l"),  # alternate screen
 
 
 def flowtui_script() -> str:
-    """The console script pip installed next to this Python (what a user types)."""
-    script = Path(sys.executable).parent / "flowtui"
-    if not script.is_file():
-        pytest.fail(f"no flowtui console script at {script}: pip install -e '.[test]'")
-    return str(script)
+    """The console script pip installed for this Python (what a user types): next to the
+    interpreter in a virtual environment, else in its scripts folder or on PATH."""
+    candidates = [Path(sys.executable).parent / "flowtui",
+                  Path(sysconfig.get_path("scripts")) / "flowtui", shutil.which("flowtui")]
+    for script in candidates:
+        if script and Path(script).is_file():
+            return str(script)
+    pytest.fail(f"no flowtui console script (looked at {candidates}): pip install -e '.[test]'")
 
 
 def term_env(**extra: str) -> dict[str, str]:
-    env = subprocess_env(TERM="xterm-256color", LC_ALL="C.UTF-8", COLUMNS=str(COLS),
-                         LINES=str(ROWS), **extra)
-    # The user's own settings would change what is drawn or how errors show.
-    for name in [n for n in env if n.startswith("TEXTUAL_")] + ["COLORTERM", "NO_COLOR",
-                                                                  "FLOWTUI_DEBUG"]:
+    env = subprocess_env(TERM="xterm-256color", LC_ALL="C.UTF-8", **extra)
+    # Settings of whoever runs the tests would change what is drawn or how errors show; the
+    # size comes from the pty alone.
+    for name in [n for n in env if n.startswith("TEXTUAL_")] + [
+            "COLORTERM", "NO_COLOR", "FLOWTUI_DEBUG", "COLUMNS", "LINES"]:
         env.pop(name, None)
     return env
 
@@ -118,15 +123,24 @@ class Term:
         return (f"flowtui {' '.join(self.args)}\n--- screen ---\n{screen}\n"
                 f"--- output (tail) ---\n{self.output[-3000:]}")
 
-    def wait_for(self, *needles: str, timeout: float = 60) -> None:
-        """Until every needle is on screen; fails at once if the command ends first."""
+    def wait_until(self, ready: Callable[[], bool], what: str, timeout: float = 60) -> None:
+        """Until ready() holds for the screen; fails at once if the command ends first."""
         end = time.monotonic() + timeout
-        while not all(n in self.text for n in needles):
+        while not ready():
             if not self.pump(0.2):
                 self.finish()
-                pytest.fail(f"exited ({self.status}) before {needles!r} showed\n{self.report()}")
+                pytest.fail(f"exited ({self.status}) before {what} showed\n{self.report()}")
             if time.monotonic() > end:
-                pytest.fail(f"{needles!r} not on screen after {timeout}s\n{self.report()}")
+                pytest.fail(f"{what} not on screen after {timeout}s\n{self.report()}")
+
+    def wait_for(self, *needles: str, timeout: float = 60) -> None:
+        """Until every needle is on screen."""
+        self.wait_until(lambda: all(n in self.text for n in needles), repr(needles), timeout)
+
+    def resize(self, cols: int, rows: int) -> None:
+        """As a terminal window resized: the pty's size (SIGWINCH) and the emulator's."""
+        self.screen.resize(rows, cols)
+        self.child.setwinsize(rows, cols)
 
     def press(self, *keys: str) -> None:
         for key in keys:
@@ -266,6 +280,10 @@ def test_explorer_on_the_bundled_sample(term):
     t.wait_for(f"Q {QUESTION}", "A Yes", "Flow · attention shares", "CAM · layer 0/7", "ready")
     t.press(RIGHT)
     t.wait_for("CAM · layer 1/7")
+    t.resize(80, 24)  # the README's smallest usable size: the layout follows
+    t.wait_until(lambda: t.screen.display[0].endswith("╮")  # panels redrawn to the new edge
+                 and t.screen.display[21].endswith("╯"), "the 80x24 layout")
+    t.wait_for("CAM · layer 1/7", f"Q {QUESTION}", "A Yes")
     t.quit_cleanly()
 
 
@@ -358,7 +376,7 @@ def test_every_command_has_help(path, tmp_path):
     t = run_to_end(*path, "--help", cwd=tmp_path)
     assert t.status == 0, t.report()
     prog = " ".join(("flowtui", *path))
-    first = t.output.lstrip().splitlines()[0]
+    first = (t.output.lstrip().splitlines() or [""])[0]
     assert first.startswith(f"usage: {prog}"), t.report()
     subs = flowtui.cli.COMMANDS if not path else \
         getattr(flowtui.cli._module(path[0]), "SUBCOMMANDS", {}) if len(path) == 1 else {}
