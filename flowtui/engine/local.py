@@ -817,7 +817,7 @@ class LocalEngine:
                        strategy, None if strategy == "all" else keep,
                        seed if strategy == "random" else None)
         report(Progress("sweep", L + 1, L + 1, "done"))
-        if strategy == "all":  # the analysis keeps the sweep DESIGN's cliff is defined on
+        if strategy == "all":  # the analysis keeps the sweep the cliff is defined on (docs/definitions.md)
             analysis.set_sweep(result)
         return result
 
