@@ -33,22 +33,43 @@ from transformers import AttentionInterface, DynamicCache
 from transformers.generation.streamers import BaseStreamer
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+from transformers.models.auto.configuration_auto import model_type_to_module_name
+from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+from transformers.processing_utils import ProcessorMixin
 
 __all__ = [
     "ALL_MASK_ATTENTION_FUNCTIONS",
     "AttentionInterface",
     "BaseStreamer",
     "DynamicCache",
+    "PROCESSOR_MAPPING_NAMES",
     "Probe",
+    "ProcessorMixin",
     "cache_kwarg",
+    "decoder_stack",
     "head_applies_final_softcap",
     "head_applies_logit_scale",
+    "model_type_to_module_name",
     "new_cache",
     "probes",
     "repeat_kv",
     "sdpa_attention_forward",
     "sdpa_mask",
 ]
+
+# Where a vision-language model keeps its decoder stack: model.model.<one of these>.
+DECODER_STACKS = ("language_model", "text_model")
+
+
+def decoder_stack(model: nn.Module) -> nn.Module | None:
+    """The text decoder (a `*Model` with `.layers`, `.norm`, `.embed_tokens`) inside a
+    `*ForConditionalGeneration`, or None where transformers moved it."""
+    inner = getattr(model, "model", None)
+    for name in DECODER_STACKS:
+        if inner is not None and hasattr(inner, name):
+            return getattr(inner, name)
+    return None
+
 
 # The argument a decoder stack takes its KV cache by, newest name first.
 CACHE_NAMES = ("cache", "past_key_values")
@@ -138,18 +159,18 @@ def _attention_registry() -> None:
 
 
 def _mask_function() -> None:
-    # sdpa_mask must give a boolean [1, 1, q, kv] causal mask: flowtui's attention reads it so.
+    # flowtui registers sdpa_mask as its mask function and reads what it builds as a boolean
+    # [.., q, kv] mask (True = may attend): a causal one for a plain decoder.
     params = inspect.signature(sdpa_mask).parameters
-    for p in ("batch_size", "cache_position", "kv_length"):
-        if p not in params:
-            return  # a changed signature is caught by the family tests' forward passes
-    mask = sdpa_mask(batch_size=1, cache_position=torch.arange(3), kv_length=3,
-                     allow_is_causal_skip=False)
+    for p in ("batch_size", "q_length", "kv_length", "allow_is_causal_skip"):
+        _check(p in params, f"sdpa_mask lost its {p!r} argument")
+    mask = sdpa_mask(batch_size=1, q_length=3, kv_length=3, allow_is_causal_skip=False,
+                     device="cpu")
     _check(mask is not None and mask.dtype == torch.bool and tuple(mask.shape[-2:]) == (3, 3),
            f"sdpa_mask returns {None if mask is None else (mask.dtype, tuple(mask.shape))}, "
            "not a boolean [.., q, kv] mask")
-    _check(bool(mask[..., 0, 1].any()) is False and bool(mask[..., 2, 0].all()),
-           "sdpa_mask is no longer causal")
+    _check(torch.equal(mask[0, 0], torch.ones(3, 3, dtype=torch.bool).tril()),
+           "sdpa_mask's mask is no longer causal")
 
 
 def _cache_api() -> None:
@@ -184,10 +205,6 @@ def _streamer() -> None:
 
 
 def _processor_internals() -> None:
-    from transformers.models.auto.configuration_auto import model_type_to_module_name
-    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
-    from transformers.processing_utils import ProcessorMixin
-
     _check(callable(getattr(ProcessorMixin, "get_attributes", None)),
            "ProcessorMixin.get_attributes is gone (image-only processors need it)")
     _check("llava" in PROCESSOR_MAPPING_NAMES, "PROCESSOR_MAPPING_NAMES no longer maps llava")
@@ -196,8 +213,18 @@ def _processor_internals() -> None:
 
 
 def _decoder_layers() -> None:
-    from transformers import LlamaConfig, LlamaModel
+    from transformers import LlamaConfig, LlamaModel, LlavaConfig, LlavaForConditionalGeneration
 
+    vlm = LlavaForConditionalGeneration(LlavaConfig(
+        text_config={"model_type": "llama", "num_hidden_layers": 1, "num_attention_heads": 2,
+                     "num_key_value_heads": 1, "hidden_size": 8, "intermediate_size": 8,
+                     "vocab_size": 40},
+        vision_config={"model_type": "clip_vision_model", "num_hidden_layers": 1,
+                       "num_attention_heads": 2, "hidden_size": 8, "intermediate_size": 8,
+                       "image_size": 8, "patch_size": 4},
+        image_token_index=39))
+    _check(isinstance(getattr(decoder_stack(vlm), "layers", None), nn.ModuleList),
+           f"the decoder stack is no longer at model.model.{{{','.join(DECODER_STACKS)}}}")
     m = LlamaModel(LlamaConfig(num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
                                hidden_size=8, intermediate_size=8, vocab_size=8))
     _check(isinstance(getattr(m, "layers", None), nn.ModuleList), "decoder stacks lost .layers")

@@ -97,8 +97,7 @@ def processor_class(name: str) -> type | None:
     cls = getattr(transformers, name, None)
     if _is_processor_class(cls):
         return cls
-    from transformers.models.auto.configuration_auto import model_type_to_module_name
-    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+    from flowtui.engine.compat import PROCESSOR_MAPPING_NAMES, model_type_to_module_name
 
     for model_type, names in PROCESSOR_MAPPING_NAMES.items():
         if name not in (names if isinstance(names, tuple) else (names,)):
@@ -123,7 +122,7 @@ def processor_class_name(path: Path, model_type: str) -> str | None:
             continue
         if isinstance(data, dict) and isinstance(data.get("processor_class"), str):
             return data["processor_class"]
-    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+    from flowtui.engine.compat import PROCESSOR_MAPPING_NAMES
 
     return PROCESSOR_MAPPING_NAMES.get(model_type)
 

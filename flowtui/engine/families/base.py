@@ -162,10 +162,9 @@ class FamilyAdapter:
     @property
     def text_model(self) -> nn.Module:
         """The decoder stack (a `*Model` with `.layers`, `.norm` and `.embed_tokens`)."""
-        inner = getattr(self.model, "model", None)
-        for name in ("language_model", "text_model"):
-            if inner is not None and hasattr(inner, name):
-                return getattr(inner, name)
+        stack = compat.decoder_stack(self.model)
+        if stack is not None:
+            return stack
         raise ModelLoadError(f"{type(self.model).__name__}: cannot find the language model")
 
     @property

@@ -3,8 +3,7 @@ classes. (SmolVLM v1 checkpoints are `idefics3` models and use that adapter.)"""
 
 from __future__ import annotations
 
-from transformers.processing_utils import ProcessorMixin
-
+from flowtui.engine.compat import ProcessorMixin
 from flowtui.engine.families.idefics3 import Idefics3Adapter
 
 
