@@ -8,9 +8,9 @@ from pathlib import Path
 
 from transformers import Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration, Qwen3VLProcessor
 
-from tiny import qwen2_vl as base
-from tiny import qwen3_vl as dense
-from tiny.common import save
+from flowtui.selftest.tiny import qwen2_vl as base
+from flowtui.selftest.tiny import qwen3_vl as dense
+from flowtui.selftest.tiny.common import save
 
 FAMILY = "qwen3_vl_moe"
 ADAPTER_MODULE = "qwen3_vl"
