@@ -237,7 +237,9 @@ def _remote(args, names: list[str] | None, start: float) -> int:
     reader = threading.Thread(target=relay, daemon=True)
     reader.start()
     try:
-        out, _ = proc.communicate()
+        assert proc.stdout is not None
+        out = proc.stdout.read()  # not communicate(): the relay thread owns stderr
+        proc.wait()
     except KeyboardInterrupt:
         proc.kill()
         raise
