@@ -169,6 +169,24 @@ def test_daemon_check_finds_a_live_daemon_and_a_stale_socket(monkeypatch, warm_d
     assert checks.daemon_item().status == "ok"
 
 
+def test_devices_on_a_gpu_box(monkeypatch):
+    """The GPU branch, with torch.cuda answering as on a two-GPU box (no GPU here)."""
+    import types
+
+    import torch
+
+    props = [types.SimpleNamespace(name=f"NVIDIA H100 #{i}", total_memory=80 * 2**30, major=9,
+                                   minor=0) for i in range(2)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props[i])
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    item = checks.devices_item()
+    assert item.status == "ok" and item.data["auto_dtype"] == "bfloat16"
+    assert item.detail == ("2 GPU(s): cuda:0 NVIDIA H100 #0 (80.0 GiB), cuda:1 NVIDIA H100 #1 "
+                           "(80.0 GiB); --device auto: cuda:0, bfloat16")
+
+
 # --- --remote over a real sshd --------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
@@ -200,6 +218,19 @@ def test_remote_doctor_over_ssh(sshd, tmp_path):
     names = [it["name"] for it in report["items"]]
     assert "transformers" in names and "colours (here)" in names and "colours" not in names
     assert report["remote"]["exit"] == 0 and report["host"].startswith(sshd_local.HOST)
+    # With the self-test: the far side's progress is relayed, tagged with the host.
+    proc = remote("--remote-cmd", cmd, "--families", "qwen3_vl")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"ok    qwen3_vl +answer '", proc.stdout)
+    assert f"[{sshd_local.HOST}] [" in proc.stderr and "self-test 1/1 qwen3_vl: sweep" in proc.stderr
+    # An older flowtui there, without `doctor`.
+    old = tmp_path / "old-flowtui"
+    old.write_text("#!/bin/sh\necho 'flowtui: error: unrecognized arguments: --json "
+                   "(see flowtui --help)' >&2\nexit 2\n")
+    old.chmod(0o755)
+    proc = remote("--remote-cmd", str(old))
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    assert f"{str(old)!r} on flowtui-test has no `doctor` command" in proc.stderr
     # The far side fails: no flowtui there, or no host at all: one line each, exit 1.
     proc = remote("--remote-cmd", "/nonexistent/bin/flowtui")
     assert proc.returncode == 1 and proc.stdout == ""

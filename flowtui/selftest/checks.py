@@ -127,11 +127,12 @@ def devices_item() -> Item:
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
             gpus.append({"index": i, "name": p.name, "memory_gib": round(p.total_memory / 2**30, 1),
-                         "capability": f"{p.major}.{p.minor}",
-                         "bf16": bool(torch.cuda.is_bf16_supported()) if i == 0 else None})
+                         "capability": f"{p.major}.{p.minor}"})
         names = ", ".join(f"cuda:{g['index']} {g['name']} ({g['memory_gib']} GiB)" for g in gpus)
-        return Item("torch", "devices", OK, f"{len(gpus)} GPU(s): {names}; --device auto uses "
-                    "cuda:0", data={"cuda": True, "gpus": gpus})
+        # What --dtype auto picks on cuda:0 (loading.resolve_placement).
+        dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        return Item("torch", "devices", OK, f"{len(gpus)} GPU(s): {names}; --device auto: "
+                    f"cuda:0, {dtype}", data={"cuda": True, "gpus": gpus, "auto_dtype": dtype})
     why = "torch is a CPU-only build" if not torch.version.cuda else \
         "torch has CUDA, but no GPU is visible (driver, CUDA_VISIBLE_DEVICES?)"
     status = WARN if torch.version.cuda and _nvidia_present() else OK
