@@ -236,7 +236,8 @@ class FakeEngine:
         if self.fail == name:
             raise self.fail_exc or RuntimeError(f"{name} exploded")
 
-    def analyze(self, image, question, max_new_tokens=32, progress=None, cam=True) -> Analysis:
+    def analyze(self, image, question, max_new_tokens=32, progress=None, cam=True,
+                self_check=True) -> Analysis:
         self.calls.append("analyze")
         for stage in ("generating", "capturing", "cam"):
             if progress:

@@ -284,7 +284,8 @@ def test_per_sample_errors_are_recorded_and_counted(tmp_path, capsys):
     with open(data, "a") as fh:
         fh.write("{oops\n")
     src = open_dataset(data)
-    cfg = build_config(src, None, max_new_tokens=4)
+    # The fake answers "Yes." / "No.": the first-word rule reads them (lmms-eval's pope does not).
+    cfg = build_config(src, None, max_new_tokens=4, scoring="pope-first-word")
     summary = run_dataset(src, cfg, ImageReadingFake(num_layers=4, cliff=2), tmp_path / "run")
     recs = results.read_records(tmp_path / "run" / "samples.jsonl")
     errors = {r["index"]: (r["stage"], r["error"]) for r in recs if "error" in r}
@@ -292,21 +293,28 @@ def test_per_sample_errors_are_recorded_and_counted(tmp_path, capsys):
         3: ("model", "RuntimeError: CUDA error: device-side assert triggered"),
         5: ("input", f"image not found: {data.parent / 'img' / 'missing.png'}"),
         6: ("input", "empty question in column 'text'"),
-        7: ("label", "pope cannot score this label: label 'perhaps' is not yes or no"),
+        7: ("label", "pope-first-word cannot score this label: label 'perhaps' is not yes or "
+                     "no"),
         8: ("input", "line 9 is not valid JSON (Expecting property name enclosed in double "
                      "quotes)"),
     }
     assert summary["errors"] == 5 and summary["samples"] == 4 and summary["rows"] == 9
     assert summary["errors_by_stage"] == {"input": 3, "label": 1, "model": 1}
-    # FakeEngine answers "Yes." from K = 2 on, "No." below: pope scores it against the labels.
+    # FakeEngine answers "Yes." from K = 2 on, "No." below, scored against the labels.
     labels = ["no", "yes", "no", "yes", "no"]
     ok = [i for i in range(5) if i != 3]
     want0 = np.mean([labels[i] == "no" for i in ok])
     assert summary["strategies"]["all"]["accuracy"][0] == pytest.approx(want0)
     assert summary["baseline_accuracy"] == pytest.approx(np.mean([labels[i] == "yes" for i in ok]))
+    # POPE's metrics beside accuracy: "No." below K = 2 reads as no, "Yes." from K = 2 on as yes;
+    # of the 4 scored samples one is labelled yes.
+    curve = summary["strategies"]["all"]
+    assert curve["yes_ratio"] == [0.0, 0.0, 1.0, 1.0, 1.0]
+    assert curve["recall"] == [0.0, 0.0, 1.0, 1.0, 1.0]
+    assert curve["precision"][4] == pytest.approx(1 / 4) and summary["baseline_f1"] == 0.4
     assert main(["dataset", "report", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
-    assert "4 samples scored with 'pope', 5 errors" in out and "dataset cliff" in out
+    assert "4 samples scored with 'pope-first-word', 5 errors" in out and "dataset cliff" in out
 
 
 def test_disk_full_stops_with_one_line_and_keeps_what_was_written(
@@ -392,3 +400,114 @@ def test_reruns_on_the_kept_positions_equal_the_full_pass(engines, strategy, kee
     full = e.sweep(a, strategy=strategy, keep=keep, seed=5)
     assert fast.answers == full.answers and fast.same.tolist() == full.same.tolist()
     assert np.allclose(fast.logprob, full.logprob, atol=1e-4)
+
+
+def _rewrite_answers(run: Path, baseline: str, at_k0: str) -> None:
+    """Doctor a finished run's stored answers (its own files, in the test's folder): the baseline
+    answer and every strategy's answer at K = 0, so that the rules disagree on them."""
+    for path in [*results.shard_paths(run), run / "samples.jsonl"]:
+        recs = results.read_records(path)
+        for r in recs:
+            r["baseline"]["answer"] = baseline
+            for s in r["strategies"].values():
+                s["answers"][0] = at_k0
+        path.write_text("".join(results.encode(r) for r in recs))
+
+
+def test_report_rescores_a_finished_toy_run_without_the_model(tmp_path, capsys, monkeypatch):
+    data, run = tmp_path / "toy", tmp_path / "run"
+    assert main(["dataset", "toy", str(data), "--n", "6"]) == 0
+    with threads(1):
+        assert main(["dataset", "run", str(data / "pope.jsonl"), "--out", str(run), "--device",
+                     "cpu", "--max-new-tokens", "2", "--no-progress"]) == 0
+    own = json.loads((run / "summary.json").read_text())
+    assert own["scoring"] == "pope" and own["samples"] == 6
+    labels = [r["reference"] for r in results.read_records(run / "samples.jsonl")]
+    assert labels == ["yes", "no"] * 3  # the toy dataset alternates its labels
+    _rewrite_answers(run, baseline="No, there is not.", at_k0="Yes.")
+    capsys.readouterr()
+    before = _tree(run)
+
+    # No model may be loaded: rescoring works from the stored answers alone.
+    import flowtui.engine
+
+    def no_model(*a, **k):
+        raise AssertionError("rescoring loaded a model")
+
+    monkeypatch.setattr(flowtui.engine, "load_engine", no_model)
+    assert main(["dataset", "report", str(run), "--scoring", "pope-first-word"]) == 0
+    out = capsys.readouterr().out
+    assert "rescored with 'pope-first-word' (run with 'pope')" in out
+    folder = run / "scoring-pope-first-word"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "accuracy.png", "cliffs.png", "curves.csv", "summary.json"]
+    first = json.loads((folder / "summary.json").read_text())
+    assert first["scoring"] == "pope-first-word" and first["rescored_from"]["scoring"] == "pope"
+    # The first word: "No," is right on the 3 "no" labels, "Yes." at K = 0 on the 3 "yes" ones.
+    assert first["baseline_accuracy"] == 0.5 and first["strategies"]["all"]["accuracy"][0] == 0.5
+    assert first["baseline_yes_ratio"] == 0.0 and first["strategies"]["all"]["yes_ratio"][0] == 1
+    assert first["strategies"]["all"]["precision"][0] == 0.5
+    # lmms-eval's pope: neither "yes." nor "no, there is not." is a yes/no answer.
+    assert main(["dataset", "report", str(run), "--scoring", "pope", "--json", "--no-plots"]) == 0
+    strict = json.loads(capsys.readouterr().out)
+    assert strict["baseline_accuracy"] == 0.0 and strict["strategies"]["all"]["accuracy"][0] == 0
+    assert strict["strategies"]["all"]["recall"][0] == 0.0
+    assert sorted(p.name for p in (run / "scoring-pope").iterdir()) == [
+        "curves.csv", "summary.json"]
+    # same: from the flags the run recorded; the baseline agrees with itself.
+    assert main(["dataset", "report", str(run), "--scoring", "same", "--no-plots"]) == 0
+    same = json.loads((run / "scoring-same" / "summary.json").read_text())
+    recs = results.read_records(run / "samples.jsonl")
+    flags = np.array([r["strategies"]["all"]["same"] for r in recs], dtype=float)
+    assert same["baseline_accuracy"] == 1.0
+    assert same["strategies"]["all"]["accuracy"] == pytest.approx(flags.mean(axis=0).tolist())
+    assert "baseline_f1" not in same
+    # The run's own files are only read.
+    after = _tree(run)
+    assert {k: v for k, v in after.items() if not k.startswith("scoring-")} == before
+    # Rerunning replaces the rescored files only.
+    assert main(["dataset", "report", str(run), "--scoring", "pope", "--no-plots"]) == 0
+    capsys.readouterr()
+
+    # Refused, one line and exit 2, nothing written: labels the rule cannot score, unknown
+    # rules, the run's own folder, a folder holding something else.
+    assert main(["dataset", "report", str(run), "--scoring", "choice"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1  # exactly one line
+    assert captured.err.startswith("flowtui: error: --scoring choice cannot score 6 of the 6 "
+                                   "scored samples' references in ")
+    assert "(sample 0: label 'yes' is not an option letter or a 0-based index)" in captured.err
+    _bad(["dataset", "report", str(run), "--scoring", "vqa"], capsys,
+         "vqa needs at least 2 reference answers")
+    _bad(["dataset", "report", str(run), "--scoring", "bleu"], capsys,
+         "unknown scoring rule 'bleu'")
+    _bad(["dataset", "report", str(run), "--scoring", "pope", "--out", str(run)], capsys,
+         "is the run's own folder")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    _bad(["dataset", "report", str(run), "--scoring", "pope", "--out", str(tmp_path / "mine")],
+         capsys, "not empty and holds no rescored summary")
+    _bad(["dataset", "report", str(run), "--out", str(tmp_path / "x")], capsys,
+         "--out goes with --scoring")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+    assert not (run / "scoring-choice").exists() and not (run / "scoring-vqa").exists()
+    assert {k: v for k, v in _tree(run).items() if not k.startswith("scoring-")} == before
+
+
+def test_rescoring_a_run_without_answers_needs_same(tmp_path, capsys):
+    folder = tmp_path / "d"
+    write_pope(folder, 3)
+    rows = [json.loads(x) for x in (folder / "pope.jsonl").read_text().splitlines()]
+    data = folder / "nolabels.jsonl"
+    data.write_text("".join(json.dumps({"image": r["image"], "question": r["text"]}) + "\n"
+                            for r in rows))
+    src = open_dataset(data)
+    cfg = build_config(src, None, max_new_tokens=4)
+    assert cfg.scoring == "same"
+    run_dataset(src, cfg, FakeEngine(num_layers=4, cliff=2), tmp_path / "run")
+    _bad(["dataset", "report", str(tmp_path / "run"), "--scoring", "exact"], capsys,
+         "--scoring exact needs reference answers, but the run's data has none")
+    assert main(["dataset", "report", str(tmp_path / "run"), "--scoring", "same"]) == 0
+    s = json.loads((tmp_path / "run" / "scoring-same" / "summary.json").read_text())
+    # FakeEngine keeps the baseline answer from K = 2 on.
+    assert s["strategies"]["all"]["accuracy"] == [0.0, 0.0, 1.0, 1.0, 1.0]

@@ -3,6 +3,8 @@ cases, intervals, the dataset cliff, the filter language and the run folder's cr
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 
@@ -22,7 +24,15 @@ from flowtui.dataset.scoring import (
     normalise_vqa,
     pope_negation_prediction,
 )
-from flowtui.dataset.summary import dataset_cliff, interval, summarise, wilson
+from flowtui.dataset.summary import (
+    curves_csv,
+    dataset_cliff,
+    format_table,
+    interval,
+    pope_metrics,
+    summarise,
+    wilson,
+)
 from flowtui.engine.errors import InputError
 
 
@@ -137,11 +147,19 @@ def test_whole_file_problems_are_one_line_input_errors(tmp_path):
 
 # --- scoring ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("rule, answer, reference, expected", [
+    # pope is lmms-eval's: the whole answer, lower-cased and stripped, equals the label.
     ("pope", "Yes", "yes", 1.0),
-    ("pope", "yes, there is a cat.", "YES", 1.0),
-    ("pope", "No.", "yes", 0.0),
-    ("pope", "There is no cat.", "no", 0.0),  # the first word decides: "there" is neither
-    ("pope", "Yesterday", "yes", 0.0),
+    ("pope", "  no\n", " No ", 1.0),
+    ("pope", "Yes.", "yes", 0.0),  # the period stays: "yes." is not "yes"
+    ("pope", "No, there is not.", "no", 0.0),
+    ("pope", "yes, there is a cat.", "YES", 0.0),
+    # pope-first-word is flowtui's lenient rule: the first word decides.
+    ("pope-first-word", "Yes.", "yes", 1.0),
+    ("pope-first-word", "yes, there is a cat.", "YES", 1.0),
+    ("pope-first-word", "No, there is not.", "no", 1.0),
+    ("pope-first-word", "No.", "yes", 0.0),
+    ("pope-first-word", "There is no cat.", "no", 0.0),  # "there" is neither
+    ("pope-first-word", "Yesterday", "yes", 0.0),
     ("pope-negation", "There is no cat.", "no", 1.0),
     ("pope-negation", "It is not there", "no", 1.0),
     ("pope-negation", "Yes. No doubt", "yes", 1.0),  # only the first sentence counts
@@ -150,11 +168,20 @@ def test_whole_file_problems_are_one_line_input_errors(tmp_path):
     ("exact", "The Red Car!", "red car", 1.0),
     ("exact", "red", ["blue", "Red."], 1.0),
     ("exact", "red car", "car", 0.0),
-    ("vqa", "two", ["2", "2", "2", "two", "3"], 1.0),
-    ("vqa", "2", ["2", "3", "3"], pytest.approx(1 / 3)),
+    # vqa: mean over references i of min(1, #matches among the others / 3).
+    ("vqa", "three", ["3"] * 3 + ["4"] * 7, pytest.approx(0.9)),  # (3*2/3 + 7*1) / 10
+    ("vqa", "3", ["3"] + ["4"] * 9, pytest.approx(0.3)),  # (0 + 9*1/3) / 10
+    ("vqa", "three", ["3"] * 10, 1.0),  # number words become digits
+    ("vqa", "Coca-Cola", ["coca cola"] * 2 + ["pepsi"] * 8, pytest.approx(0.6)),  # (2/3+16/3)/10
+    ("vqa", "dont", ["don't"] * 3 + ["no"] * 7, pytest.approx(0.9)),  # the contractions table
+    ("vqa", "2", ["2", "3", "3"], pytest.approx(2 / 9)),  # fewer than 10: (0 + 1/3 + 1/3) / 3
     ("vqa", "A dog.", [{"answer": "dog"}, {"answer": "dog"}, {"answer": "cat"}],
-     pytest.approx(2 / 3)),
-    ("vqa", "1.5", '["1.5", "1.5", "1.5"]', 1.0),  # a CSV cell holding a JSON list
+     pytest.approx(4 / 9)),  # (1/3 + 1/3 + 2/3) / 3
+    ("vqa", "1.5", '["1.5", "1.5", "1.5"]', pytest.approx(2 / 3)),  # a CSV cell, a JSON list
+    ("vqa", "1,000", ["1000"] * 4 + ["many"] * 6, 1.0),  # EvalAI drops commas from answers
+    # The official code processes references only where they differ; identical ones are
+    # compared as given with the processed answer ("coca cola").
+    ("vqa", "coca-cola", ["coca-cola"] * 10, 0.0),
     ("vqa", "cat", ["dog"] * 10, 0.0),
     ("choice", "B", "B", 1.0),
     ("choice", "(c) a tree", 2, 1.0),  # 0-based index: 2 is C
@@ -179,6 +206,8 @@ def test_same_rule_needs_no_labels_and_follows_the_engine():
     ("pope", None, "no reference answer"),
     ("exact", [], "empty list"),
     ("vqa", {"a": 1}, "neither a string"),
+    ("vqa", "dog", "at least 2 reference answers"),  # leave-one-out over one leaves none
+    ("pope-first-word", "yes please", "is not yes or no"),
     ("choice", "AB", "not an option letter"),
     ("choice", 30, "out of range"),
 ])
@@ -194,6 +223,74 @@ def test_rule_helpers_and_unknown_rule():
     assert normalise_vqa("Two dogs.") == "2 dogs"
     with pytest.raises(InputError, match="unknown scoring rule 'bleu'; choose one of: pope"):
         get_rule("bleu")
+
+
+@pytest.mark.parametrize("text, processed", [
+    ("three", "3"), ("None", "0"), ("coca-cola", "coca cola"), ("dont", "don't"),
+    ("Im", "im"),  # lower-cased before the table, whose "Im" entry can never apply
+    ("whats that?", "what's that"), ("x - ray", "x ray"), ("a (red) ball", "red ball"),
+    ("1.5 cm.", "1.5 cm"), ("the end.", "end"), ("it's red", "it 's red"),
+])
+def test_vqa_answer_processor(text, processed):
+    assert normalise_vqa(text) == processed
+
+
+def test_vqa_is_the_leave_one_out_mean():
+    """Against the definition written out: every subset of 9 of the 10 references, with answers
+    the processor leaves as they are."""
+    from itertools import combinations
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        refs = [str(v) for v in rng.integers(1, 4, 10)]
+        answer = str(rng.integers(1, 4))
+        subsets = list(combinations(range(10), 9))
+        want = np.mean([min(1.0, sum(refs[i] == answer for i in sub) / 3) for sub in subsets])
+        assert RULES["vqa"].score(answer, RULES["vqa"].reference(refs)) == pytest.approx(want)
+
+
+def test_public_score_function():
+    from flowtui.dataset import score
+    from flowtui.dataset.scoring import LabelError, ScoringError, UnknownRuleError
+
+    assert score("vqa", "three", ["3"] * 3 + ["4"] * 7) == pytest.approx(0.9)
+    assert (score("pope", "Yes.", "yes"), score("pope-first-word", "Yes.", "yes")) == (0.0, 1.0)
+    assert score("same", "a cat", "a cat") == 1.0 and score("same", "a cat", "a dog") == 0.0
+    with pytest.raises(UnknownRuleError, match="unknown scoring rule 'bleu'"):
+        score("bleu", "x", "y")
+    with pytest.raises(LabelError, match="is not yes or no"):
+        score("pope", "yes", "maybe")
+    for exc in (UnknownRuleError, LabelError):
+        assert issubclass(exc, ScoringError) and issubclass(exc, ValueError)
+
+
+def test_importing_the_dataset_package_is_cheap():
+    import subprocess
+    import sys
+
+    code = ("import sys, flowtui.dataset; from flowtui.dataset import score; "
+            "score('pope', 'yes', 'yes'); "
+            "print(sorted(m for m in ('numpy', 'torch', 'PIL', 'textual', 'rich') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_runs_scored_with_the_old_pope_read_as_pope_first_word():
+    """A config.json from before the rules were fixed recorded the first-word rule as pope."""
+    old = RunConfig(data={"path": "d"}, model={"name": "m"}, scoring="pope",
+                    strategies=["all"]).to_json()
+    del old["scoring_rules"]
+    assert RunConfig.from_json(old).scoring == "pope-first-word"
+    new = RunConfig(data={"path": "d"}, model={"name": "m"}, scoring="pope", strategies=["all"])
+    assert RunConfig.from_json(new.to_json()).scoring == "pope"
+    for rule, rules in (("exact", 2), ("vqa", 1)):  # only vqa's old scores differ from today's
+        old["scoring"] = rule
+        assert RunConfig.from_json(old).scoring_rules == rules
+    s = summarise([_record(0, [0, 1])], "vqa")
+    s["scoring_rules"] = 1
+    assert "`flowtui dataset report RUN --scoring vqa` rescores it" in format_table(s)
 
 
 # --- summary ----------------------------------------------------------------------------------
@@ -234,6 +331,68 @@ def test_summary_counts_errors_apart():
     assert s["strategies"]["all"]["accuracy"] == [0.0, 0.5, 1.0]
     assert s["strategies"]["all"]["cliff_histogram"] == [0, 1, 1]
     assert s["dataset_cliff"] == 2 and s["baseline_accuracy"] == 1.0
+
+
+POPE_LABELS = ["yes", "yes", "yes", "yes", "no", "no", "no", "no"]
+POPE_ANSWERS = ["yes", "Yes.", "no", "maybe", "yes", "no", "No", "no"]
+
+
+def _pope_records(rule_name):
+    """K = 0: POPE_ANSWERS; K = 1 and the baseline: "yes" everywhere."""
+    rule = RULES[rule_name]
+    recs = []
+    for i, (label, answer) in enumerate(zip(POPE_LABELS, POPE_ANSWERS, strict=True)):
+        answers = [answer, "yes"]
+        recs.append({"index": i, "id": str(i), "question": "q", "reference": label,
+                     "baseline": {"answer": "yes", "score": rule.score("yes", label),
+                                  "logprob": -0.1},
+                     "cliff": 1, "strategies": {"all": {
+                         "answers": answers, "scores": [rule.score(a, label) for a in answers],
+                         "logprob": [-1.0, -0.1], "same": [False, True], "cliff": 1}}})
+    return recs
+
+
+@pytest.mark.parametrize("rule, want0", [
+    # pope reads yes, other ("Yes."), no, other, yes, no, no, no: TP 1, FP 1, FN 3.
+    ("pope", {"accuracy": 0.5, "precision": 0.5, "recall": 0.25, "f1": 1 / 3, "yes_ratio": 0.25}),
+    # pope-first-word reads "Yes." as yes: TP 2, FP 1, FN 2.
+    ("pope-first-word", {"accuracy": 5 / 8, "precision": 2 / 3, "recall": 0.5, "f1": 4 / 7,
+                         "yes_ratio": 3 / 8}),
+    # pope-negation: no negation word is yes ("maybe" too): TP 3, FP 1, FN 1.
+    ("pope-negation", {"accuracy": 6 / 8, "precision": 3 / 4, "recall": 3 / 4, "f1": 3 / 4,
+                       "yes_ratio": 4 / 8}),
+])
+def test_pope_precision_recall_f1_and_yes_ratio(rule, want0):
+    s = summarise(_pope_records(rule), rule, rows=8)
+    a = s["strategies"]["all"]
+    for key, value in want0.items():
+        assert a[key][0] == pytest.approx(value), key
+    # All yes: every yes label found, half the yeses wrong.
+    all_yes = {"accuracy": 0.5, "precision": 0.5, "recall": 1.0, "f1": 2 / 3, "yes_ratio": 1.0}
+    for key, value in all_yes.items():
+        assert a[key][1] == pytest.approx(value), key
+        if key != "accuracy":
+            assert s[f"baseline_{key}"] == pytest.approx(value), key
+    rows = list(csv.DictReader(io.StringIO(curves_csv(s))))
+    assert [r["K"] for r in rows] == ["0", "1"]
+    assert float(rows[0]["f1"]) == pytest.approx(want0["f1"], abs=1e-6)
+    assert float(rows[0]["baseline_recall"]) == 1.0 and float(rows[1]["yes_ratio"]) == 1.0
+    table = format_table(s)
+    assert "POPE, yes the positive class; baseline: precision 0.500, recall 1.000" in table
+    f1_row = [line for line in table.splitlines() if line.startswith("all F1 ")]
+    assert len(f1_row) == 1 and f1_row[0].split()[2:] == [f"{want0['f1']:.2f}", "0.67"]
+
+
+def test_pope_metrics_only_for_yes_no_rules():
+    recs = _pope_records("pope")
+    s = summarise(recs, "exact", rows=8)
+    assert "f1" not in s["strategies"]["all"] and "baseline_f1" not in s
+    rows = list(csv.DictReader(io.StringIO(curves_csv(s))))
+    assert rows[0]["precision"] == "" and rows[0]["baseline_yes_ratio"] == ""
+    assert "POPE" not in format_table(s)
+    # Nothing read as yes: precision has nothing to divide by and is 0, as harnesses report it.
+    assert pope_metrics(["no", "other"], ["yes", "no"]) == {
+        "precision": 0.0, "recall": 0.0, "f1": 0.0, "yes_ratio": 0.0}
 
 
 # --- config, filters, files -------------------------------------------------------------------
@@ -289,8 +448,10 @@ def test_torn_tail_is_cut_and_skipped(tmp_path):
 # --- the command ------------------------------------------------------------------------------
 @pytest.mark.parametrize("sub, words", [
     ("run", ("--resume", "--strategies", "pope-negation", "accelerate launch --multi_gpu",
+             "pope lmms-eval's POPE rule: the whole answer", "leave-one-out",
              "torchrun", "--images", "save_to_disk")),
-    ("report", ("--json", "other machines")),
+    ("report", ("--json", "other machines", "--scoring RULE", "RUN_DIR/scoring-RULE/",
+                "never touches the run's own files", "pope-first-word flowtui's own lenient")),
     ("show", ("--run-model", "Enter opens a sample")),
     ("toy", ("POPE-format", "--n")),
 ])
@@ -320,3 +481,17 @@ def test_dataset_help_and_toy_command(tmp_path, capsys):
     assert "next: flowtui dataset run" in capsys.readouterr().out
     assert main(["dataset", "toy", str(tmp_path / "t")]) == 2  # never over existing data
     assert "not an empty folder" in capsys.readouterr().err
+
+
+def test_an_old_vqa_run_is_not_resumed_under_the_new_rule(tmp_path):
+    from flowtui.dataset.runner import check_out
+
+    new = RunConfig(data={"path": "d"}, model={"name": "m"}, scoring="vqa", strategies=["all"])
+    old = new.to_json()
+    del old["scoring_rules"]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    with pytest.raises(InputError, match="scored with flowtui's first vqa rule; resuming it"):
+        check_out(tmp_path, new, resume=True)
+    old["scoring"] = new.scoring = "exact"  # exact did not change: resumed as before
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert check_out(tmp_path, new, resume=True).scoring == "exact"

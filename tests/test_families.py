@@ -14,6 +14,7 @@ import pytest
 from regions import channels_last3, check_regions, pixel_support, position_image, sample_tokens
 
 import flowtui
+from flowtui.engine import compat
 from flowtui.engine.analysis import cliff_layer
 from flowtui.selftest import tiny
 from flowtui.selftest.reference import (
@@ -51,6 +52,30 @@ def test_loads_through_the_public_path(fam):
     assert fam.engine.info.family == fam.spec.FAMILY
     module = getattr(fam.spec, "ADAPTER_MODULE", fam.name)
     assert type(fam.engine.adapter).__module__ == f"flowtui.engine.families.{module}"
+
+
+def test_head_and_cache_argument_are_the_models_own(fam):
+    """flowtui's LM head (used by every rerun) gives the model's own logits, and its decoder
+    takes the cache under the name compat reads: where either changes, transformers changed an
+    internal (compat.head_applies_logit_scale / head_applies_final_softcap / cache_kwarg)."""
+    import torch
+
+    e, a = fam.engine, fam.a
+    st = e._state(a, lambda _p: None)
+    last = {}
+
+    def keep(_m, _a, out) -> None:
+        last["h"] = out[0] if isinstance(out, tuple) else out.last_hidden_state
+
+    hook = e.adapter.text_model.register_forward_hook(keep)
+    try:
+        with torch.no_grad():
+            logits = e.model(**st.full, use_cache=False).logits[0]
+    finally:
+        hook.remove()
+    ours = e.adapter.logits(last["h"][0])
+    np.testing.assert_allclose(ours.float().numpy(), logits.float().numpy(), rtol=1e-5, atol=1e-5)
+    assert compat.cache_kwarg(e.adapter.text_model) in compat.CACHE_NAMES
 
 
 def test_groups_image_block_and_layout(fam):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from flowtui import __version__
@@ -24,6 +25,7 @@ from flowtui.cli.common import (
     summary,
     supported_model_types,
 )
+from flowtui.textsafe import visible
 
 HELP = "analyse an image + question in the explorer or headless (the default command)"
 
@@ -48,7 +50,13 @@ examples:
 
 models: --model takes a local transformers folder or a hub id already in the local Hugging Face
 cache; flowtui never downloads at run time. Supported model types: {families}.
-exit codes: 0 ok, 2 bad input (one line on stderr), 130 interrupted.
+self-checks: every analysis checks that flowtui's reruns reproduce the model's own pass (the
+answer is the argmax, a rerun with nothing cut gives the same logits, cached decoding agrees,
+shares sum to 1, all finite); failed checks are kept in the snapshot, shown in the explorer,
+and a headless run exits 3 after writing its snapshot. --no-self-check skips them.
+
+exit codes: 0 ok, 2 bad input (one line on stderr), 3 a self-check failed (the snapshot is
+written; its numbers may be wrong), 130 interrupted.
 """
 
 
@@ -61,6 +69,8 @@ def build_parser(prog: str = "flowtui") -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"flowtui {__version__}")
     p.add_argument("--max-new-tokens", type=positive_int, default=32, metavar="N",
                    help="longest answer to generate (default: 32)")
+    p.add_argument("--no-self-check", dest="self_check", action="store_false",
+                   help="skip the self-checks that run with every analysis (a few %% of its time)")
     add_model_options(p)
     add_remote_options(p)
     ui = p.add_argument_group("explorer")
@@ -129,7 +139,7 @@ def _run_headless(args) -> int:
         if args.keep is not None:
             _check_keep(engine, args.image, args.keep)
         a = engine.analyze(args.image, args.question, max_new_tokens=args.max_new_tokens,
-                           progress=progress)
+                           progress=progress, self_check=args.self_check)
         for k in args.truncate:
             engine.truncate(a, k, strategy=args.strategy, keep=args.keep, seed=args.seed,
                             progress=progress)
@@ -142,6 +152,11 @@ def _run_headless(args) -> int:
             close()
     a.save(out, inputs=[args.image])
     print(summary(a, out))
+    if a.failed_checks:
+        # Written first: the snapshot keeps the evidence. Exit 3, not 2: the input was fine.
+        failed = "; ".join(c.describe() for c in a.failed_checks)
+        print(visible(f"flowtui: self-check failed: {failed}"), file=sys.stderr)
+        return 3
     return 0
 
 
@@ -171,4 +186,5 @@ def run(argv: list[str], prog: str = "flowtui") -> int:
         engine_factory=engine_factory(args, on_log=quiet_log),
         max_new_tokens=args.max_new_tokens,
         theme=args.theme,
+        self_check=args.self_check,
     )

@@ -177,6 +177,11 @@ def summary(a, path: Path | None = None) -> str:
         cliff = a.cliff_layer
         lines.append(f"cliff layer: {cliff if cliff is not None else 'none (K = L differs)'}")
     lines += [f"note:     {n}" for n in a.notes]
+    if a.checks:
+        failed = a.failed_checks
+        lines.append(f"checks:   {len(a.checks) - len(failed)} of {len(a.checks)} self-checks "
+                     "passed" + (f"; FAILED: {', '.join(c.name for c in failed)}" if failed
+                                 else ""))
     if path is not None:
         lines.append(f"wrote:    {path}")
     return "\n".join(visible(line) for line in lines)

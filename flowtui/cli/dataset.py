@@ -27,7 +27,8 @@ K per strategy, with the baseline and the dataset cliff layer (the paper's Figur
 
 commands:
   run DATA --out RUN_DIR    run (or --resume) a dataset run
-  report RUN_DIR            print the curves as a table and (re)write summary, CSV and plots
+  report RUN_DIR            print the curves as a table and (re)write summary, CSV and plots;
+                            --scoring RULE rescores the stored answers (no model)
   show RUN_DIR              browse the results in the explorer
   toy OUT [--n N]           write a POPE-format dataset of toy scenes (for the toy model)
 
@@ -40,7 +41,8 @@ Parquet with image, question and answer columns (guessed, or --image-column ...)
 written by datasets' save_to_disk (--split for a DatasetDict). Image paths resolve against
 --images, else the data file's folder. Nothing is downloaded.
 
-scoring rules: {rules}
+scoring rules (--scoring):
+{rules}
 
 many processes: accelerate launch --multi_gpu --num_processes N -m flowtui dataset run ...
 (one process per GPU; on CPU too), or torchrun --nproc-per-node N -m flowtui dataset run ...;
@@ -55,9 +57,20 @@ examples:
 
 
 def _rules_text() -> str:
+    """One wrapped entry per rule (the epilogs are printed as written, not rewrapped)."""
+    import textwrap
+
     from flowtui.dataset.scoring import RULES
 
-    return "; ".join(f"{r.name}: {r.summary}" for r in RULES.values())
+    width = max(len(name) for name in RULES) + 4
+    return "\n".join(textwrap.fill(r.summary, 96, initial_indent=f"  {r.name:<{width - 2}}",
+                                   subsequent_indent=" " * width) for r in RULES.values())
+
+
+def _rule_names() -> list[str]:
+    from flowtui.dataset.scoring import RULES
+
+    return list(RULES)
 
 
 def run_parser(prog: str) -> argparse.ArgumentParser:
@@ -88,8 +101,9 @@ def run_parser(prog: str) -> argparse.ArgumentParser:
                    help="text appended to every question (e.g. an answer-format instruction)")
     r = p.add_argument_group("sweep and scoring")
     r.add_argument("--scoring", default=None, metavar="RULE",
-                   help="pope, pope-negation, exact, vqa, choice or same (default: pope for POPE "
-                        "data, exact otherwise, same where the data has no answers)")
+                   help=f"{', '.join(_rule_names())}, each defined under 'scoring rules' below "
+                        "(default: pope for POPE data, exact otherwise, same where the data has "
+                        "no answers); `report --scoring` rescores a finished run under another")
     r.add_argument("--strategies", default="all", metavar="LIST",
                    help="comma-separated: all, top:R (FastV's ranking), random:R (default: all)")
     r.add_argument("--seed", type=int, default=0, help="seed of the random:R strategy (default 0)")
@@ -99,6 +113,9 @@ def run_parser(prog: str) -> argparse.ArgumentParser:
                    help="dataset cliff tolerance (default 0.01)")
     r.add_argument("--snapshots", action="store_true",
                    help="also save each sample's .flowtui snapshot (computes its CAM: slower)")
+    r.add_argument("--no-self-check", dest="self_check", action="store_false",
+                   help="skip each analysis' self-checks (failed ones are recorded per sample "
+                        "and counted in summary.json as self_check_failures)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -130,7 +147,7 @@ def cmd_run(argv: list[str], prog: str) -> int:
                           scoring=args.scoring, strategies=args.strategies, seed=args.seed,
                           max_new_tokens=args.max_new_tokens,
                           question_suffix=args.question_suffix, limit=args.limit,
-                          snapshots=args.snapshots)
+                          snapshots=args.snapshots, self_check=args.self_check)
     out = Path(args.out)
     check_out(out, config, args.resume)  # before any model time is spent
     dist = from_env(args.device)
@@ -151,11 +168,37 @@ def cmd_run(argv: list[str], prog: str) -> int:
     return 0
 
 
+REPORT_EPILOG = """\
+rescoring: --scoring RULE scores the answers the run stored again under another rule, with no
+model loaded: the baseline answers, every truncated answer and the recorded same-as-baseline
+flags (so --scoring same needs no labels). It writes summary.json, curves.csv, accuracy.png and
+cliffs.png into RUN_DIR/scoring-RULE/ (or --out DIR) and never touches the run's own files. A
+rule the run's references cannot be scored with (e.g. pope on VQA answers, any rule but same on
+data without answers) is refused before anything is written.
+
+scoring rules:
+{rules}
+
+examples:
+  flowtui dataset report toy-run
+  flowtui dataset report toy-run --scoring pope-negation     # -> toy-run/scoring-pope-negation/
+"""
+
+
 def report_parser(prog: str) -> argparse.ArgumentParser:
     p = Parser(prog=prog, description="Merge a run's per-process files, print its curves as a "
                "table and (re)write summary.json, curves.csv, samples.jsonl and the plots. Works "
-               "on an unfinished run too, and on process files copied in from other machines.")
+               "on an unfinished run too, and on process files copied in from other machines. "
+               "With --scoring, rescore the stored answers under another rule instead.",
+               epilog=REPORT_EPILOG.format(rules=_rules_text()),
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", help="a results folder written by `flowtui dataset run`")
+    p.add_argument("--scoring", default=None, metavar="RULE",
+                   help="rescore the stored answers under RULE (no model): "
+                        f"{', '.join(_rule_names())}; written to RUN_DIR/scoring-RULE/")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="with --scoring: the folder for the rescored files (default "
+                        "RUN_DIR/scoring-RULE)")
     p.add_argument("--delta", type=float, default=None, metavar="D",
                    help="dataset cliff tolerance (default 0.01)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -175,15 +218,33 @@ def cmd_report(argv: list[str], prog: str) -> int:
     if not run_dir.is_dir():
         raise InputError(f"no results folder {run_dir}")
     delta = _delta(args)
+    if args.out is not None and args.scoring is None:
+        raise InputError("--out goes with --scoring (a plain report rewrites the run's own files)")
+    folder = None
     try:
-        summary = finalize(run_dir, delta,
-                           plots=not args.no_plots)
+        if args.scoring is not None:
+            from flowtui.dataset.rescore import RescoreAborted, rescore_run
+
+            try:
+                summary, folder = rescore_run(run_dir, args.scoring, args.out, delta,
+                                              plots=not args.no_plots)
+            except RescoreAborted as exc:
+                return fail(str(exc), 1)
+        else:
+            summary = finalize(run_dir, delta, plots=not args.no_plots)
     except RunAborted as exc:
         return fail(str(exc), 1)
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
-        say(format_table(summary, f"{summary['model']} on {Path(str(summary['data'])).name}"))
+        title = f"{summary['model']} on {Path(str(summary['data'])).name}"
+        if folder is not None:
+            title += f", rescored with {args.scoring!r} (run with {summary['rescored_from']['scoring']!r})"
+        say(format_table(summary, title))
+        if folder is not None:
+            files = "summary.json" if not summary["strategies"] else "summary.json, curves.csv" \
+                if args.no_plots else "summary.json, curves.csv, accuracy.png, cliffs.png"
+            say(f"wrote {folder}/ ({files})")
     return 0
 
 

@@ -9,8 +9,12 @@ from flowtui.engine.errors import InputError
 
 CONFIG_FORMAT = "flowtui.dataset.run"
 CONFIG_VERSION = 1
+# The definitions of the scoring rules a run's scores were computed with. 2: `pope` became
+# lmms-eval's whole-answer rule (the first-word rule is now `pope-first-word`) and `vqa` the
+# official leave-one-out accuracy with EvalAI's processor. A config without it is 1.
+SCORING_RULES = 2
 # Settings a resumed run may change: --limit extends (or shortens) the set of rows it covers.
-MAY_CHANGE = ("limit", "created")
+MAY_CHANGE = ("limit", "created", "self_check")
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,9 @@ class RunConfig:
     question_suffix: str = ""
     limit: int | None = None
     snapshots: bool = False
+    # Checks what the engine computes; never changes a result (so a resume may switch it).
+    self_check: bool = True
+    scoring_rules: int = SCORING_RULES
     format: str = CONFIG_FORMAT
     version: int = CONFIG_VERSION
     created: str = ""
@@ -73,7 +80,16 @@ class RunConfig:
             raise InputError(f"config.json is version {obj.get('version')}; this flowtui reads "
                              f"up to {CONFIG_VERSION}: upgrade flowtui")
         known = {k: obj[k] for k in cls.__dataclass_fields__ if k in obj}
-        return cls(**known)
+        known.setdefault("scoring_rules", 1)  # written before the field: the first definitions
+        config = cls(**known)
+        if config.scoring_rules < 2 and config.scoring != "vqa":
+            # Only pope and vqa changed. An old pope run's scores are the first-word rule's,
+            # unchanged under its own name now; an old vqa run keeps 1 (its scores are not the
+            # official accuracy: report says so, and resuming it is refused).
+            if config.scoring == "pope":
+                config.scoring = "pope-first-word"
+            config.scoring_rules = SCORING_RULES
+        return config
 
     def strategy_list(self) -> list[Strategy]:
         return parse_strategies(",".join(self.strategies))

@@ -67,6 +67,7 @@ def build_config(
     question_suffix: str = "",
     limit: int | None = None,
     snapshots: bool = False,
+    self_check: bool = True,
 ) -> RunConfig:
     """A run's config from its settings. Scoring defaults to pope for POPE data, exact where
     there are answers, same where there are none; a rule that needs answers on data without
@@ -92,7 +93,8 @@ def build_config(
         model={"arg": model, "path": str(path), "name": name, "dtype": dtype,
                "quantize": quantize},
         scoring=scoring, strategies=names, seed=seed, max_new_tokens=max_new_tokens,
-        question_suffix=question_suffix, limit=limit, snapshots=snapshots, created=now(),
+        question_suffix=question_suffix, limit=limit, snapshots=snapshots,
+        self_check=self_check, created=now(),
     )
 
 
@@ -120,6 +122,10 @@ def check_out(out: Path, config: RunConfig, resume: bool) -> RunConfig | None:
     except (TypeError, InputError) as exc:
         raise InputError(f"--out {out}: {one_line(exc)}") from None
     diffs = previous.differences(config)
+    if "scoring_rules" in diffs:
+        raise InputError(f"--out {out} holds a run scored with flowtui's first {previous.scoring} "
+                         "rule; resuming it would mix two rules: choose another --out (`flowtui "
+                         f"dataset report {out} --scoring {previous.scoring}` rescores its answers)")
     if diffs:
         raise InputError(f"--out {out} holds a different run ({', '.join(diffs[:4])} differ); "
                          "choose another --out")
@@ -164,7 +170,7 @@ def process_sample(
     seed = sample_seed(config.seed, row.index)
     try:
         analysis = engine.analyze(row.image, question, max_new_tokens=config.max_new_tokens,
-                                  cam=config.snapshots)
+                                  cam=config.snapshots, self_check=config.self_check)
         sweeps = {}
         for s in strategies:
             sweeps[s.name] = engine.sweep(analysis, strategy=s.kind, keep=s.keep,
@@ -177,6 +183,9 @@ def process_sample(
         _free_memory()
         return failed("model", one_line(exc))
     baseline_logprob = float(np.sum(analysis.answer_logprobs))
+    if analysis.failed_checks:
+        # The sample's numbers may be wrong: kept with it, counted in summary.json.
+        rec["self_check_failures"] = [c.describe() for c in analysis.failed_checks]
     rec["baseline"] = {"answer": analysis.answer,
                        "score": rule.score(analysis.answer, reference, True),
                        "logprob": baseline_logprob}
@@ -417,6 +426,7 @@ def finalize(out: str | Path, delta: float = DELTA, plots: bool = True) -> dict[
     summary["complete"] = summary["skipped"] == 0
     summary["model"] = config.model.get("name")
     summary["data"] = config.data.get("path")
+    summary["scoring_rules"] = config.scoring_rules
     try:
         if shards:
             results.write_atomic(out / results.MERGED, "".join(results.encode(r) for r in records))

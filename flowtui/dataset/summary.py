@@ -5,6 +5,13 @@ Samples with an error are counted and left out of every accuracy (they have no a
 Intervals: Wilson's score interval where every score is 0 or 1 (POPE, exact, choice, same); the
 normal approximation with the sample variance, clipped to [0, 1], where scores are fractional
 (vqa). Each point's interval is its own; the K's share their samples.
+
+POPE's metrics, for the rules whose references are yes/no (`POPE_RULES`), with yes the positive
+class, as the POPE paper defines them: precision = TP / (TP + FP), recall = TP / (TP + FN),
+F1 their harmonic mean, yes-ratio = answers read as yes / answers. Each answer is read as the
+rule reads it (`Rule.predict`); an answer read as neither yes nor no is not a yes: a false
+negative on a yes label. A ratio with nothing to divide by is 0, as lmms-eval and scikit-learn
+report it.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from flowtui.dataset.scoring import RULES, LabelError
 from flowtui.engine.analysis import cliff_layer
 
 SUMMARY_FORMAT = "flowtui.dataset.summary"
@@ -55,6 +63,37 @@ def dataset_cliff(accuracy: Sequence[float], baseline: float, delta: float = DEL
     if acc.size == 0 or not np.isfinite(baseline):
         return None
     return cliff_layer(acc >= baseline - delta - 1e-12)
+
+
+POPE_METRICS = ("precision", "recall", "f1", "yes_ratio")
+
+
+def pope_metrics(predictions: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
+    """POPE's precision, recall, F1 and yes-ratio (see the module docstring) of predictions
+    (yes / no / other) against yes/no labels."""
+    if len(predictions) != len(labels):
+        raise ValueError("one prediction per label")
+    tp = sum(p == "yes" and t == "yes" for p, t in zip(predictions, labels, strict=True))
+    fp = sum(p == "yes" and t == "no" for p, t in zip(predictions, labels, strict=True))
+    fn = sum(p != "yes" and t == "yes" for p, t in zip(predictions, labels, strict=True))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    yes = sum(p == "yes" for p in predictions)
+    return {"precision": precision, "recall": recall, "f1": f1,
+            "yes_ratio": yes / len(predictions) if predictions else 0.0}
+
+
+def _pope_labels(records: list[dict[str, Any]], scoring: str) -> list[str] | None:
+    """The yes/no labels of scored records under a pope-family rule; None for another rule (or a
+    label the rule cannot read, which a scored record should not have)."""
+    rule = RULES.get(scoring)
+    if rule is None or rule.predict is None:
+        return None
+    try:
+        return [rule.reference(r.get("reference")) for r in records]
+    except LabelError:
+        return None
 
 
 def _strategy_names(records: list[dict[str, Any]], given: Sequence[str] | None) -> list[str]:
@@ -95,11 +134,18 @@ def summarise(
         "errors": len(errors),
         "errors_by_stage": dict(sorted(Counter(r.get("stage", "?") for r in errors).items())),
         "skipped": (rows - len(records)) if rows is not None else 0,
+        # Samples whose analysis failed a self-check: their numbers may be wrong.
+        "self_check_failures": sum(bool(r.get("self_check_failures")) for r in ok),
         "baseline_accuracy": base_acc if base.size else None,
         "baseline_ci95": list(interval(base)) if base.size else None,
         "dataset_cliff": None,
         "strategies": {},
     }
+    labels = _pope_labels(ok, scoring)
+    predict = RULES[scoring].predict if labels is not None else None
+    if predict is not None and ok:
+        base_pope = pope_metrics([predict(r["baseline"]["answer"]) for r in ok], labels)
+        out.update({f"baseline_{m}": base_pope[m] for m in POPE_METRICS})
     if num_layers is None:
         return out
     L = int(num_layers)
@@ -120,23 +166,38 @@ def summarise(
             "cliff_histogram": [int(cliffs.get(k, 0)) for k in range(L + 1)],
             "cliff_none": int(cliffs.get(None, 0)),
         }
+        if predict is not None:
+            mine = [lab for r, lab in zip(ok, labels, strict=True)
+                    if name in r.get("strategies", {})]
+            per_k = [pope_metrics([predict(s["answers"][k]) for s in have], mine)
+                     for k in range(L + 1)]
+            out["strategies"][name].update({m: [v[m] for v in per_k] for m in POPE_METRICS})
     if "all" in out["strategies"]:
         out["dataset_cliff"] = out["strategies"]["all"]["dataset_cliff"]
     return out
 
 
 def curves_csv(summary: dict[str, Any]) -> str:
-    """One row per strategy and K: accuracy, its 95% interval, the mean baseline log-prob."""
+    """One row per strategy and K: accuracy, its 95% interval, the mean baseline log-prob; for a
+    pope-family rule also precision, recall, F1 and yes-ratio at K and the baseline's (the
+    columns are there, empty, for other rules)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["strategy", "K", "accuracy", "ci95_low", "ci95_high", "mean_baseline_logprob",
-                "samples", "baseline_accuracy", "dataset_cliff"])
+                "samples", "baseline_accuracy", "dataset_cliff", *POPE_METRICS,
+                *(f"baseline_{m}" for m in POPE_METRICS)])
+
+    def num(v: float | None) -> str:
+        return "" if v is None else f"{v:.6f}"
+
+    base_pope = [num(summary.get(f"baseline_{m}")) for m in POPE_METRICS]
     for name, s in summary["strategies"].items():
         for k, acc in enumerate(s["accuracy"]):
             lo, hi = s["ci95"][k]
             w.writerow([name, k, f"{acc:.6f}", f"{lo:.6f}", f"{hi:.6f}",
                         f"{s['mean_logprob'][k]:.6f}", s["samples"],
-                        f"{summary['baseline_accuracy']:.6f}", s["dataset_cliff"]])
+                        f"{summary['baseline_accuracy']:.6f}", s["dataset_cliff"],
+                        *(num(s[m][k]) if m in s else "" for m in POPE_METRICS), *base_pope])
     return buf.getvalue()
 
 
@@ -150,6 +211,12 @@ def format_table(summary: dict[str, Any], title: str = "") -> str:
     if summary.get("skipped"):
         head += f", {summary['skipped']} not run yet"
     lines.append(head)
+    if summary.get("self_check_failures"):
+        lines.append(f"WARNING: {summary['self_check_failures']} samples failed a self-check; "
+                     "their numbers may be wrong (see self_check_failures in their records)")
+    if summary.get("scoring_rules", 2) < 2:
+        lines.append(f"(scored with flowtui's first {summary['scoring']} rule, not the harness's: "
+                     f"`flowtui dataset report RUN --scoring {summary['scoring']}` rescores it)")
     if not summary["strategies"]:
         lines.append("no scored samples: no curves")
         return "\n".join(lines)
@@ -158,11 +225,23 @@ def format_table(summary: dict[str, Any], title: str = "") -> str:
     lines.append(f"baseline accuracy (K = L, the unmodified model): {base:.3f} "
                  f"[95% {lo:.3f}-{hi:.3f}]")
     L = summary["num_layers"]
-    width = max(9, *(len(n) + 1 for n in summary["strategies"]))
+    pope = summary.get("baseline_f1") is not None
+    # Room for "random:72 yes-ratio" where the POPE rows follow.
+    width = max(9, *(len(n) + (11 if pope else 1) for n in summary["strategies"]))
     lines.append(f"{'K':<{width}}" + "".join(f"{k:>6}" for k in range(L + 1)))
     for name, s in summary["strategies"].items():
         lines.append(f"{name:<{width}}" + "".join(f"{v:6.2f}" for v in s["accuracy"]))
     cliffs = ", ".join(f"{name} {s['dataset_cliff']}" for name, s in summary["strategies"].items())
     lines.append(f"dataset cliff (accuracy within {summary['delta']:g} of the baseline from K on): "
                  f"{cliffs}")
+    if pope:
+        names = {"precision": "precision", "recall": "recall", "f1": "F1",
+                 "yes_ratio": "yes-ratio"}
+        lines.append("POPE, yes the positive class; baseline: " + ", ".join(
+            f"{names[m]} {summary[f'baseline_{m}']:.3f}" for m in POPE_METRICS))
+        for name, s in summary["strategies"].items():
+            for m in POPE_METRICS:
+                if m in s:
+                    label = f"{name} {names[m]}"
+                    lines.append(f"{label:<{width}}" + "".join(f"{v:6.2f}" for v in s[m]))
     return "\n".join(lines)

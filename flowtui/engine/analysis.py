@@ -92,6 +92,23 @@ class Sweep:
 
 
 @dataclass
+class Check:
+    """One self-check of an analysis (docs/definitions.md, "Self-checks"): an invariant that a
+    silent change in transformers, torch or the model would break, with the numbers compared."""
+
+    name: str
+    passed: bool
+    numbers: dict[str, float] = field(default_factory=dict)
+    detail: str = ""
+
+    def describe(self) -> str:
+        """One line: the check, what it found, and the numbers."""
+        nums = ", ".join(f"{k} {v:.6g}" for k, v in self.numbers.items())
+        text = self.name + (f": {self.detail}" if self.detail else "")
+        return text + (f" ({nums})" if nums else "")
+
+
+@dataclass
 class Analysis:
     """Everything the explorer shows for one image + question.
 
@@ -147,11 +164,18 @@ class Analysis:
     # What the reader should know about how this came about (an EXIF rotation, the first of
     # several frames, transparency composited on white, ...), one sentence each.
     notes: list[str] = field(default_factory=list)
+    # The self-checks run with the analysis (empty where they were skipped or the snapshot
+    # predates them).
+    checks: list[Check] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.feature_positions is None:
             self.feature_positions = self.image_positions
         self.feature_positions = np.asarray(self.feature_positions, dtype=np.int64)
+
+    @property
+    def failed_checks(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
 
     @property
     def num_layers(self) -> int:

@@ -22,9 +22,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
-from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+from flowtui.engine.compat import (
+    ALL_MASK_ATTENTION_FUNCTIONS,
+    AttentionInterface,
+    repeat_kv,
+    sdpa_attention_forward,
+    sdpa_mask,
+)
 
 NAME = "flowtui"
 

@@ -36,8 +36,10 @@ class Engine(Protocol):
         max_new_tokens: int = 32,
         progress: ProgressFn | None = None,
         cam: bool = True,
+        self_check: bool = True,
     ) -> Analysis:
-        """Answer, shares and (unless cam=False, which skips the backward pass) LLaVA-CAM."""
+        """Answer, shares and (unless cam=False, which skips the backward pass) LLaVA-CAM;
+        with the self-checks (analysis.checks) unless self_check=False."""
         ...
 
     def truncate(

@@ -16,11 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from transformers import DynamicCache
-from transformers.generation.streamers import BaseStreamer
 
 from flowtui import __version__
-from flowtui.engine import attention
+from flowtui.engine import attention, compat, selfcheck
 from flowtui.engine.analysis import (
     GROUPS,
     Analysis,
@@ -82,6 +80,12 @@ class _Skip(nn.Module):
         return hidden_states
 
 
+def _without_cache(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A captured call's kwargs with no cache under any name: a rerun is a fresh pass, and
+    handing a decoder both names makes transformers 5.24+ warn."""
+    return {k: v for k, v in kwargs.items() if k not in compat.CACHE_NAMES}
+
+
 def _detached(x: Any) -> Any:
     if isinstance(x, torch.Tensor):
         return x.detach()
@@ -92,7 +96,7 @@ def _detached(x: Any) -> Any:
     return x
 
 
-class _Streamer(BaseStreamer):
+class _Streamer(compat.BaseStreamer):
     """Calls back with all ids decoded so far (generate's first put is the prompt: skipped)."""
 
     def __init__(self, on_ids) -> None:
@@ -252,6 +256,7 @@ class LocalEngine:
         max_new_tokens: int = 32,
         progress: ProgressFn | None = None,
         cam: bool = True,
+        self_check: bool = True,
     ) -> Analysis:
         report = progress or _noop
         if not isinstance(question, str) or not question.strip():
@@ -313,6 +318,11 @@ class LocalEngine:
             notes=notes + self._question_notes(question),
         )
         assert analysis.cam_tokens.shape == (L, len(feats))
+        if self_check:
+            report(Progress("checking", 0, 1, "self-checks"))
+            with self._lock:
+                analysis.checks = selfcheck.run(self, analysis, result["state"])
+            report(Progress("checking", 1, 1, "self-checks"))
         self._remember(analysis, result["state"])
         return analysis
 
@@ -513,7 +523,7 @@ class LocalEngine:
             handle.remove()
 
     def _logits_from_layer(
-        self, st: _State, trunc: attention.Truncation
+        self, st: _State, trunc: attention.Truncation, reduced: bool = True
     ) -> tuple[torch.Tensor, Callable[[], _KV]]:
         """Teacher-forced logits (answer queries + last position) with layers >= K truncated,
         and a function giving the keys/values of every layer under that truncation (only
@@ -524,10 +534,10 @@ class LocalEngine:
         """
         K = trunc.layer
         T1 = st.logits.shape[0]
-        keep = self._kept_positions(st, trunc)
+        keep = self._kept_positions(st, trunc) if reduced else None
         if keep is not None:
             return self._logits_from_layer_kept(st, trunc, keep)
-        kwargs = {**st.text_kwargs, "use_cache": False, "past_key_values": None}
+        kwargs = {**_without_cache(st.text_kwargs), "use_cache": False}
         with (
             torch.no_grad(),
             self._from_layer(K, st.hidden[K]),
@@ -552,8 +562,8 @@ class LocalEngine:
         cfg = self.adapter.text_config
         if (not self.adapter.plain_text_inputs or st.text_args or trunc.masked.numel() == 0
                 or getattr(cfg, "sliding_window", None) or getattr(cfg, "use_sliding_window", 0)
-                or set(st.text_kwargs) - {"attention_mask", "position_ids", "past_key_values",
-                                          "inputs_embeds", "use_cache"}):
+                or {k for k, v in st.text_kwargs.items() if v is not None}
+                - {"attention_mask", "position_ids", "inputs_embeds", "use_cache"}):
             return None
         pos = st.text_kwargs.get("position_ids")
         mask = st.text_kwargs.get("attention_mask")
@@ -587,7 +597,7 @@ class LocalEngine:
             1, len(keep), dtype=torch.long, device=dev)
         kwargs = {"inputs_embeds": kw["inputs_embeds"][:, idx.to(kw["inputs_embeds"].device)],
                   "attention_mask": mask, "position_ids": pos[:, idx.to(pos.device)],
-                  "use_cache": False, "past_key_values": None}
+                  "use_cache": False}
         with (
             torch.no_grad(),
             self._from_layer(K, st.hidden[K][:, idx]),
@@ -643,6 +653,36 @@ class LocalEngine:
             return given[..., n:n + 1]
         return given[..., N - 1:N] + (n - (N - 1))
 
+    def _cache_before(self, kv: _KV, n: int) -> Any:
+        """A KV cache holding every layer's keys/values of positions < n."""
+        cache = compat.new_cache(self.adapter.text_config)
+        for i in range(self.adapter.num_layers):
+            # update() keeps each layer's own kind: a sliding layer trims to its window.
+            cache.update(kv[i][0][:, :, :n], kv[i][1][:, :, :n], i)
+        return cache
+
+    def _step(self, st: _State, cache: Any, tok: int, n: int) -> torch.Tensor:
+        """One cached decoding step: token `tok` at absolute position n; logits [1, V]."""
+        text = self.adapter.text_model
+        with attention.decoding_at(n + 1):
+            out = text(
+                input_ids=torch.tensor([[tok]], device=self.device),
+                position_ids=self._position_ids(st, n),
+                use_cache=True,
+                **{compat.cache_kwarg(text): cache},
+            )
+        last = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        return self.adapter.logits(last[0, -1:]).float()
+
+    def _cached_step(
+        self, st: _State, trunc: attention.Truncation | None, kv: _KV, ids: list[int]
+    ) -> torch.Tensor:
+        """Logits after the answer prefix `ids`, by one cached decoding step (the self-check
+        compares it with the recording pass)."""
+        n = st.prompt_len + len(ids) - 1
+        with torch.no_grad(), attention.truncated(trunc):
+            return self._step(st, self._cache_before(kv, n), ids[-1], n)
+
     def _continue(
         self,
         st: _State,
@@ -656,24 +696,12 @@ class LocalEngine:
         """Greedy decoding under `trunc` after the answer prefix `ids`, with a KV cache holding
         everything before the last of them (baseline below K, the truncated pass from K on)."""
         n = st.prompt_len + len(ids) - 1
-        text = self.adapter.text_model
-        cache = DynamicCache(config=self.adapter.text_config)
-        for i in range(self.adapter.num_layers):
-            # update() keeps each layer's own kind: a sliding layer trims to its window.
-            cache.update(kv[i][0][:, :, :n], kv[i][1][:, :, :n], i)
+        cache = self._cache_before(kv, n)
         eos = self.adapter.eos_token_ids
         tok, more = ids[-1], []
         with torch.no_grad(), attention.truncated(trunc):
             for _ in range(budget):
-                with attention.decoding_at(n + 1):
-                    out = text(
-                        input_ids=torch.tensor([[tok]], device=self.device),
-                        position_ids=self._position_ids(st, n),
-                        past_key_values=cache,
-                        use_cache=True,
-                    )
-                last = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-                tok = int(self._masked_argmax(self.adapter.logits(last[0, -1:]).float())[0])
+                tok = int(self._masked_argmax(self._step(st, cache, tok, n))[0])
                 if tok in eos:
                     break
                 more.append(tok)

@@ -32,6 +32,7 @@ from flowtui.engine.analysis import (
     GROUPS,
     Analysis,
     CamSettings,
+    Check,
     ModelInfo,
     TruncationRun,
     cliff_layer,
@@ -80,6 +81,7 @@ def _manifest(a: Analysis) -> dict:
         "sweep_answers": a.sweep_answers,
         "cliff_layer": a.cliff_layer,
         "notes": list(a.notes),
+        "checks": [asdict(c) for c in a.checks],
     }
 
 
@@ -570,6 +572,26 @@ def _groups(v: Any, S: int, T: int) -> dict[str, list[tuple[int, int]]]:
     return groups
 
 
+def _checks(v: Any) -> list[Check]:
+    if not isinstance(v, list):
+        raise _bad("checks", "a list", v)
+    out = []
+    for i, c in enumerate(v):
+        name = f"checks[{i}]"
+        if not isinstance(c, dict):
+            raise _bad(name, "an object", c)
+        numbers = c.get("numbers", {})
+        if not isinstance(numbers, dict) or not all(isinstance(k, str) for k in numbers):
+            raise _bad(f"{name}.numbers", "an object of numbers", numbers)
+        out.append(Check(
+            name=_str(_field(c, "name", f"{name}.name"), f"{name}.name"),
+            passed=_bool(_field(c, "passed", f"{name}.passed"), f"{name}.passed"),
+            numbers={k: _float(x, f"{name}.numbers.{k}") for k, x in numbers.items()},
+            detail=_str(c.get("detail", ""), f"{name}.detail"),
+        ))
+    return out
+
+
 def _truncations(v: Any, L: int, N: int) -> list[TruncationRun]:
     runs = []
     for i, t in enumerate(_list(v, "truncations")):
@@ -775,5 +797,6 @@ def decode_analysis(m: dict, arrays: dict[str, np.ndarray], image: np.ndarray) -
         ended_with_eos=_bool(m.get("ended_with_eos", True), "ended_with_eos"),
         max_new_tokens=max_new_tokens,
         notes=_strings(m.get("notes", []), "notes"),
+        checks=_checks(m.get("checks", [])),
         **tokens_part,
     )

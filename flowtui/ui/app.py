@@ -293,6 +293,7 @@ class FlowtuiApp(App[int]):
         max_new_tokens: int = 32,
         theme: str | None = None,
         snapshot_path: str | None = None,
+        self_check: bool = True,
     ) -> None:
         super().__init__()
         self.analysis: Analysis | None = None
@@ -302,6 +303,7 @@ class FlowtuiApp(App[int]):
         self.engine_factory = engine_factory
         self.max_new_tokens = max_new_tokens
         self.snapshot_path = snapshot_path
+        self.self_check = self_check
         self.stem = default_stem(image, snapshot_path)
         self.view = ViewState(threshold=analysis.cam_settings.threshold if analysis else 0.5)
         self.engine: Engine | None = None
@@ -463,6 +465,9 @@ class FlowtuiApp(App[int]):
         """The status line at rest: `what`, and the analysis' notes (how the image was read,
         what the model could not take in) in short; the answer panel lists them all."""
         notes = self.analysis.notes if self.analysis is not None else []
+        failed = self.analysis.failed_checks if self.analysis is not None else []
+        if failed:
+            return f"{what} · ✗ self-check failed: {failed[0].name}"
         if not notes:
             return what
         more = f" (+{len(notes) - 1} more)" if len(notes) > 1 else ""
@@ -486,6 +491,11 @@ class FlowtuiApp(App[int]):
         if analysis.notes:
             # In full once, whatever the terminal's size; the panel and status line keep them.
             self.notify("\n".join(analysis.notes), title="note", severity="warning", timeout=8)
+        if analysis.failed_checks:
+            # The numbers may be wrong: said loudly, and kept in the answer panel.
+            self.notify("\n".join(visible(c.describe()) for c in analysis.failed_checks),
+                        title="self-check failed: these numbers may be wrong",
+                        severity="error", timeout=20)
 
     # --- actions ---------------------------------------------------------------------------
     def action_layer(self, delta: int) -> None:
@@ -703,6 +713,7 @@ class FlowtuiApp(App[int]):
                 question,
                 max_new_tokens=max_new_tokens,
                 progress=self._progress_fn("analysis", cancel),
+                self_check=self.self_check,
             )
             self.post_message(AnalysisReady(analysis))
 
@@ -919,6 +930,7 @@ def run_explorer(
     max_new_tokens: int = 32,
     theme: str | None = None,
     snapshot_path: str | None = None,
+    self_check: bool = True,
 ) -> int:
     """Live mode: engine_factory + image + question (the app loads the engine in a worker via
     engine_factory(progress), then analyzes). Open mode: analysis (from a snapshot), and
@@ -932,6 +944,7 @@ def run_explorer(
         max_new_tokens=max_new_tokens,
         theme=theme,
         snapshot_path=snapshot_path,
+        self_check=self_check,
     )
     result = app.run()
     return int(result) if isinstance(result, int) else (app.return_code or 0)

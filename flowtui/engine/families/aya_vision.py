@@ -7,8 +7,9 @@ The processor tiles the image GotOcr2-style (see `_tiles`) and writes each image
 `<|END_OF_IMG|>`. The tags are inner markers: the whole block is the image group.
 
 Cohere blocks run attention and MLP in parallel from one `input_layernorm`: that norm is the
-CAM site (the base adapter's rule). Cohere's causal LM multiplies logits by `logit_scale`, but
-`AyaVisionForConditionalGeneration` applies its `lm_head` alone, so the base `logits` is exact.
+CAM site (the base adapter's rule). Cohere's causal LM multiplies logits by `logit_scale`;
+`AyaVisionForConditionalGeneration` does too from transformers 5.25 on (before, its `lm_head`
+alone): the base `logits` follows whichever the installed model does (compat).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from flowtui.engine import compat
 from flowtui.engine.analysis import grid_regions
 from flowtui.engine.errors import InputError, ModelLoadError
 
@@ -235,8 +236,16 @@ class FamilyAdapter:
         return set(eos if isinstance(eos, list) else [eos]) - {None}
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The LM head on final-norm hidden states, exactly as the model's own forward does."""
-        return self.model.get_output_embeddings()(hidden)
+        """The LM head on final-norm hidden states, exactly as the model's own forward does:
+        with Cohere's `logit_scale` and Gemma's final soft-cap where that forward applies them
+        (which changed across transformers releases: see compat)."""
+        logits = self.model.get_output_embeddings()(hidden)
+        if compat.head_applies_logit_scale(self.model):
+            logits = logits * float(self.text_config.logit_scale)
+        cap = getattr(self.text_config, "final_logit_softcapping", None)
+        if cap is not None and compat.head_applies_final_softcap(self.model):
+            logits = torch.tanh(logits / cap) * cap
+        return logits
 
     # --- inputs ----------------------------------------------------------------------------
     def build_prompt(self, question: str) -> str:

@@ -5,7 +5,8 @@ so the image comes first and the system group is empty. The image processor stre
 whole image to the tower's square (no crop, no pad), so each token's region is one cell of
 the patch grid laid over the original image. The prefix (image + prompt) attends
 bidirectionally; token_type_ids mark the answer (the suffix) with 1. PaliGemma 2's Gemma 2
-decoder soft-caps the final logits, which the model's forward applies after the LM head.
+decoder soft-caps the final logits, which the model's forward applies after the LM head from
+transformers 5.23 on (the base `logits` follows the installed model).
 """
 
 from __future__ import annotations
@@ -24,13 +25,6 @@ class PaliGemmaAdapter(FamilyAdapter):
                 "google/paligemma-3b-mix-224")
     # The answer is the suffix: token type 1 (the prefix is 0 and attends bidirectionally).
     answer_token_type = {"token_type_ids": 1}
-
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = super().logits(hidden)
-        cap = getattr(self.text_config, "final_logit_softcapping", None)
-        if cap is not None:
-            logits = torch.tanh(logits / cap) * cap
-        return logits
 
     def build_prompt(self, question: str) -> str:
         # The processor adds <bos> after the image tokens and "\n" after the prompt.

@@ -130,6 +130,9 @@ class AnswerPanel(Static):
         if not a.ended_with_eos:
             answer.append(" (cut at max tokens)", "dim")
         lines = [question, answer]
+        for check in a.failed_checks:
+            lines.append(Text.assemble(("✗ self-check failed: ", "bold red"),
+                                       (visible(check.describe()), "red")))
         if a.notes:
             style = self.get_component_rich_style("answer-panel--note")
             lines += notes_lines(a.notes, width, self.app.size.height < 30, style)
