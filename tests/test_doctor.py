@@ -97,13 +97,20 @@ def test_a_version_outside_the_tested_range_fails_naming_the_package(monkeypatch
 
 
 def test_a_corrupted_kv_cache_fails_the_self_test_naming_family_and_check(tmp_path):
-    proc = run_doctor(tmp_path, "--families", "llava", shim=CORRUPT_CACHE)
+    proc = run_doctor(tmp_path, "--json", "--families", "llava", shim=CORRUPT_CACHE)
     assert proc.returncode == 1, proc.stderr[-3000:]
-    # One line for the family: its first failed check, and how many more there are.
-    [error] = [line for line in proc.stderr.splitlines() if line.startswith("flowtui: error:")]
-    assert re.match(r"flowtui: error: llava: sweep (answer|log p) at K=\d is .*, the eager "
-                    r"reference .* \(\+\d+ more\)$", error), error
-    assert re.search(r"FAIL  llava +sweep (answer|log p) at K=\d", proc.stdout)
+    report = json.loads(proc.stdout)
+    [item] = [it for it in report["items"] if it["section"] == "self-test"]
+    assert item["name"] == "llava" and item["status"] == "fail"
+    # Both the engine's own self-checks of the analysis and the eager reference catch it.
+    assert any(f.startswith("self-check failed: ") for f in item["failures"]), item["failures"]
+    assert any(re.match(r"sweep (answer|log p) at K=\d is .*, the eager reference ", f)
+               for f in item["failures"]), item["failures"]
+    # One error line for the family: its first failed check, and how many more there are.
+    n = len(item["failures"])
+    assert report["failures"] == [f"llava: {item['failures'][0]} (+{n - 1} more)"]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("flowtui: error:")]
+    assert errors == [f"flowtui: error: {report['failures'][0]}"]
     assert "Traceback" not in proc.stderr
 
 

@@ -280,7 +280,8 @@ def family_item(name: str, spec, folder: Path, step: Say) -> Item:
                     if len(fails) > 1 else ""), seconds, fails, data)
     detail = (f"answer {data['answer']!r}; sweep K=0..{data['layers']} matches the eager reference "
               f"(max |Δ log p| {data['max_logprob_error']:.1e}); shares "
-              f"(max |Δ| {data['max_share_error']:.1e}); cliff {data['cliff']}")
+              f"(max |Δ| {data['max_share_error']:.1e}); cliff {data['cliff']}; "
+              f"{len(data['self_checks'])} self-checks passed")
     return Item("self-test", name, OK, detail, seconds, [], data)
 
 
@@ -308,8 +309,10 @@ def _family_checks(spec, folder: Path, step: Say, data: dict[str, Any]) -> list[
         a = engine.analyze(sample_image(spec.IMAGE_SIZE), spec.QUESTION,
                            max_new_tokens=getattr(spec, "MAX_NEW_TOKENS", 4))
         data.update(answer=a.answer, layers=a.num_layers)
-        fails += [f"self-check {c.name} failed" for c in getattr(a, "checks", None) or []
-                  if not c.passed]
+        # The engine's own self-checks of this analysis (flowtui.engine.selfcheck).
+        checked = list(getattr(a, "checks", None) or [])
+        data["self_checks"] = {c.name: bool(c.passed) for c in checked}
+        fails += [f"self-check failed: {c.describe()}" for c in checked if not c.passed]
         data["stage"] = "sweep"
         step("sweep")
         sweep = engine.sweep(a)

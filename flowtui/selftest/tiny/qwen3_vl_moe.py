@@ -1,6 +1,6 @@
 """Qwen3-VL-MoE (Qwen3-VL-30B-A3B and 235B-A22B on the hub): the tiny Qwen3-VL with a
 mixture-of-experts language model (top-2 of 4 experts in every layer); same processor,
-template, geometry and DeepStack as tests/tiny/qwen3_vl.py."""
+template, geometry and DeepStack as qwen3_vl.py."""
 
 from __future__ import annotations
 
