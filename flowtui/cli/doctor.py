@@ -12,9 +12,12 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowtui.cli.common import Parser, fail, say
+
+if TYPE_CHECKING:
+    from flowtui.selftest.checks import Item
 
 HELP = "check Python, torch, packages, ssh, colours, and self-test every family on tiny models"
 
@@ -110,7 +113,7 @@ def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def colour_item():
+def colour_item() -> Item:
     """The colour system the explorer would get here, decided as Textual's App decides it (a
     Rich Console forced to a terminal, $TEXTUAL_COLOR_SYSTEM or auto, NO_COLOR taken out),
     without starting an app."""
@@ -153,7 +156,7 @@ SECTIONS = ("python", "packages", "torch", "remote", "terminal", "self-test")
 MARKS = {"ok": "ok", "warn": "WARN", "fail": "FAIL"}
 
 
-def table(items, title: str | None = None) -> str:
+def table(items: list[Item], title: str | None = None) -> str:
     """Plain text, one line per item, grouped by section."""
     width = max([len(it.name) for it in items] + [8])
     lines = [title] if title else []
@@ -167,7 +170,7 @@ def table(items, title: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def _report(parts: list[tuple[str, list]], start: float, as_json: bool, host: str,
+def _report(parts: list[tuple[str, list[Item]]], start: float, as_json: bool, host: str,
             remote: dict | None = None) -> int:
     """Print the tables (or the JSON) and one error line per failure; the exit code."""
     from flowtui import __version__

@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from flowtui import __version__, versions
@@ -253,6 +254,9 @@ def selftest(names: Iterable[str] | None = None, say: Say | None = None) -> list
 
     found = tiny.discover()
     chosen = sorted(found) if names is None else list(names)
+    unknown = [n for n in chosen if n not in found]
+    if unknown:
+        raise ValueError(f"no tiny model for {', '.join(unknown)}; known: {', '.join(sorted(found))}")
     items = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="flowtui-doctor-") as tmp:
@@ -266,7 +270,8 @@ def selftest(names: Iterable[str] | None = None, say: Say | None = None) -> list
     return items
 
 
-def family_item(name: str, spec, folder: Path, step: Say) -> Item:
+def family_item(name: str, spec: ModuleType, folder: Path, step: Say) -> Item:
+    """Self-test one family (its tiny module `spec`, built in `folder`)."""
     t0 = time.perf_counter()
     data: dict[str, Any] = {}
     try:
@@ -285,7 +290,7 @@ def family_item(name: str, spec, folder: Path, step: Say) -> Item:
     return Item("self-test", name, OK, detail, seconds, [], data)
 
 
-def _family_checks(spec, folder: Path, step: Say, data: dict[str, Any]) -> list[str]:
+def _family_checks(spec: ModuleType, folder: Path, step: Say, data: dict[str, Any]) -> list[str]:
     """The failed checks of one family (empty when all agree); fills `data` with numbers."""
     import numpy as np
 
