@@ -250,8 +250,12 @@ def _remote(args, names: list[str] | None, start: float) -> int:
     report = _parse(out)
     if report is None:
         return fail(_why(args.remote, cmd, proc.returncode, tail, out), 1)
-    items = [Item.from_json(d) for d in report.get("items", [])
-             if d.get("name") not in LOCAL_ONLY]
+    try:
+        items = [Item.from_json(d) for d in report.get("items", [])
+                 if d.get("name") not in LOCAL_ONLY]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return fail(f"flowtui doctor on {args.remote} (flowtui {report.get('flowtui')}) gave a "
+                    "report this flowtui cannot read; install the same version on both sides", 1)
     for it in items:
         if it.status not in MARKS:
             it.status = FAIL
