@@ -9,7 +9,10 @@ heavy import, so the CLI can check at start-up for free.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from importlib import metadata
 
 # name -> (lowest tested, newest tested). A version is in range when its release numbers lie
@@ -17,7 +20,7 @@ from importlib import metadata
 TESTED: dict[str, tuple[str, str]] = {
     "torch": ("2.13.0", "2.13.0"),
     "transformers": ("5.22.0", "5.25.0"),
-    "accelerate": ("1.16.0", "1.16.0"),
+    "accelerate": ("1.1.0", "1.16.0"),
     "textual": ("8.2.8", "8.2.8"),
 }
 
@@ -85,6 +88,34 @@ def check(names: tuple[str, ...] | None = None) -> list[VersionCheck]:
     return [VersionCheck(n, installed(n), *TESTED[n]) for n in (names or tuple(TESTED))]
 
 
+@cache
+def _startup_warnings() -> tuple[str, ...]:
+    return tuple(c.message for c in check(WARN_AT_STARTUP) if not c.ok)
+
+
 def startup_warnings() -> list[str]:
     """One line per torch/transformers outside the tested range (empty when all is well)."""
-    return [c.message for c in check(WARN_AT_STARTUP) if not c.ok]
+    return list(_startup_warnings())
+
+
+class UntestedVersionWarning(UserWarning):
+    """torch or transformers outside the tested range."""
+
+
+_warned = False
+
+
+def warn_untested(emit: Callable[[str], None] | None = None) -> list[str]:
+    """Say each startup warning once per process: through `emit` (the CLI prints one line on
+    stderr), else as an UntestedVersionWarning (Python API users). Returns what was said."""
+    global _warned
+    if _warned:
+        return []
+    _warned = True
+    lines = startup_warnings()
+    for line in lines:
+        if emit is not None:
+            emit(line)
+        else:
+            warnings.warn(line, UntestedVersionWarning, stacklevel=3)
+    return lines

@@ -20,7 +20,8 @@ N = 6
 class VaryingFake(FakeEngine):
     """A fake whose cliff depends on the question, so samples differ."""
 
-    def analyze(self, image, question, max_new_tokens=32, progress=None, cam=True):
+    def analyze(self, image, question, max_new_tokens=32, progress=None, cam=True,
+                    self_check=True):
         self.cliff = len(question) % 4
         return super().analyze(image, question, max_new_tokens, progress, cam)
 
@@ -181,3 +182,19 @@ def test_curves_text_marks_baseline_and_cliff():
 def test_show_refuses_a_folder_without_a_run(tmp_path, capsys):
     assert main(["dataset", "show", str(tmp_path)]) == 2
     assert "holds no flowtui dataset run" in capsys.readouterr().err
+
+
+def test_no_attribute_hides_a_textual_method(plain_run):
+    """An attribute named like a method of Textual's App or Screen hides it: `self.run = run`
+    made `flowtui dataset show` stop with "'RunView' object is not callable", and the Pilot
+    never calls App.run(). (Attributes set in __init__; tests/test_smoke_pty.py starts the app
+    for real.)"""
+    from textual.app import App
+    from textual.screen import Screen
+
+    from flowtui.ui.app import FlowtuiApp
+
+    for obj, base in ((DatasetApp(plain_run), App), (FlowtuiApp(), App),
+                      (DatasetScreen(plain_run), Screen)):
+        hidden = [name for name in vars(obj) if callable(getattr(base, name, None))]
+        assert hidden == [], f"{type(obj).__name__}: {hidden} hide {base.__name__} methods"

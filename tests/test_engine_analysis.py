@@ -1,4 +1,4 @@
-"""Shares, head shares and LLaVA-CAM against independent references (DESIGN.md definitions)."""
+"""Shares, head shares and LLaVA-CAM against independent references (docs/definitions.md)."""
 
 from __future__ import annotations
 

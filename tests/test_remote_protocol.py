@@ -334,7 +334,8 @@ def test_results_are_exact_for_a_large_analysis():
     big = make_analysis(num_layers=32, num_heads=32, grid=(24, 24), image_size=336)
 
     class Big(FakeEngine):
-        def analyze(self, image, question, max_new_tokens=32, progress=None, cam=True):
+        def analyze(self, image, question, max_new_tokens=32, progress=None, cam=True,
+                    self_check=True):
             return big
 
     engine = PipeServer(Big()).engine()

@@ -14,6 +14,10 @@ from collections.abc import Sequence
 
 from flowtui import __version__
 from flowtui.cli.common import fail
+from flowtui.textsafe import visible
+
+# Commands that may load a model (and so warn about an untested torch or transformers).
+LOADS_MODELS = {"analyze", "dataset", "serve"}
 
 # name -> module under flowtui.cli; the first is the default command.
 COMMANDS: dict[str, str] = {"analyze": "analyze", "open": "open", "dataset": "dataset",
@@ -36,7 +40,8 @@ New here, or on a new machine? `flowtui doctor` checks the install and self-test
 QUESTION`. Try the built-in toy model:
   flowtui sample_images/toy_scene_1.png "Is there a red circle?"
 
-exit codes: 0 ok, 2 bad input (one line on stderr), 130 interrupted.
+exit codes: 0 ok, 2 bad input (one line on stderr), 3 a self-check failed (see `flowtui analyze
+--help`), 130 interrupted.
 """
 
 
@@ -57,10 +62,15 @@ def _main(argv: list[str]) -> int:
     if argv[0] == "--version":
         print(f"flowtui {__version__}")
         return 0
-    if argv[0] in COMMANDS:
-        name = argv[0]
-        return _module(name).run(argv[1:], prog=f"flowtui {name}")
-    return _module("analyze").run(argv, prog="flowtui")
+    name = argv[0] if argv[0] in COMMANDS else "analyze"
+    rest = argv[1:] if argv[0] in COMMANDS else argv
+    if name in LOADS_MODELS and not {"-h", "--help"} & set(rest):
+        from flowtui import versions
+
+        # One line before any model time: numbers from an untested release may be wrong.
+        versions.warn_untested(lambda line: print(f"flowtui: warning: {visible(line)}",
+                                                  file=sys.stderr))
+    return _module(name).run(rest, prog="flowtui" if rest is argv else f"flowtui {name}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The results directory of a dataset run (DESIGN.md) and its crash-safe writes.
+"""The results directory of a dataset run (README, "The results folder") and its crash-safe writes.
 
     config.json            the run's settings (RunConfig): --resume refuses a different run
     provenance.json        model and weights hash, versions, devices, argv, data hash, each session

@@ -1,9 +1,9 @@
 """Scoring rules: how a model's answer is judged against a sample's reference answer.
 
 Harnesses differ in how they score the same answer, so the rule is named and recorded with every
-result (DESIGN.md), and each rule is exactly the rule of the harness it names. Each rule checks a
-reference once (`reference`, which raises LabelError for a label it cannot score) and then
-scores any answer against it (`score`, a float in [0, 1]).
+result (docs/definitions.md, "Scoring rules"), and each rule is exactly the rule of the harness
+it names. Each rule checks a reference once (`reference`, which raises LabelError for a label it
+cannot score) and then scores any answer against it (`score`, a float in [0, 1]).
 
 - `pope`: lmms-eval's POPE rule (tasks/pope/utils.py): the whole answer, lower-cased and stripped
   of surrounding whitespace, equals the label (`yes`/`no`); nothing else is stripped, so `Yes.`

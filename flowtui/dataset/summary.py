@@ -1,5 +1,5 @@
 """Curves from per-sample records: accuracy per strategy and K with 95% intervals, the baseline
-accuracy, the dataset cliff (DESIGN.md) and the histogram of per-sample cliffs.
+accuracy, the dataset cliff (docs/definitions.md) and the histogram of per-sample cliffs.
 
 Samples with an error are counted and left out of every accuracy (they have no answer to score).
 Intervals: Wilson's score interval where every score is 0 or 1 (POPE, exact, choice, same); the

@@ -50,6 +50,9 @@ def load_engine(
     quantize: None|"4bit"|"8bit" (needs bitsandbytes). Raises FlowtuiError subclasses with a
     one-line message on any problem.
     """
+    from flowtui import versions
+
+    versions.warn_untested()  # once per process; the CLI has said it already
     if progress:
         # Said before anything heavy: importing torch and transformers takes seconds.
         progress(Progress("importing", 0, 0, "torch and transformers"))

@@ -112,7 +112,7 @@ class Check:
 class Analysis:
     """Everything the explorer shows for one image + question.
 
-    Arrays follow DESIGN.md: shares [L,4], head_shares [L,H,4], answer_logprobs [T], and per
+    Arrays follow docs/definitions.md: shares [L,4], head_shares [L,H,4], answer_logprobs [T], and per
     feature token (the image-group positions that carry a vision feature, in sequence order):
     `cam_tokens` [L,N] in [0,1], `token_regions` [N,4] (x0, y0, x1, y1 in pixels of the
     original `image`, NaN where a token has no region), `token_views` [N] (index into `views`).

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from flowtui import __version__
+from flowtui import __version__, versions
 from flowtui.engine import attention, compat, selfcheck
 from flowtui.engine.analysis import (
     GROUPS,
@@ -315,7 +315,8 @@ class LocalEngine:
             flowtui_version=__version__,
             ended_with_eos=ended,
             max_new_tokens=max_new_tokens,
-            notes=notes + self._question_notes(question),
+            # An untested torch/transformers travels with the analysis (snapshot, explorer).
+            notes=notes + self._question_notes(question) + versions.startup_warnings(),
         )
         assert analysis.cam_tokens.shape == (L, len(feats))
         if self_check:
@@ -816,7 +817,7 @@ class LocalEngine:
                        strategy, None if strategy == "all" else keep,
                        seed if strategy == "random" else None)
         report(Progress("sweep", L + 1, L + 1, "done"))
-        if strategy == "all":  # the analysis keeps the sweep DESIGN's cliff is defined on
+        if strategy == "all":  # the analysis keeps the sweep the cliff is defined on (docs/definitions.md)
             analysis.set_sweep(result)
         return result
 

@@ -1,4 +1,4 @@
-"""The `.flowtui` snapshot format (DESIGN.md): a zip of manifest.json, arrays.npz, image.png.
+"""The `.flowtui` snapshot format (README, "Snapshot format"): a zip of manifest.json, arrays.npz, image.png.
 
 Written atomically (temporary file in the same folder, then rename), never over a file that is
 not a snapshot, and read as untrusted input: no pickle, every member's expanded size checked

@@ -1,6 +1,6 @@
 """Per-token maps ready to paint: the LLaVA-CAM and the answer's attention, scaled to 0..1.
 
-Plain numpy. The CAM is already normalised over the feature tokens of all views (DESIGN.md),
+Plain numpy. The CAM is already normalised over the feature tokens of all views (docs/definitions.md),
 so it is drawn as stored, 0..1. The attention map has no natural scale: it is drawn per layer
 and view over 0..max of that view's tokens. Qwen-family models put very large attention on a
 few "sink" tokens (often at the image's edges), which would squash every other token into the

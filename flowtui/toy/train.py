@@ -249,7 +249,7 @@ def cam_alignment_loss(model, batcher: Batcher, emb: torch.Tensor, questions: li
                        masks: torch.Tensor, cam_layers: tuple[int, ...]) -> torch.Tensor:
     """How far each layer's LLaVA-CAM is from peaking on the asked object.
 
-    One Yes question per image; the CAM is flowtui's (DESIGN.md): site = post-attention norm
+    One Yes question per image; the CAM is flowtui's (docs/definitions.md): site = post-attention norm
     output at the image positions, target = raw logit of the answer token, w = mean over
     positions of ReLU(gradient). The gradient is kept in the graph (second-order backward),
     so training shapes the gradient weights as well as the activations.

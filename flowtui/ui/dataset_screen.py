@@ -339,7 +339,7 @@ class DatasetApp(FlowtuiApp):
                  theme: str | None = None) -> None:
         super().__init__(engine_factory=engine_factory, theme=theme,
                          max_new_tokens=run.config.max_new_tokens)
-        self.run = run
+        self.run_view = run  # not `run`: that would hide App.run(), which starts the app
         self._pending: dict[str, Any] | None = None
         self.dataset_screen = DatasetScreen(run)
 
@@ -373,7 +373,7 @@ class DatasetApp(FlowtuiApp):
         if self.busy is not None:
             self.notify(f"busy with {self.busy}; x cancels it", severity="warning")
             return
-        snapshot = self.run.snapshot_path(rec)
+        snapshot = self.run_view.snapshot_path(rec)
         if snapshot is None and self.engine_factory is None:
             self.notify(f"sample {rec['id']} has no snapshot (the run had no --snapshots); pass "
                         "--model M or --run-model to analyse it", severity="warning", timeout=8)
@@ -396,7 +396,7 @@ class DatasetApp(FlowtuiApp):
             self.call_from_thread(self._open_stored, rec, snapshot, analysis)
             return
         try:
-            image, question = self.run.sample_input(rec)
+            image, question = self.run_view.sample_input(rec)
         except FlowtuiError as exc:
             self.call_from_thread(self.notify, one_line(exc), title="cannot read the sample",
                                   severity="error")

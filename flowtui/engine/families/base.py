@@ -305,7 +305,7 @@ class FamilyAdapter:
 
     def image_spans(self, input_ids: np.ndarray) -> list[tuple[int, int]]:
         """The image block(s) as half-open ranges: feature runs joined through inner markers
-        and widened over the open/close markers next to them (DESIGN.md's `image` group)."""
+        and widened over the open/close markers next to them (the `image` group of docs/definitions.md)."""
         ids = np.asarray(input_ids)
         feats = self.feature_positions(ids)
         inner = self._ids_of(self.inner_markers)

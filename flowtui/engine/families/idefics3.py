@@ -10,7 +10,7 @@ In each tile the vision tower sees (tile // patch)^2 patches (a margin of tile %
 is cut off); the connector's pixel shuffle folds each s x s block of patches into one token,
 in raster order. The prompt carries, per tile, `<fake_token_around_image><row_i_col_j>` and
 its features, a newline after each row, then `\\n<fake_token_around_image><global-img>`, the
-global features and a closing `<fake_token_around_image>`: all one image block (DESIGN.md).
+global features and a closing `<fake_token_around_image>`: all one image block (docs/definitions.md).
 """
 
 from __future__ import annotations
