@@ -29,10 +29,10 @@ ROOT = HERE.parent
 
 def deep_model(folder: Path) -> Path:
     """bench_engine's deep tiny LLaVA: 24 layers, 576 image tokens, random weights."""
-    sys.path.insert(0, str(ROOT / "tests"))
     sys.path.insert(0, str(HERE))
     from bench_engine import DEEP
-    from tiny_models import build_tiny_llava
+
+    from flowtui.selftest.tiny_llava import build_tiny_llava
 
     return build_tiny_llava(folder / "deep", DEEP)
 

@@ -21,13 +21,10 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-
-from tiny_models import Geometry, build_tiny_llava  # noqa: E402
-
 import flowtui  # noqa: E402
 from flowtui.engine import attention  # noqa: E402
 from flowtui.engine.analysis import GROUPS  # noqa: E402
+from flowtui.selftest.tiny_llava import Geometry, build_tiny_llava  # noqa: E402
 
 DEEP = Geometry("deep", image_size=336, patch_size=14, system_prompt="you are a helpful model .",
                 num_layers=24, num_heads=4, num_kv_heads=4, hidden=128, vision_hidden=32)

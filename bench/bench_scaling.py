@@ -29,8 +29,8 @@ BUILD = r"""
 import sys, torch
 sys.path.insert(0, {tests!r})
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
-from tiny import qwen2_vl as base
-from tiny.common import save
+from flowtui.selftest.tiny import qwen2_vl as base
+from flowtui.selftest.tiny.common import save
 tok = base.tokenizer()
 rope = {{"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [8, 12, 12]}}
 text = base.text_config(tok, rope_parameters=rope)

@@ -19,14 +19,13 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
 from bench_engine import DEEP, image  # noqa: E402
-from tiny_models import build_tiny_llava  # noqa: E402
 
 import flowtui  # noqa: E402
 from flowtui.engine import selfcheck  # noqa: E402
+from flowtui.selftest.tiny_llava import build_tiny_llava  # noqa: E402
 
 SAMPLE = HERE.parent / "sample_images" / "toy_scene_1.png"
 

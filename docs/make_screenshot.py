@@ -5,7 +5,7 @@
 
 Uses the built-in toy model on a fixed toy scene (and runs a sweep so the cliff shows); with
 --fake, or when the toy weights are missing, a synthetic analysis from tests/fake_engine.py;
-with --tiny FAMILY, the tiny random model of that family from tests/tiny/ on a sample photo,
+with --tiny FAMILY, the tiny random model of that family from flowtui/selftest/tiny/ on a sample photo,
 showing its second view (tiles): the layout of a multi-tile family, not a trained model's map.
 """
 
@@ -36,13 +36,11 @@ def fake_session():
 
 
 def tiny_session(family: str):
-    """A tiny random model of `family` (tests/tiny) on the horse photo."""
+    """A tiny random model of `family` (flowtui/selftest/tiny) on the horse photo."""
     import tempfile
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    import tiny
-
     import flowtui
+    from flowtui.selftest import tiny
 
     spec = tiny.discover()[family]
     path = spec.build(Path(tempfile.mkdtemp()) / family)
@@ -98,7 +96,7 @@ async def shoot(out: Path, fake: bool) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--fake", action="store_true")
-    ap.add_argument("--tiny", metavar="FAMILY", help="a tiny random model from tests/tiny")
+    ap.add_argument("--tiny", metavar="FAMILY", help="a tiny random model from flowtui/selftest/tiny")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshot.svg")
     args = ap.parse_args()
     if args.tiny:

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from tiny_models import build_tiny_llava  # noqa: E402
+from flowtui.selftest.tiny_llava import build_tiny_llava  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from PIL import Image
-from references import image_token_id, language_model
+
+from flowtui.selftest.reference import image_token_id, language_model
 
 
 def position_image(width: int, height: int) -> Image.Image:

@@ -1,5 +1,5 @@
-"""The engine, the dataset runs and the remote layer never import Textual or Rich:
-statically, and in a real run."""
+"""The engine, the dataset runs, the remote layer and the self-test (flowtui/selftest) never
+import Textual or Rich: statically, and in a real run."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ import flowtui
 ENGINE = Path(flowtui.__file__).parent / "engine"
 REMOTE = Path(flowtui.__file__).parent / "remote"
 DATASET = Path(flowtui.__file__).parent / "dataset"
+SELFTEST = Path(flowtui.__file__).parent / "selftest"
 UI_PACKAGES = ("textual", "rich", "rich_pixels")
 
 
-def test_engine_dataset_and_remote_sources_do_not_import_ui():
-    paths = [*ENGINE.rglob("*.py"), *DATASET.rglob("*.py"), *REMOTE.rglob("*.py")]
-    assert {p.parent.name for p in paths} >= {"engine", "dataset", "remote"}
+def test_engine_dataset_remote_and_selftest_sources_do_not_import_ui():
+    paths = [*ENGINE.rglob("*.py"), *DATASET.rglob("*.py"), *REMOTE.rglob("*.py"),
+             *SELFTEST.rglob("*.py")]
+    assert {p.parent.name for p in paths} >= {"engine", "dataset", "remote", "selftest", "tiny"}
     for path in paths:
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
@@ -60,6 +62,11 @@ src = open_dataset({str(tmp_path / 'd.jsonl')!r})
 s = run_dataset(src, build_config(src, {str(tiny_paths['a'])!r}, max_new_tokens=2), e,
                 {str(tmp_path / 'run')!r})
 assert s["samples"] == 1 and s["scoring"] == "same", s
+# The doctor's checks and one family's self-test: no UI either (the CLI draws the table).
+from flowtui.selftest import checks
+checks.environment_items()
+[item] = checks.selftest(["qwen3_vl"])
+assert item.status == "ok", item
 bad = [m for m in sys.modules if m.split('.')[0] in {UI_PACKAGES!r}]
 print("UI:", bad)
 assert not bad, bad

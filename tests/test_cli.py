@@ -219,6 +219,7 @@ def test_top_level_help_lists_every_command(capsys):
     [
         (["analyze", "--help"], ("--headless", "--sweep", "--model", "never downloads", "llava")),
         (["open", "--help"], ("snapshot", "--summary", "--model")),
+        (["doctor", "--help"], ("--json", "--families", "--no-self-test", "--remote", "exit codes")),
     ],
 )
 def test_each_command_has_its_own_help(argv, words, capsys):

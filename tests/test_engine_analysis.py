@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import random_image
-from references import cam_per_layer_loop, shares_eager
+
+from flowtui.selftest.reference import cam_per_layer_loop, shares_eager
 
 
 @pytest.mark.parametrize("geometry", ["a", "b"])
@@ -73,7 +74,8 @@ def test_answer_depends_on_image_and_progress_is_reported(engines):
 
 def test_image_attention_is_head_mean_of_last_prompt_row(tiny_paths, analyses):
     import torch
-    from references import full_inputs, load_eager
+
+    from flowtui.selftest.reference import full_inputs, load_eager
 
     a = analyses["b"]
     model, processor = load_eager(tiny_paths["b"])

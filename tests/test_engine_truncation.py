@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import random_image
-from references import MaskedEager
 
 from flowtui.engine.analysis import cliff_layer
 from flowtui.engine.errors import InputError
+from flowtui.selftest.reference import MaskedEager
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_truncation_matches_no_cache_reference(geometry, strategy, keep, engines
 
 def test_cached_decoding_equals_teacher_forced_check(engines, analyses, reference):
     """The truncated answer (decoded with the KV cache) is greedy under the same masked model."""
-    from references import full_inputs
+    from flowtui.selftest.reference import full_inputs
 
     e, a, ref = engines["a"], analyses["a"], reference["a"]
     for K in (0, 1, 2):

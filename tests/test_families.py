@@ -1,6 +1,6 @@
 """Every supported family on a tiny random model, against the independent references.
 
-For each module in tests/tiny/: load it through the public path, analyse an odd-sized image,
+For each module in flowtui/selftest/tiny/: load it through the public path, analyse an odd-sized image,
 and check shares, attention maps, CAM, every K of the sweep, the truncation strategies, the
 regions (by back-propagation to the pixels) and a snapshot round trip with a rerun.
 """
@@ -11,19 +11,19 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import tiny
-from references import (
+from regions import channels_last3, check_regions, pixel_support, position_image, sample_tokens
+
+import flowtui
+from flowtui.engine import compat
+from flowtui.engine.analysis import cliff_layer
+from flowtui.selftest import tiny
+from flowtui.selftest.reference import (
     MaskedEager,
     attention_maps_eager,
     cam_per_layer_loop,
     load_eager,
     shares_eager,
 )
-from regions import channels_last3, check_regions, pixel_support, position_image, sample_tokens
-
-import flowtui
-from flowtui.engine import compat
-from flowtui.engine.analysis import cliff_layer
 
 FAMILIES = tiny.discover()
 
@@ -193,6 +193,6 @@ def test_every_supported_model_type_has_a_tiny_model_and_a_readme_row():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     table = readme[readme.index("## Supported models"):readme.index("## The built-in toy model")]
     for cls in adapters():
-        assert cls.family in tiny_types, f"{cls.family} has no tiny model in tests/tiny"
+        assert cls.family in tiny_types, f"{cls.family} has no tiny model in flowtui/selftest/tiny"
         for model_type in cls.model_types:
             assert f"`{model_type}`" in table, f"{model_type} missing from the README's table"

@@ -11,15 +11,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import references
 import test_families as generic
 import torch
-from references import full_inputs, load_eager
-from tiny import gemma3
 from transformers import Gemma3ImageProcessorPil
 
 import flowtui
 from flowtui.engine.families.gemma3 import pan_and_scan_boxes
+from flowtui.selftest import reference as references
+from flowtui.selftest.reference import full_inputs, load_eager
+from flowtui.selftest.tiny import gemma3
 
 
 class PanAndScan:

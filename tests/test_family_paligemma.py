@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import test_families as generic
 import torch
-from references import full_inputs, load_eager
-from tiny import paligemma
 
 import flowtui
 from flowtui.engine import compat
+from flowtui.selftest.reference import full_inputs, load_eager
+from flowtui.selftest.tiny import paligemma
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,14 @@ import json
 
 import numpy as np
 import pytest
-import tiny.idefics3 as spec
 from PIL import Image
-from references import load_eager
 from regions import check_regions, pixel_support, position_image
 from transformers import Idefics3ImageProcessorPil, SmolVLMImageProcessorPil
 
 import flowtui
+import flowtui.selftest.tiny.idefics3 as spec
 from flowtui.engine.families.idefics3 import tile_geometry
+from flowtui.selftest.reference import load_eager
 
 SIZES = [(150, 97), (97, 150), (34, 34), (20, 33), (33, 20), (300, 31), (31, 300), (101, 100),
          (100, 101), (68, 67), (135, 69), (69, 135), (1, 40), (137, 136), (35, 35), (500, 499)]

@@ -21,7 +21,7 @@ LOADS_MODELS = {"analyze", "dataset", "serve"}
 
 # name -> module under flowtui.cli; the first is the default command.
 COMMANDS: dict[str, str] = {"analyze": "analyze", "open": "open", "dataset": "dataset",
-                           "serve": "serve"}
+                           "serve": "serve", "doctor": "doctor"}
 
 USAGE = """\
 usage: flowtui IMAGE QUESTION [options]      analyse in the explorer (or --headless)
@@ -33,6 +33,8 @@ find the cliff layer.
 
 commands:
 {commands}
+
+New here, or on a new machine? `flowtui doctor` checks the install and self-tests every family.
 
 `flowtui COMMAND --help` explains each; `flowtui IMAGE QUESTION` is `flowtui analyze IMAGE
 QUESTION`. Try the built-in toy model:

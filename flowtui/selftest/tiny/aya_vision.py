@@ -17,7 +17,7 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from tiny.common import finish, save, word_tokenizer
+from flowtui.selftest.tiny.common import finish, save, word_tokenizer
 
 FAMILY = "aya_vision"
 QUESTION = "Is there a red circle?"

@@ -17,7 +17,7 @@ from transformers import (
 )
 
 from flowtui.engine.processors import processor_class
-from tiny.common import finish, save, word_tokenizer
+from flowtui.selftest.tiny.common import finish, save, word_tokenizer
 
 FAMILY = "mistral3"
 QUESTION = "Is there a red circle?"

@@ -21,7 +21,7 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from tiny.common import finish, save, word_tokenizer
+from flowtui.selftest.tiny.common import finish, save, word_tokenizer
 
 FAMILY = "gemma3"
 QUESTION = "Is there a red circle?"

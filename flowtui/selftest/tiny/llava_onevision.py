@@ -16,7 +16,7 @@ from transformers import (
 )
 
 from flowtui.engine.processors import image_only, processor_class
-from tiny.common import finish, save, word_tokenizer
+from flowtui.selftest.tiny.common import finish, save, word_tokenizer
 
 FAMILY = "llava_onevision"
 QUESTION = "Is there a red circle?"

@@ -1,9 +1,11 @@
 """Tiny random models of every supported family, built from configs and saved like hub folders.
 
-One module per family, like flowtui/engine/families/. Each module defines:
+One module per family, like flowtui/engine/families/; the tests and `flowtui doctor`'s self-test
+both use them. Building downloads nothing: tokenizers are made in code (common.word_tokenizer) and
+image processors from their classes. Each module defines:
 
     FAMILY: str                   flowtui's family name (ModelInfo.family)
-    QUESTION: str                 asked in the tests (words of the module's tokenizer)
+    QUESTION: str                 asked in the tests and the self-test (words of the module's tokenizer)
     IMAGE_SIZE: tuple[int, int]   (width, height): odd on purpose (non-square grids, tiles)
     BLOCK: tuple[str, str]        the first and last token of the image block
     def build(path: Path) -> Path     save model + processor to `path`, return it

@@ -14,7 +14,7 @@ from transformers import (
     LlavaNextProcessor,
 )
 
-from tiny.common import clip_vision, finish, llama_text, save, word_tokenizer
+from flowtui.selftest.tiny.common import clip_vision, finish, llama_text, save, word_tokenizer
 
 FAMILY = "llava_next"
 QUESTION = "Is there a red circle?"

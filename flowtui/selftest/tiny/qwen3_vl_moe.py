@@ -1,6 +1,6 @@
 """Qwen3-VL-MoE (Qwen3-VL-30B-A3B and 235B-A22B on the hub): the tiny Qwen3-VL with a
 mixture-of-experts language model (top-2 of 4 experts in every layer); same processor,
-template, geometry and DeepStack as tests/tiny/qwen3_vl.py."""
+template, geometry and DeepStack as qwen3_vl.py."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 from transformers import Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration, Qwen3VLProcessor
 
-from tiny import qwen2_vl as base
-from tiny import qwen3_vl as dense
-from tiny.common import save
+from flowtui.selftest.tiny import qwen2_vl as base
+from flowtui.selftest.tiny import qwen3_vl as dense
+from flowtui.selftest.tiny.common import save
 
 FAMILY = "qwen3_vl_moe"
 ADAPTER_MODULE = "qwen3_vl"

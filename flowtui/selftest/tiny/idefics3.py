@@ -21,7 +21,7 @@ from transformers import (
     Idefics3VisionConfig,
 )
 
-from tiny.common import WORDS, finish, llama_text, save, word_tokenizer
+from flowtui.selftest.tiny.common import WORDS, finish, llama_text, save, word_tokenizer
 
 FAMILY = "idefics3"
 QUESTION = "Is there a red circle?"

@@ -17,8 +17,8 @@ from transformers import (
 )
 
 from flowtui.engine.processors import image_only
-from tiny.common import finish, save
-from tiny.idefics3 import IMAGE_SIZE, SCALE, TEMPLATE, TOLERANCE, parts  # noqa: F401
+from flowtui.selftest.tiny.common import finish, save
+from flowtui.selftest.tiny.idefics3 import IMAGE_SIZE, SCALE, TEMPLATE, TOLERANCE, parts  # noqa: F401
 
 FAMILY = "smolvlm"
 QUESTION = "What colour is the shape?"

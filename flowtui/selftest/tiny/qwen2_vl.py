@@ -19,7 +19,7 @@ from transformers import (
 )
 
 from flowtui.engine.processors import image_only
-from tiny.common import finish, save, word_tokenizer
+from flowtui.selftest.tiny.common import finish, save, word_tokenizer
 
 FAMILY = "qwen2_vl"
 QUESTION = "Is there a horse?"

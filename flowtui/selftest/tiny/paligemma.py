@@ -21,7 +21,7 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from tiny.common import WORDS, finish, save, word_tokenizer
+from flowtui.selftest.tiny.common import WORDS, finish, save, word_tokenizer
 
 FAMILY = "paligemma"
 # The mix checkpoints take a task prefix ("answer en", "caption en"): part of the question.

@@ -2,7 +2,10 @@
 
 They share no code with flowtui.engine and work on any family: eager attention with
 output_attentions, the paper's per-layer CAM loop, a no-cache greedy loop over an eager masked
-attention, and each feature token's pixels found by back-propagation (regions.py).
+attention, and each feature token's pixels found by back-propagation (tests/regions.py, which stays with
+the tests).
+
+`flowtui doctor` runs the same references as the tests (flowtui.selftest.checks).
 
 The prompt text is taken from the analysis (it is the input flowtui gave the processor);
 everything else is rebuilt here from the processor, the config and DESIGN.md.
@@ -35,6 +38,14 @@ def language_model(model):
 def image_token_id(model) -> int:
     c = model.config
     return int(c.image_token_id if getattr(c, "image_token_id", None) is not None else c.image_token_index)
+
+
+def eos_token_ids(model, tokenizer) -> set[int]:
+    """Where greedy decoding stops: the generation config's EOS ids, else the tokenizer's."""
+    eos = model.generation_config.eos_token_id
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    return set(eos if isinstance(eos, list) else [eos]) - {None}
 
 
 def full_inputs(processor, analysis, answer_ids=None, model_type: str = ""):
@@ -187,15 +198,18 @@ class MaskedEager:
         with torch.no_grad():
             return self.model(**inputs, use_cache=False).logits[0].float()
 
+    def _next(self, row: torch.Tensor) -> int:
+        row = row.clone()
+        for t in self.suppressed:
+            row[t] = float("-inf")  # never generated
+        return int(row.argmax())
+
     def greedy(self, analysis, K, masked, max_new_tokens, eos):
         self.K, self.masked = K, list(masked)
         out: list[int] = []
         for _ in range(max_new_tokens):
             inputs, _ = full_inputs(self.processor, analysis, out, self.model_type)
-            last = self.logits(inputs)[-1]
-            for t in self.suppressed:
-                last[t] = float("-inf")  # never generated
-            nxt = int(last.argmax())
+            nxt = self._next(self.logits(inputs)[-1])
             if nxt in eos:
                 break
             out.append(nxt)
@@ -207,3 +221,35 @@ class MaskedEager:
         T = len(analysis.answer_token_ids)
         lp = torch.log_softmax(self.logits(inputs)[P - 1 : P - 1 + T], -1)
         return float(lp[torch.arange(T), torch.tensor(analysis.answer_token_ids)].sum())
+
+    def greedy_and_logprob(self, analysis, K, masked, max_new_tokens, eos) -> tuple[list[int], float]:
+        """greedy() and baseline_logprob() with fewer forwards (for `flowtui doctor`): the
+        teacher-forced pass over the baseline answer gives its log-prob and, the model being
+        causal over the answer and run without a cache, the greedy tokens for as long as they
+        follow the baseline; the no-cache loop goes on from where they part."""
+        self.K, self.masked = K, list(masked)
+        answer = list(analysis.answer_token_ids)
+        T = len(answer)
+        inputs, P = full_inputs(self.processor, analysis, model_type=self.model_type)
+        logits = self.logits(inputs)
+        lp = torch.log_softmax(logits[P - 1 : P - 1 + T], -1)
+        logprob = float(lp[torch.arange(T), torch.tensor(answer, dtype=torch.long)].sum())
+        out: list[int] = []
+        ended = False
+        for t in range(T + 1):  # logits[P-1+t] follow prompt + answer[:t] == prompt + out
+            if len(out) >= max_new_tokens:
+                break
+            nxt = self._next(logits[P - 1 + t])
+            if nxt in eos:
+                ended = True
+                break
+            out.append(nxt)
+            if t == T or nxt != answer[t]:
+                break
+        while not ended and len(out) < max_new_tokens:
+            inputs, _ = full_inputs(self.processor, analysis, out, self.model_type)
+            nxt = self._next(self.logits(inputs)[-1])
+            if nxt in eos:
+                break
+            out.append(nxt)
+        return out, logprob

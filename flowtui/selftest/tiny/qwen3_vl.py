@@ -14,8 +14,8 @@ from pathlib import Path
 
 from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
 
-from tiny import qwen2_vl as base
-from tiny.common import save
+from flowtui.selftest.tiny import qwen2_vl as base
+from flowtui.selftest.tiny.common import save
 
 FAMILY = "qwen3_vl"
 QUESTION = "Is there a red circle?"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 
-from tiny import qwen2_vl as base
-from tiny.common import save
+from flowtui.selftest.tiny import qwen2_vl as base
+from flowtui.selftest.tiny.common import save
 
 FAMILY = "qwen2_5_vl"
 ADAPTER_MODULE = "qwen2_vl"

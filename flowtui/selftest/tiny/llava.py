@@ -13,7 +13,7 @@ from transformers import (
     LlavaProcessor,
 )
 
-from tiny.common import clip_vision, finish, llama_text, save, word_tokenizer
+from flowtui.selftest.tiny.common import clip_vision, finish, llama_text, save, word_tokenizer
 
 FAMILY = "llava"
 QUESTION = "Is there a red circle?"
