@@ -22,7 +22,8 @@ Spans = list[tuple[int, int]]
 class Progress:
     """One progress report from a long engine call.
 
-    `stage` is one of: importing, loading, generating, capturing, cam, truncating, sweep.
+    `stage` is one of: importing, loading, generating, capturing, cam, checking (the
+    self-checks), truncating, sweep.
     `done`/`total` count steps within the stage (total 0 means "unknown").
     """
 

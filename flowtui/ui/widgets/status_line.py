@@ -14,6 +14,7 @@ STAGE_LABELS = {
     "generating": "generating",
     "capturing": "capturing attention",
     "cam": "computing CAM",
+    "checking": "self-checking",
     "truncating": "truncating",
     "sweep": "sweep",
 }
