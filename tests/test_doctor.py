@@ -96,6 +96,22 @@ def test_a_version_outside_the_tested_range_fails_naming_the_package(monkeypatch
                            "may be wrong without an error")
 
 
+def test_a_changed_transformers_internal_fails_naming_it(monkeypatch, capsys, tmp_path):
+    from flowtui.engine import compat
+
+    def moved() -> None:
+        raise AttributeError("'LlamaModel' has no attribute 'layers'")
+
+    monkeypatch.setenv("FLOWTUI_SOCKET", str(tmp_path / "none.sock"))
+    monkeypatch.setattr(compat, "_decoder_layers", moved)
+    assert main(["doctor", "--no-self-test"]) == 1
+    out, err = capsys.readouterr()
+    assert re.search(r"FAIL  decoder layer paths +transformers changed it: AttributeError", out)
+    assert re.search(r"ok +cache argument name", out)
+    assert err.strip() == ("flowtui: error: decoder layer paths: transformers changed it: "
+                           "AttributeError: 'LlamaModel' has no attribute 'layers'")
+
+
 def test_a_corrupted_kv_cache_fails_the_self_test_naming_family_and_check(tmp_path):
     proc = run_doctor(tmp_path, "--json", "--families", "llava", shim=CORRUPT_CACHE)
     assert proc.returncode == 1, proc.stderr[-3000:]

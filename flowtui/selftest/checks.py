@@ -221,10 +221,26 @@ def _daemon_hello(path: Path, timeout: float = 5.0) -> dict[str, Any] | None:
         sock.close()
 
 
+def internals_items() -> list[Item]:
+    """Each transformers internal flowtui relies on (flowtui.engine.compat), probed by name."""
+    try:
+        from flowtui.engine import compat
+    except Exception as exc:  # noqa: BLE001 - an import that breaks is itself the finding
+        msg = f"flowtui.engine.compat does not import: {_line(exc)}"
+        return [Item("transformers internals", "compat", FAIL, msg, failures=[msg])]
+    items = []
+    for probe in compat.probes():
+        msg = f"transformers changed it: {probe.detail}"
+        items.append(Item("transformers internals", probe.name, OK if probe.ok else FAIL,
+                          "as flowtui expects" if probe.ok else msg,
+                          failures=[] if probe.ok else [msg]))
+    return items
+
+
 def environment_items() -> list[Item]:
     """The quick checks, in table order (the CLI adds the terminal's colours)."""
-    return [python_item(), flowtui_item(), *package_items(), devices_item(), ssh_item(),
-            daemon_item()]
+    return [python_item(), flowtui_item(), *package_items(), devices_item(),
+            *internals_items(), ssh_item(), daemon_item()]
 
 
 # --- self-test ----------------------------------------------------------------------------------
