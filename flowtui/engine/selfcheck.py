@@ -22,7 +22,7 @@ Tolerances scale with the dtype: float32 reruns agree to ~1e-5, half precision t
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,8 +30,10 @@ import torch
 from flowtui.engine import attention
 from flowtui.engine.analysis import Analysis, Check
 
-if TYPE_CHECKING:
-    from flowtui.engine.local import LocalEngine, _State
+# The engine and its rerun state come in as arguments (LocalEngine, local._State): this module
+# reads the rerun paths it checks and is imported by local.py, never the other way round.
+LocalEngine = Any
+_State = Any
 
 NAMES = (
     "answer-is-argmax",
