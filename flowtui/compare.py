@@ -250,7 +250,9 @@ def figure_png(c: Comparison, title: str = "") -> bytes:
                      markersize=2.5, label=f"{name} B")
     axes[0].set_ylim(-0.02, 1.02)
     axes[0].set_ylabel("attention share")
-    axes[0].legend(fontsize=7, ncol=4, loc="upper center")
+    # Above the panel: shares fill the whole [0, 1] range, so any corner hides data.
+    axes[0].legend(fontsize=7, ncol=4, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+                   frameon=False)
     # The differences sit at the compared layers: A's depth (its l/L where the depths differ).
     xd = np.array([lc.layer_a / c.a.num_layers if rel else lc.layer_a for lc in c.layers],
                   dtype=float)

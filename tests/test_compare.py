@@ -251,3 +251,17 @@ def test_two_toy_analyses(tmp_path, capsys):
         else:
             assert e["cam_correlation"] is None
     assert rs >= 1
+
+
+def test_compare_imports_no_ui_and_no_torch():
+    """Plain Python: the compare screen will call it; scripts and the CLI use it with no model."""
+    code = ("import sys\nfrom fake_engine import make_analysis\nfrom flowtui.compare import "
+            "compare, figure_png\nfrom flowtui.dataset.compare import compare_csv\n"
+            "c = compare(make_analysis(), make_analysis(num_layers=5))\n"
+            "assert c.relative_depth and figure_png(c).startswith(b'\\x89PNG')\n"
+            "print(sorted(m for m in ('textual', 'rich', 'torch') if m in sys.modules))")
+    env = dict(ENV, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
