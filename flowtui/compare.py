@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -113,7 +113,6 @@ class Comparison:
     cam_comparable: bool
     cam_note: str = ""
     files: tuple[str, str] = ("A", "B")
-    notes: list[str] = field(default_factory=list)
 
     @property
     def mapping(self) -> str:
@@ -145,7 +144,7 @@ class Comparison:
             entry: dict[str, Any] = {"layer": lc.layer_a}
             if self.relative_depth:
                 entry["layer_b"] = lc.layer_b
-                entry["relative_depth"] = lc.layer_a / self.a.num_layers
+                entry["relative_depth_a"] = lc.layer_a / self.a.num_layers
                 entry["relative_depth_b"] = lc.layer_b / self.b.num_layers
             entry["shares_diff"] = _by_group(lc.shares_diff)
             entry["shares_a"] = _by_group(lc.shares_a)

@@ -136,7 +136,7 @@ def test_different_depths_compare_by_relative_depth(tmp_path, capsys):
     want_b = [0, 1, 3, 4, 6, 7, 9, 10]
     assert [e["layer"] for e in out["layers"]] == list(range(8))
     assert [e["layer_b"] for e in out["layers"]] == want_b
-    assert [e["relative_depth"] for e in out["layers"]] == [i / 8 for i in range(8)]
+    assert [e["relative_depth_a"] for e in out["layers"]] == [i / 8 for i in range(8)]
     assert [e["relative_depth_b"] for e in out["layers"]] == [m / 12 for m in want_b]
     for e in out["layers"]:
         la, lb = e["layer"], e["layer_b"]
