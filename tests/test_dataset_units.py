@@ -472,7 +472,7 @@ def test_dataset_help_and_toy_command(tmp_path, capsys):
 
     assert main(["dataset", "--help"]) == 0
     out = capsys.readouterr().out
-    assert all(f"  {c} " in out for c in ("run", "report", "show", "toy"))
+    assert all(f"  {c} " in out for c in ("run", "report", "show", "compare", "toy"))
     assert main(["dataset", "toy", str(tmp_path / "t"), "--n", "3"]) == 0
     lines = (tmp_path / "t" / "pope.jsonl").read_text().splitlines()
     rows = [json.loads(x) for x in lines]

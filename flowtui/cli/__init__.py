@@ -20,8 +20,8 @@ from flowtui.textsafe import visible
 LOADS_MODELS = {"analyze", "dataset", "serve"}
 
 # name -> module under flowtui.cli; the first is the default command.
-COMMANDS: dict[str, str] = {"analyze": "analyze", "open": "open", "dataset": "dataset",
-                           "serve": "serve", "doctor": "doctor"}
+COMMANDS: dict[str, str] = {"analyze": "analyze", "open": "open", "compare": "compare",
+                           "dataset": "dataset", "serve": "serve", "doctor": "doctor"}
 
 USAGE = """\
 usage: flowtui IMAGE QUESTION [options]      analyse in the explorer (or --headless)

@@ -19,7 +19,8 @@ from flowtui.cli.common import (
     say,
 )
 
-HELP = "truncation sweeps over a dataset: accuracy against K, the dataset cliff (run/report/show)"
+HELP = ("truncation sweeps over a dataset: accuracy against K, the dataset cliff "
+        "(run/report/show/compare)")
 
 DESCRIPTION = """\
 Run the truncation sweep K = 0..L over every sample of a VQA dataset and plot accuracy against
@@ -30,6 +31,8 @@ commands:
   report RUN_DIR            print the curves as a table and (re)write summary, CSV and plots;
                             --scoring RULE rescores the stored answers (no model)
   show RUN_DIR              browse the results in the explorer
+  compare RUN_A RUN_B ...   several runs' accuracy curves on one figure, each dataset cliff
+                            marked (by relative depth K/L where the models' depths differ)
   toy OUT [--n N]           write a POPE-format dataset of toy scenes (for the toy model)
 
 `flowtui dataset COMMAND --help` explains each.
@@ -309,7 +312,53 @@ def cmd_toy(argv: list[str], prog: str) -> int:
     return 0
 
 
-SUBCOMMANDS = {"run": cmd_run, "report": cmd_report, "show": cmd_show, "toy": cmd_toy}
+COMPARE_EPILOG = """\
+The curves are those of truncation `all` (accuracy when every image token is hidden from layer K
+on), each with its 95% interval, its baseline (K = L) and its dataset cliff. Runs of models of
+one depth are drawn against K; of different depths against K/L, the relative depth of the first
+truncated layer (1 = the unmodified model). Only finished runs compare; no model is loaded.
+
+--out DIR writes DIR/compare.csv (one row per run and K: run, model, num_layers, K,
+relative_depth, accuracy, ci95_low, ci95_high, is_cliff) and DIR/compare.png, each atomically,
+and replaces either only where this command wrote it. Without --out the curves are printed as
+text for now; a compare screen in the explorer will come later.
+
+examples:
+  flowtui dataset compare toy-run llava-run --out figures/
+"""
+
+
+def compare_parser(prog: str) -> argparse.ArgumentParser:
+    p = Parser(prog=prog, description="Several finished runs' accuracy curves (truncate all) on "
+               "one figure, each run's dataset cliff marked, as the paper's Figure 5 panels.",
+               epilog=COMPARE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                   help="results folders written by `flowtui dataset run` (two or more)")
+    p.add_argument("--out", "-o", default=None, metavar="DIR",
+                   help="write compare.csv and compare.png into DIR (created if missing)")
+    p.add_argument("--delta", type=float, default=None, metavar="D",
+                   help="dataset cliff tolerance (default 0.01)")
+    return p
+
+
+def cmd_compare(argv: list[str], prog: str) -> int:
+    args = compare_parser(prog).parse_args(argv)
+    from flowtui.dataset.compare import check_out, format_table, load_curves, write_compare
+
+    delta = _delta(args)
+    curves = load_curves(args.runs, delta)
+    if args.out is None:
+        say(format_table(curves, delta))
+        return 0
+    out = Path(args.out)
+    check_out(out, curves)
+    paths = write_compare(curves, out)
+    say(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+SUBCOMMANDS = {"run": cmd_run, "report": cmd_report, "show": cmd_show, "compare": cmd_compare,
+               "toy": cmd_toy}
 
 
 def run(argv: list[str], prog: str = "flowtui dataset") -> int:
