@@ -13,11 +13,11 @@ import pytest
 import torch
 from dataset_helpers import write_pope
 from PIL import Image
-from tiny_models import build_tiny_llava
 
 from flowtui.cli import main
 from flowtui.dataset import results
 from flowtui.dataset.compare import CSV_HEADER, PNG_MARK
+from flowtui.selftest.tiny_llava import build_tiny_llava
 
 
 def _run(data: Path, out: Path, *extra: str) -> Path:
