@@ -51,6 +51,7 @@ __all__ = [
     "head_applies_logit_scale",
     "model_type_to_module_name",
     "new_cache",
+    "output_cache",
     "probes",
     "repeat_kv",
     "sdpa_attention_forward",
@@ -92,6 +93,19 @@ def cache_kwarg(module: nn.Module) -> str:
     raise RuntimeError(
         f"transformers changed an internal flowtui relies on: {type(module).__name__}.forward "
         f"takes no cache argument ({' or '.join(CACHE_NAMES)})"
+    )
+
+
+def output_cache(out: Any) -> Any:
+    """The cache a decoder returned: `out.cache` from 5.24 on (`out.past_key_values` there is a
+    deprecated alias that warns), `out.past_key_values` before."""
+    fields = getattr(type(out), "__dataclass_fields__", {})
+    for name in CACHE_NAMES:
+        if name in fields:
+            return getattr(out, name)
+    raise RuntimeError(
+        f"transformers changed an internal flowtui relies on: {type(out).__name__} holds no cache "
+        f"({' or '.join(CACHE_NAMES)})"
     )
 
 

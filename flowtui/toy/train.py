@@ -36,6 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from flowtui.engine import compat
+
 from . import WEIGHTS_DIR
 from .build import GRID, NUM_IMAGE_TOKENS, build_model
 from .scenes import (
@@ -212,13 +214,13 @@ def forward_losses(model, aux_head, batcher: Batcher, batch: dict[str, torch.Ten
     emb = torch.cat([emb[:, :s0], feats, emb[:, s0 + NUM_IMAGE_TOKENS:]], dim=1)
     lm = inner.language_model
     out = lm(inputs_embeds=emb, use_cache=True)
-    cache = out.past_key_values
+    cache = compat.output_cache(out)
     cache.batch_repeat_interleave(n_questions)  # share the image prefix across questions
     suffix = batch["suffix"]
     p = emb.shape[1]
     pos = torch.arange(p, p + suffix.shape[1]).unsqueeze(0).expand(suffix.shape[0], -1)
-    out = lm(input_ids=suffix, past_key_values=cache, position_ids=pos, use_cache=True,
-             output_attentions=bool(ground_layers))
+    out = lm(input_ids=suffix, position_ids=pos, use_cache=True,
+             output_attentions=bool(ground_layers), **{compat.cache_kwarg(lm): cache})
     hidden = out.last_hidden_state
     rows = torch.arange(suffix.shape[0]).unsqueeze(1)
     h = hidden[rows, batch["where"]]  # [BQ, 2, D]
