@@ -27,7 +27,8 @@ from flowtui.engine.analysis import GROUPS  # noqa: E402
 from flowtui.selftest.tiny_llava import Geometry, build_tiny_llava  # noqa: E402
 
 DEEP = Geometry("deep", image_size=336, patch_size=14, system_prompt="you are a helpful model .",
-                num_layers=24, num_heads=4, num_kv_heads=4, hidden=128, vision_hidden=32)
+                num_layers=24, num_heads=4, num_kv_heads=4, hidden=128, vision_hidden=32,
+                max_positions=1024)
 
 
 def timed(fn, repeat: int = 3) -> float:

@@ -39,6 +39,9 @@ class Geometry:
     num_kv_heads: int
     hidden: int = 64
     vision_hidden: int = 32
+    # The context length: flowtui refuses a prompt past it, so geometries with many image
+    # tokens (the benches' 576) need more than the default.
+    max_positions: int = 512
 
     @property
     def grid(self) -> int:
@@ -103,7 +106,7 @@ def build_tiny_llava(path: Path, geometry: str | Geometry = "a", seed: int = 0) 
         num_hidden_layers=g.num_layers,
         num_attention_heads=g.num_heads,
         num_key_value_heads=g.num_kv_heads,
-        max_position_embeddings=512,
+        max_position_embeddings=g.max_positions,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
