@@ -52,6 +52,20 @@ def image_file(tmp_path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """A real OpenSSH server on localhost (tests/sshd_local.py); .ci/run installs it, so a
+    missing one fails rather than skips."""
+    import sshd_local
+
+    reason = sshd_local.missing()
+    if reason:
+        pytest.fail(reason)
+    server = sshd_local.start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def warm_daemon(tmp_path_factory):
     """One `flowtui serve --daemon` for the remote tests, on a private socket: (socket, env)."""

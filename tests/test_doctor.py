@@ -211,14 +211,6 @@ def test_devices_on_a_gpu_box(monkeypatch):
 
 
 # --- --remote over a real sshd --------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    reason = sshd_local.missing()
-    if reason:
-        pytest.fail(reason)
-    server = sshd_local.start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield server
-    server.stop()
 
 
 def test_remote_doctor_over_ssh(sshd, tmp_path):

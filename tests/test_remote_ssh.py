@@ -32,14 +32,6 @@ QUESTION = "Is there a red circle?"
 HOST = sshd_local.HOST
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    reason = sshd_local.missing()
-    if reason:
-        pytest.fail(reason)
-    server = sshd_local.start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -327,14 +327,6 @@ def test_open_a_file_that_is_not_a_snapshot_is_one_line(tmp_path):
     assert lines[0].startswith("flowtui: error:") and "notes.txt" in lines[0]
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    reason = sshd_local.missing()
-    if reason:
-        pytest.fail(reason)
-    server = sshd_local.start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield server
-    server.stop()
 
 
 @pytest.mark.slow

@@ -278,18 +278,13 @@ def _parse(out: bytes) -> dict | None:
 
 def _why(host: str, cmd: str, code: int | None, tail: list[str], out: bytes) -> str:
     """One line: why the far side gave no report."""
+    from flowtui.remote.client import remote_exit_reason
+
     last = tail[-1] if tail else ""
-    if code == 255:
-        return f"ssh to {host} failed: {last or 'exit code 255'}"
-    if code == 127:
-        return (f"the remote command {cmd!r} was not found on {host}: install flowtui there, or "
-                "give its path with --remote-cmd (e.g. ~/venv/bin/flowtui)")
-    if code == 126:
-        return f"the remote command {cmd!r} on {host} is not executable: {last}"
-    if any(w in last for w in ("unrecognized arguments", "invalid choice",
-                               "arguments are required")):
-        return (f"{cmd!r} on {host} has no `doctor` command ({last}); install a newer flowtui "
-                "there")
+    known = remote_exit_reason(host, cmd, code, last, "has no `doctor` command",
+                               "install a newer flowtui there")
+    if known is not None:
+        return known
     printed = out.decode("utf-8", "replace").strip()[:120]
     detail = f": {last}" if last else f": it printed {printed!r}" if printed else ""
     return f"flowtui doctor on {host} gave no report (exit code {code}){detail}"

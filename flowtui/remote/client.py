@@ -70,6 +70,29 @@ _ERRORS: dict[str, type[FlowtuiError]] = {
 _ON_HOST = ("model", "oom", "internal", "flowtui", "version", "protocol", "method")
 
 
+def remote_exit_reason(host: str, cmd: str, code: int | None, last: str,
+                       wanted: str, upgrade: str) -> str | None:
+    """One line for the ways `ssh HOST CMD ...` ends before flowtui answers that have nothing to
+    do with what was asked: ssh failed (255), CMD missing (127) or not executable (126), or a
+    flowtui that lacks `wanted` (told to `upgrade`). None for any other ending."""
+    if code == 255:
+        text = f"ssh to {host} failed: {last or 'exit code 255'}"
+        if any(w in last.lower() for w in ("permission denied", "password", "passphrase",
+                                           "host key verification", "interactive")):
+            text += (" (flowtui runs ssh with BatchMode=yes and cannot type a password: use a "
+                     "key in ssh-agent, or open a shared connection first with ControlMaster)")
+        return text
+    if code == 127:
+        return (f"the remote command {cmd!r} was not found on {host}: install flowtui there, or "
+                "give its path with --remote-cmd (e.g. ~/venv/bin/flowtui)")
+    if code == 126:
+        return f"the remote command {cmd!r} on {host} is not executable: {last}"
+    if any(w in last for w in ("unrecognized arguments", "invalid choice",
+                               "arguments are required")):
+        return f"{cmd!r} on {host} {wanted} ({last}); {upgrade}"
+    return None
+
+
 def ssh_argv(host: str, remote_cmd: str = DEFAULT_REMOTE_CMD,
              ssh_command: str | None = None) -> list[str]:
     """The ssh command line: FLOWTUI_SSH_COMMAND (or `ssh`), -T, BatchMode (a password prompt
@@ -211,25 +234,11 @@ class Connection:
         tail = next((t for t in reversed(self.tail) if t.strip()), "")
         cmd = self.command or DEFAULT_REMOTE_CMD
         if not self.greeted:
-            if code == 255:
-                text = f"ssh to {self.name} failed: {tail or 'exit code 255'}"
-                low = tail.lower()
-                if any(w in low for w in ("permission denied", "password", "passphrase",
-                                          "host key verification", "interactive")):
-                    text += (" (flowtui runs ssh with BatchMode=yes and cannot type a password: "
-                             "use a key in ssh-agent, or open a shared connection first with "
-                             "ControlMaster)")
-                return text
-            if code == 127:
-                return (f"the remote command {cmd!r} was not found on {self.name}: install "
-                        "flowtui there, or give its path with --remote-cmd "
-                        "(e.g. ~/venv/bin/flowtui)")
-            if code == 126:
-                return f"the remote command {cmd!r} on {self.name} is not executable: {tail}"
-            if any(w in tail for w in ("unrecognized arguments", "invalid choice",
-                                       "arguments are required")):
-                return (f"{cmd!r} on {self.name} does not understand `serve --stdio` ({tail}); "
-                        f"install flowtui {__version__} there")
+            known = remote_exit_reason(self.name, cmd, code, tail,
+                                       "does not understand `serve --stdio`",
+                                       f"install flowtui {__version__} there")
+            if known is not None:
+                return known
             exited = f" (exit code {code})" if code is not None else ""
             detail = f": {tail}" if tail else (f": {reason}" if reason else "")
             skipped = bytes(self.reader.skipped[:120])
