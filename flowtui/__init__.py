@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from flowtui.version import __version__
 
 __all__ = ["Analysis", "connect", "load_engine", "load_snapshot", "__version__"]
 

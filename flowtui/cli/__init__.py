@@ -12,9 +12,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from flowtui import __version__
 from flowtui.cli.common import fail
 from flowtui.textsafe import visible
+from flowtui.version import __version__
 
 # Commands that may load a model (and so warn about an untested torch or transformers).
 LOADS_MODELS = {"analyze", "dataset", "serve"}

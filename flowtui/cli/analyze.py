@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from flowtui import __version__
 from flowtui.cli.common import (
     THEME_HELP,
     Parser,
@@ -26,6 +25,7 @@ from flowtui.cli.common import (
     supported_model_types,
 )
 from flowtui.textsafe import visible
+from flowtui.version import __version__
 
 HELP = "analyse an image + question in the explorer or headless (the default command)"
 

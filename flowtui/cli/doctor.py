@@ -173,8 +173,8 @@ def table(items: list[Item], title: str | None = None) -> str:
 def _report(parts: list[tuple[str, list[Item]]], start: float, as_json: bool, host: str,
             remote: dict | None = None) -> int:
     """Print the tables (or the JSON) and one error line per failure; the exit code."""
-    from flowtui import __version__
     from flowtui.selftest.checks import failures
+    from flowtui.version import __version__
 
     items = [it for _title, group in parts for it in group]
     failed = failures(items)

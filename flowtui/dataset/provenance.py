@@ -35,7 +35,7 @@ def versions() -> dict[str, str | None]:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = None
-    from flowtui import __version__
+    from flowtui.version import __version__
 
     out["flowtui"] = __version__  # the code that ran, even from a source tree
     return out

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from flowtui import __version__, versions
+from flowtui import versions
 from flowtui.engine import attention, compat, selfcheck
 from flowtui.engine.analysis import (
     GROUPS,
@@ -36,6 +36,7 @@ from flowtui.engine.images import load_image, load_image_notes
 from flowtui.engine.interface import CancelFn, ImageInput, TokenFn
 from flowtui.engine.loading import TOY_NAME
 from flowtui.toy.scenes import COLOURS, SHAPES, parse_question
+from flowtui.version import __version__
 
 STRATEGIES = ("all", "top", "random")
 

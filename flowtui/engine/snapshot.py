@@ -41,6 +41,7 @@ from flowtui.engine.analysis import (
 from flowtui.engine.errors import SnapshotError, first_line
 from flowtui.engine.images import open_bounded, regular_file, special_kind
 from flowtui.engine.npy import NpyError, read_npy
+from flowtui.version import __version__
 
 try:
     import fcntl
@@ -57,8 +58,6 @@ def encode_analysis(a: Analysis) -> tuple[dict, dict[str, np.ndarray]]:
 
 
 def _manifest(a: Analysis) -> dict:
-    from flowtui import __version__
-
     return {
         "format": FORMAT,
         "version": VERSION,

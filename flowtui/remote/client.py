@@ -24,7 +24,6 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from flowtui import __version__
 from flowtui.engine.analysis import Analysis, ModelInfo, ProgressFn, Sweep, TruncationRun
 from flowtui.engine.errors import (
     Cancelled,
@@ -54,6 +53,7 @@ from flowtui.remote.protocol import (
     sweep_from,
 )
 from flowtui.textsafe import visible
+from flowtui.version import __version__
 
 DEFAULT_REMOTE_CMD = "flowtui"
 # ssh may take a while to connect (jump hosts, slow DNS); the model load after it has no limit.

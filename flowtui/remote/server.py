@@ -26,7 +26,6 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from flowtui import __version__
 from flowtui.engine.analysis import Analysis, Progress
 from flowtui.engine.errors import (
     Cancelled,
@@ -55,6 +54,7 @@ from flowtui.remote.protocol import (
     sweep_to,
 )
 from flowtui.textsafe import visible
+from flowtui.version import __version__
 
 LoadFn = Callable[..., Engine]  # flowtui.load_engine's keywords: model, device, dtype, ...
 # Analyses a session keeps for reruns by key (the engine keeps its own tensors for fewer).

@@ -26,7 +26,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from flowtui import __version__, versions
+from flowtui import versions
+from flowtui.version import __version__
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 # Sweep log-probabilities against the eager reference (as tests/test_families.py); shares are
