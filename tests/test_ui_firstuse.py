@@ -406,3 +406,39 @@ async def test_p_writes_the_map_on_screen_with_layer_view_and_colour_bar(tmp_pat
         assert im.text["Colorbar"].startswith("jet · 0..")
         assert "sink token" in im.text["Comment"] and "excluded" in im.text["Comment"]
         assert im.text["Peak"] == "□ peak token"
+
+
+# --- self-checks -----------------------------------------------------------------------------
+async def test_a_failed_self_check_is_said_loudly_and_kept_on_screen():
+    from flowtui.engine.analysis import Check
+
+    a = make_analysis(num_layers=6)
+    a.checks = [Check("answer-is-argmax", True, {"max_relative_gap": 0.0}),
+                Check("rerun-reproduces-baseline", False,
+                      {"logprob": -5.42, "baseline_logprob": -14.04}, "the rerun's logits differ")]
+    app = FlowtuiApp(analysis=a, snapshot_path="aya.flowtui")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        [toast] = [n for n in app._notifications if n.severity == "error"]
+        assert "rerun-reproduces-baseline" in toast.message and "-5.42" in toast.message
+        assert "may be wrong" in toast.title
+        text = "\n".join(screen_lines(app))
+        assert "✗ self-check failed: rerun-reproduces-baseline" in text
+        # The red mark: the failed line is drawn in red; the passed check is not listed.
+        marked = [seg.style.color.get_truecolor() for strip in
+                  app.screen._compositor.render_strips() for seg in strip
+                  if seg.text.startswith("✗ self-check failed") and seg.style and seg.style.color]
+        assert marked and all(c.red > 150 and c.green < 100 and c.blue < 100 for c in marked)
+        assert "answer-is-argmax" not in text
+
+
+async def test_passed_self_checks_say_nothing():
+    from flowtui.engine.analysis import Check
+
+    a = make_analysis(num_layers=6)
+    a.checks = [Check("answer-is-argmax", True), Check("finite", True)]
+    app = FlowtuiApp(analysis=a)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert not [n for n in app._notifications if n.severity == "error"]
+        assert "self-check" not in "\n".join(screen_lines(app))
