@@ -7,6 +7,8 @@ regions (by back-propagation to the pixels) and a snapshot round trip with a rer
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import numpy as np
@@ -41,8 +43,10 @@ def _reduced(fam) -> bool:
     return fam.spec.FAMILY not in REDUCED_OFF
 
 
-def _spy_reduced(engine, monkeypatch) -> list[int]:
-    """The layers K at which reruns go through the reduced path from now on."""
+@contextmanager
+def _reduced_calls(engine) -> Iterator[list[int]]:
+    """The layers K at which reruns inside the block go through the reduced path. (No
+    monkeypatch fixture: other family modules call the tests below with their own fixtures.)"""
     calls: list[int] = []
     kept = engine._logits_from_layer_kept
 
@@ -50,8 +54,11 @@ def _spy_reduced(engine, monkeypatch) -> list[int]:
         calls.append(trunc.layer)
         return kept(st, trunc, keep)
 
-    monkeypatch.setattr(engine, "_logits_from_layer_kept", spy)
-    return calls
+    engine._logits_from_layer_kept = spy
+    try:
+        yield calls
+    finally:
+        del engine._logits_from_layer_kept  # the class's method again
 
 
 def _image(size: tuple[int, int], seed: int = 5):
@@ -153,10 +160,10 @@ def reference(fam):
     return MaskedEager(fam.path)
 
 
-def test_every_k_of_the_sweep_matches_a_no_cache_masked_loop(fam, reference, monkeypatch):
+def test_every_k_of_the_sweep_matches_a_no_cache_masked_loop(fam, reference):
     e, a = fam.engine, fam.a
-    reduced = _spy_reduced(e, monkeypatch)
-    sweep = e.sweep(a)
+    with _reduced_calls(e) as reduced:
+        sweep = e.sweep(a)
     # Every K < L went through the reduced rerun where the family has it (K = L is the baseline).
     assert reduced == (list(range(a.num_layers)) if _reduced(fam) else [])
     sames = []
@@ -173,13 +180,14 @@ def test_every_k_of_the_sweep_matches_a_no_cache_masked_loop(fam, reference, mon
 
 
 @pytest.mark.parametrize("strategy,keep", [("top", 3), ("random", 2)])
-def test_strategies_match_the_reference(fam, reference, strategy, keep, monkeypatch):
+def test_strategies_match_the_reference(fam, reference, strategy, keep):
     e, a = fam.engine, fam.a
     feats, img = a.feature_positions, a.image_positions
-    reduced = _spy_reduced(e, monkeypatch)
     Ks = (1, a.num_layers - 1)
     for K in Ks:
-        r = e.truncate(a, K, strategy=strategy, keep=keep, seed=7, record=False)
+        with _reduced_calls(e) as reduced:
+            r = e.truncate(a, K, strategy=strategy, keep=keep, seed=7, record=False)
+        assert reduced == ([K] if _reduced(fam) else []), K
         if strategy == "top":
             kept = feats[np.argsort(-a.image_attention[K - 1], kind="stable")[:keep]]
         else:
@@ -188,7 +196,6 @@ def test_strategies_match_the_reference(fam, reference, strategy, keep, monkeypa
         expect = reference.greedy(a, K, masked, a.max_new_tokens, e.adapter.eos_token_ids)
         assert r.answer_token_ids == expect, K
         assert r.baseline_logprob == pytest.approx(reference.baseline_logprob(a, K, masked), abs=1e-3)
-    assert reduced == (list(Ks) if _reduced(fam) else [])
 
 
 def test_the_reduced_rerun_is_on_exactly_where_declared(fam):
@@ -242,6 +249,8 @@ def test_the_reduced_rerun_equals_the_full_masked_pass(fam, strategy, keep):
             step_full = e._cached_step(st, trunc, whole, ids)
         np.testing.assert_allclose(step_fast.numpy(), step_full.numpy(),
                                    atol=1e-4 * float(step_full.abs().max()), err_msg=f"K={K}")
+        # Greedy decoding past the teacher-forced sequence (extrapolated positions) from each.
+        assert e._continue(st, trunc, spliced, ids, 3) == e._continue(st, trunc, whole, ids, 3), K
 
 
 def test_the_comparison_sees_a_wrong_cut(fam, monkeypatch):
