@@ -396,7 +396,7 @@ def test_reruns_on_the_kept_positions_equal_the_full_pass(engines, strategy, kee
     n_image = sum(end - start for start, end in a.groups["image"])
     assert kept is not None and len(kept) == len(a.tokens) - n_image + (keep or 0)
     fast = e.sweep(a, strategy=strategy, keep=keep, seed=5)
-    monkeypatch.setattr(e.adapter, "plain_text_inputs", False)
+    monkeypatch.setattr(e.adapter, "reduced_rerun", False)
     assert e._kept_positions(st, trunc) is None
     full = e.sweep(a, strategy=strategy, keep=keep, seed=5)
     assert fast.answers == full.answers and fast.same.tolist() == full.same.tolist()

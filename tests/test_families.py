@@ -7,6 +7,8 @@ regions (by back-propagation to the pixels) and a snapshot round trip with a rer
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import numpy as np
@@ -26,6 +28,37 @@ from flowtui.selftest.reference import (
 )
 
 FAMILIES = tiny.discover()
+
+# Families whose reruns keep the full pass (engine._kept_positions returns None), each for a
+# reason; every other family runs layers K..L-1 on the kept positions only and is checked
+# against the full masked pass and the no-cache reference below. Enabling one is a decision.
+REDUCED_OFF = {
+    "gemma3": "bidirectional image block (token_type_ids) and sliding windows",
+    "paligemma": "bidirectional prefix and sliding windows",
+    "aya_vision": "Cohere 2's sliding-window layers",
+}
+
+
+def _reduced(fam) -> bool:
+    return fam.spec.FAMILY not in REDUCED_OFF
+
+
+@contextmanager
+def _reduced_calls(engine) -> Iterator[list[int]]:
+    """The layers K at which reruns inside the block go through the reduced path. (No
+    monkeypatch fixture: other family modules call the tests below with their own fixtures.)"""
+    calls: list[int] = []
+    kept = engine._logits_from_layer_kept
+
+    def spy(st, trunc, keep):
+        calls.append(trunc.layer)
+        return kept(st, trunc, keep)
+
+    engine._logits_from_layer_kept = spy
+    try:
+        yield calls
+    finally:
+        del engine._logits_from_layer_kept  # the class's method again
 
 
 def _image(size: tuple[int, int], seed: int = 5):
@@ -129,7 +162,10 @@ def reference(fam):
 
 def test_every_k_of_the_sweep_matches_a_no_cache_masked_loop(fam, reference):
     e, a = fam.engine, fam.a
-    sweep = e.sweep(a)
+    with _reduced_calls(e) as reduced:
+        sweep = e.sweep(a)
+    # Every K < L went through the reduced rerun where the family has it (K = L is the baseline).
+    assert reduced == (list(range(a.num_layers)) if _reduced(fam) else [])
     sames = []
     for K in range(a.num_layers + 1):
         expect = reference.greedy(a, K, a.image_positions, a.max_new_tokens, e.adapter.eos_token_ids)
@@ -147,8 +183,11 @@ def test_every_k_of_the_sweep_matches_a_no_cache_masked_loop(fam, reference):
 def test_strategies_match_the_reference(fam, reference, strategy, keep):
     e, a = fam.engine, fam.a
     feats, img = a.feature_positions, a.image_positions
-    for K in (1, a.num_layers - 1):
-        r = e.truncate(a, K, strategy=strategy, keep=keep, seed=7, record=False)
+    Ks = (1, a.num_layers - 1)
+    for K in Ks:
+        with _reduced_calls(e) as reduced:
+            r = e.truncate(a, K, strategy=strategy, keep=keep, seed=7, record=False)
+        assert reduced == ([K] if _reduced(fam) else []), K
         if strategy == "top":
             kept = feats[np.argsort(-a.image_attention[K - 1], kind="stable")[:keep]]
         else:
@@ -157,6 +196,95 @@ def test_strategies_match_the_reference(fam, reference, strategy, keep):
         expect = reference.greedy(a, K, masked, a.max_new_tokens, e.adapter.eos_token_ids)
         assert r.answer_token_ids == expect, K
         assert r.baseline_logprob == pytest.approx(reference.baseline_logprob(a, K, masked), abs=1e-3)
+
+
+def test_the_reduced_rerun_is_on_exactly_where_declared(fam):
+    """On: at every K the rerun drops exactly the image positions under strategy all, and the
+    analysis' self-check compared it with the full pass. Off: never, and no such check."""
+    e, a = fam.engine, fam.a
+    st = e._state(a, lambda _p: None)
+    image = set(a.image_positions.tolist())
+    for K in range(a.num_layers):
+        kept = e._kept_positions(st, e._truncation(a, st, K, "all", None, 0))
+        if not _reduced(fam):
+            assert kept is None, K
+            continue
+        assert kept is not None, K
+        assert sorted(set(range(len(a.tokens))) - image) == kept.tolist(), K
+    check = next((c for c in a.checks if c.name == "reduced-rerun-equals-full"), None)
+    if _reduced(fam):
+        assert e.adapter.reduced_rerun and check is not None and check.passed, check
+    else:
+        assert not e.adapter.reduced_rerun and check is None, REDUCED_OFF[fam.spec.FAMILY]
+
+
+@pytest.mark.parametrize("strategy,keep", [("all", None), ("top", 3), ("random", 2)])
+def test_the_reduced_rerun_equals_the_full_masked_pass(fam, strategy, keep):
+    """At several K: the same logits (1e-4 of their scale), the same keys and values at the
+    kept positions, and, from the full-length KV it splices back, the same next cached
+    decoding step past the answer (positions, M-RoPE included, continue the baseline's)."""
+    import torch
+
+    if not _reduced(fam):
+        pytest.skip(f"full pass only: {REDUCED_OFF[fam.spec.FAMILY]}")
+    e, a = fam.engine, fam.a
+    st = e._state(a, lambda _p: None)
+    L = a.num_layers
+    for K in sorted({0, 1, L // 2, L - 1}):
+        trunc = e._truncation(a, st, K, strategy, keep, 7)
+        kept = e._kept_positions(st, trunc)
+        assert kept is not None and len(kept) < len(a.tokens), K
+        fast, fast_kv = e._logits_from_layer(st, trunc)
+        full, full_kv = e._logits_from_layer(st, trunc, reduced=False)
+        scale = float(full.abs().max())
+        np.testing.assert_allclose(fast.numpy(), full.numpy(), atol=1e-4 * scale, err_msg=f"K={K}")
+        spliced, whole = fast_kv(), full_kv()
+        for i in range(K, L):
+            for x, y in zip(spliced[i], whole[i], strict=True):
+                np.testing.assert_allclose(x[:, :, kept].numpy(), y[:, :, kept].numpy(),
+                                           atol=1e-5, err_msg=f"K={K} layer {i}")
+        ids = list(a.answer_token_ids)
+        with torch.no_grad():
+            step_fast = e._cached_step(st, trunc, spliced, ids)
+            step_full = e._cached_step(st, trunc, whole, ids)
+        np.testing.assert_allclose(step_fast.numpy(), step_full.numpy(),
+                                   atol=1e-4 * float(step_full.abs().max()), err_msg=f"K={K}")
+        # Greedy decoding past the teacher-forced sequence (extrapolated positions) from each.
+        assert e._continue(st, trunc, spliced, ids, 3) == e._continue(st, trunc, whole, ids, 3), K
+
+
+def test_the_comparison_sees_a_wrong_cut(fam, monkeypatch):
+    """The equality above is not vacuous: handing the kept positions the ids 0..n-1 (what a
+    rerun that forgot their own position ids would do) changes the logits, and so, where
+    DeepStack adds features to kept image positions, does giving them each other's rows."""
+    import torch
+
+    if not _reduced(fam):
+        pytest.skip(f"full pass only: {REDUCED_OFF[fam.spec.FAMILY]}")
+    e, a = fam.engine, fam.a
+    st = e._state(a, lambda _p: None)
+    cut = e.adapter.reduced_text_kwargs
+
+    def renumbered(kwargs, keep):
+        out = cut(kwargs, keep)
+        pos = out["position_ids"]
+        out["position_ids"] = torch.arange(pos.shape[-1]).expand_as(pos).contiguous()
+        return out
+
+    def swapped(kwargs, keep):
+        out = cut(kwargs, keep)
+        out["deepstack_visual_embeds"] = [f.flip(0) for f in out["deepstack_visual_embeds"]]
+        return out
+
+    wrong = [(renumbered, "all", None)]
+    if "deepstack_visual_embeds" in st.text_kwargs:
+        wrong.append((swapped, "top", 3))
+    for fn, strategy, keep in wrong:
+        monkeypatch.setattr(e.adapter, "reduced_text_kwargs", fn)
+        trunc = e._truncation(a, st, 0, strategy, keep, 0)
+        fast, _ = e._logits_from_layer(st, trunc)
+        full, _ = e._logits_from_layer(st, trunc, reduced=False)
+        assert float((fast - full).abs().max()) > 1e-3 * float(full.abs().max()), fn.__name__
 
 
 def test_regions_are_the_pixels_each_token_is_computed_from(fam):
@@ -196,3 +324,40 @@ def test_every_supported_model_type_has_a_tiny_model_and_a_readme_row():
         assert cls.family in tiny_types, f"{cls.family} has no tiny model in flowtui/selftest/tiny"
         for model_type in cls.model_types:
             assert f"`{model_type}`" in table, f"{model_type} missing from the README's table"
+
+
+@pytest.fixture(scope="module")
+def mistral3(tmp_path_factory):
+    spec = FAMILIES["mistral3"]
+    engine = flowtui.load_engine(str(spec.build(tmp_path_factory.mktemp("mistral3"))),
+                                 device="cpu", dtype="float32")
+    return engine, engine.analyze(_image(spec.IMAGE_SIZE), spec.QUESTION, max_new_tokens=4,
+                                  cam=False, self_check=False)
+
+
+def test_a_sliding_window_refuses_the_reduced_rerun_only_where_it_hides_keys(mistral3,
+                                                                               monkeypatch):
+    """A window counts positions, and the reduced rerun drops positions: on Mistral's decoder
+    (which reads its window at every forward) a window shorter than the sequence changes the
+    full pass and refuses the reduced one; a window as long as the sequence hides nothing, and
+    the reduced rerun runs and equals the full pass."""
+    e, a = mistral3
+    st = e._state(a, lambda _p: None)
+    cfg = e.adapter.text_model.config
+    assert cfg is e.adapter.text_config and cfg.sliding_window is None
+    N = len(a.tokens)
+    trunc = e._truncation(a, st, 1, "all", None, 0)
+    plain, _ = e._logits_from_layer(st, trunc, reduced=False)
+    scale = 1e-4 * float(plain.abs().max())
+
+    monkeypatch.setattr(cfg, "sliding_window", N // 2)
+    assert e._kept_positions(st, trunc) is None
+    windowed, _ = e._logits_from_layer(st, trunc, reduced=False)
+    assert float((windowed - plain).abs().max()) > 10 * scale, "the window hid nothing"
+
+    monkeypatch.setattr(cfg, "sliding_window", N)
+    assert e._kept_positions(st, trunc) is not None
+    fast, _ = e._logits_from_layer(st, trunc)
+    full, _ = e._logits_from_layer(st, trunc, reduced=False)
+    np.testing.assert_allclose(fast.numpy(), full.numpy(), atol=scale)
+    np.testing.assert_allclose(full.numpy(), plain.numpy(), atol=scale)

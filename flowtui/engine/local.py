@@ -558,25 +558,33 @@ class LocalEngine:
         there reaches nothing: layers K..L-1 need only the others, with their own position ids
         (RoPE sees the same relative positions) and a causal mask among them. Under strategy
         `all` that drops every image position: for LLaVA-1.5, 576 of about 600. Only where the
-        family's text model takes plain inputs (FamilyAdapter.plain_text_inputs) and has no
-        sliding window, whose span counts positions.
+        family declares it exact (FamilyAdapter.reduced_rerun) and can cut every captured input
+        to the kept positions (FamilyAdapter.reduced_text_kwargs), and never under a sliding
+        window that is shorter than the sequence: its span counts positions.
         """
-        cfg = self.adapter.text_config
-        if (not self.adapter.plain_text_inputs or st.text_args or trunc.masked.numel() == 0
-                or getattr(cfg, "sliding_window", None) or getattr(cfg, "use_sliding_window", 0)
-                or {k for k, v in st.text_kwargs.items() if v is not None}
-                - {"attention_mask", "position_ids", "inputs_embeds", "use_cache"}):
-            return None
-        pos = st.text_kwargs.get("position_ids")
-        mask = st.text_kwargs.get("attention_mask")
-        if (pos is not None and pos.dim() != 2) or (mask is not None and mask.dim() != 2):
+        if (not self.adapter.reduced_rerun or st.text_args or trunc.masked.numel() == 0
+                or self._window_bites(st.hidden[trunc.layer].shape[1])):
             return None
         N = st.hidden[trunc.layer].shape[1]
         kept = torch.ones(N, dtype=torch.bool)
         kept[trunc.masked.cpu()] = False
         if not bool(kept[N - st.logits.shape[0]:].all()):  # the answer queries must stay
             return None
-        return torch.nonzero(kept).squeeze(1)
+        keep = torch.nonzero(kept).squeeze(1)
+        if self.adapter.reduced_text_kwargs(st.text_kwargs, keep) is None:
+            return None  # an input the family cannot cut: the full pass
+        return keep
+
+    def _window_bites(self, n: int) -> bool:
+        """Whether a sliding window could hide a key from a query in a sequence of n positions
+        (a window of n or more never does, and then counts nothing)."""
+        cfg = self.adapter.text_config
+        types = getattr(cfg, "layer_types", None) or ()
+        sliding = any("sliding" in str(t) for t in types) or (
+            getattr(cfg, "sliding_window", None) is not None
+            and getattr(cfg, "use_sliding_window", True) is not False)
+        window = getattr(cfg, "sliding_window", None)
+        return sliding and (window is None or int(window) < n)
 
     def _logits_from_layer_kept(
         self, st: _State, trunc: attention.Truncation, keep: torch.Tensor
@@ -586,20 +594,12 @@ class LocalEngine:
         baseline's, which decoding under the same truncation never reads."""
         K = trunc.layer
         T1 = st.logits.shape[0]
-        dev = st.hidden[K].device
-        idx = keep.to(dev)
-        N = st.hidden[K].shape[1]
-        kw = st.text_kwargs
-        pos = kw.get("position_ids")
-        pos = pos if pos is not None else torch.arange(N, device=dev)[None]
-        mask = kw.get("attention_mask")
-        # An explicit mask also stops transformers from reading the jumps in the position ids
-        # as packed sequences.
-        mask = mask[:, idx.to(mask.device)] if mask is not None else torch.ones(
-            1, len(keep), dtype=torch.long, device=dev)
-        kwargs = {"inputs_embeds": kw["inputs_embeds"][:, idx.to(kw["inputs_embeds"].device)],
-                  "attention_mask": mask, "position_ids": pos[:, idx.to(pos.device)],
-                  "use_cache": False}
+        idx = keep.to(st.hidden[K].device)
+        kwargs = self.adapter.reduced_text_kwargs(st.text_kwargs, keep)
+        if kwargs is None:  # _kept_positions asked the family already
+            raise FlowtuiError(f"{self.adapter.family}: cannot cut the text inputs to {len(keep)} "
+                               "positions")
+        kwargs["use_cache"] = False
         with (
             torch.no_grad(),
             self._from_layer(K, st.hidden[K][:, idx]),

@@ -30,6 +30,9 @@ class AyaVisionAdapter(FamilyAdapter):
     open_markers = ("<|START_OF_IMG|>",)
     close_markers = ("<|END_OF_IMG|>",)
     inner_markers = ("TILE_GLOBAL", "<|IMG_LINE_BREAK|>")
+    # No reduced rerun: Cohere 2 interleaves sliding-window layers (RoPE only there), whose
+    # window counts positions; not established for a window shorter than the sequence.
+    reduced_rerun = False
 
     def __init__(self, model: nn.Module, processor: Any) -> None:
         super().__init__(model, processor)

@@ -149,10 +149,22 @@ class FamilyAdapter:
     # Per-token processor outputs extended over the answer in teacher-forced passes: the value
     # answer tokens get (text is 0; PaliGemma marks the answer 1).
     answer_token_type: ClassVar[dict[str, int]] = {}
-    # The text model takes only inputs_embeds, a 2D attention mask and 1D position ids, and
-    # builds its own causal mask from them: a rerun from layer K may then run on the positions
-    # nobody masks (engine._kept_positions). Families with other inputs keep the full pass.
-    plain_text_inputs: ClassVar[bool] = False
+    # Reduced reruns (engine._kept_positions): from layer K on no query reads a masked
+    # position, so layers K..L-1 may run on the kept positions alone, each with its own
+    # position ids and a causal mask among them. Exact only where the text model's mask is plain
+    # causal over the positions it is given and every per-position input is cut with them (see
+    # `reduced_text_kwargs`); a family that has not established that keeps the full pass.
+    reduced_rerun: ClassVar[bool] = False
+    # Captured text-model kwargs that run over positions, with the axis their positions are on
+    # (M-RoPE's position_ids are [3 or 4, B, N]: the last axis). Anything captured that is
+    # neither here nor in `constant_text_kwargs` makes the rerun refuse to reduce.
+    per_position_kwargs: ClassVar[dict[str, int]] = {
+        "inputs_embeds": 1, "attention_mask": -1, "position_ids": -1,
+    }
+    # Captured kwargs that hold nothing per position: passed on as captured.
+    constant_text_kwargs: ClassVar[frozenset[str]] = frozenset(
+        {"use_cache", "return_dict", "logits_to_keep", "output_router_logits"}
+    )
 
     def __init__(self, model: nn.Module, processor: Any) -> None:
         self.model = model
@@ -245,6 +257,38 @@ class FamilyAdapter:
         if cap is not None and compat.head_applies_final_softcap(self.model):
             logits = torch.tanh(logits / cap) * cap
         return logits
+
+    def reduced_text_kwargs(
+        self, kwargs: dict[str, Any], keep: torch.Tensor
+    ) -> dict[str, Any] | None:
+        """The text model's captured kwargs cut to the kept positions `keep` (sorted absolute
+        positions), or None where some input cannot be cut: the rerun then runs the full pass.
+
+        A 2D attention mask is cut with the positions; a prepared mask (a dict or 4D tensor,
+        as Gemma's bidirectional image blocks come) is refused. Missing position ids become
+        the positions themselves, as the text model would number the full sequence; an explicit
+        mask also stops transformers from reading their jumps as packed sequences.
+        """
+        given = {k: v for k, v in kwargs.items() if v is not None and k not in compat.CACHE_NAMES}
+        embeds = given.get("inputs_embeds")
+        if not isinstance(embeds, torch.Tensor) or embeds.dim() != 3 or embeds.shape[0] != 1:
+            return None
+        dev, N = embeds.device, embeds.shape[1]
+        given.setdefault("position_ids", torch.arange(N, device=dev)[None])
+        given.setdefault("attention_mask", torch.ones(1, N, dtype=torch.long, device=dev))
+        mask = given["attention_mask"]
+        if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
+            return None
+        out: dict[str, Any] = {}
+        for name, value in given.items():
+            if name in self.constant_text_kwargs:
+                out[name] = value
+                continue
+            axis = self.per_position_kwargs.get(name)
+            if axis is None or not isinstance(value, torch.Tensor) or value.shape[axis] != N:
+                return None
+            out[name] = value.index_select(axis, keep.to(value.device))
+        return out
 
     # --- inputs ----------------------------------------------------------------------------
     def build_prompt(self, question: str) -> str:

@@ -63,6 +63,10 @@ class Gemma3Adapter(FamilyAdapter):
     examples = ("google/gemma-3-4b-it", "google/gemma-3-12b-it", "google/gemma-3-27b-it")
     open_markers = ("<start_of_image>",)
     close_markers = ("<end_of_image>",)
+    # No reduced rerun: the image block attends bidirectionally (token_type_ids, a prepared
+    # mask) and local layers slide a window over positions, so the mask is not causal over the
+    # kept positions.
+    reduced_rerun = False
 
     def pan_and_scan(self) -> dict[str, Any] | None:
         """The pan & scan settings when the image processor's config asks for them.

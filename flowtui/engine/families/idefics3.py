@@ -96,6 +96,7 @@ class Idefics3Adapter(FamilyAdapter):
     )
     open_markers = ("<fake_token_around_image>",)
     close_markers = ("<fake_token_around_image>",)
+    reduced_rerun = True  # a Llama decoder with a plain causal mask (SmolVLM inherits it)
 
     def image_spans(self, input_ids: np.ndarray) -> list[tuple[int, int]]:
         """From the `<fake_token_around_image>` before the first feature to the one after the

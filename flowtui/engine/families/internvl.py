@@ -24,6 +24,7 @@ class InternVLAdapter(FamilyAdapter):
     examples = ("OpenGVLab/InternVL3-1B-hf", "OpenGVLab/InternVL3-2B-hf", "OpenGVLab/InternVL3-8B-hf")
     open_markers = ("<img>",)
     close_markers = ("</img>",)
+    reduced_rerun = True  # a Qwen2/Qwen3 decoder with a plain causal mask
 
     def __init__(self, model: nn.Module, processor: Any) -> None:
         super().__init__(model, processor)

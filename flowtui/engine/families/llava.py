@@ -55,7 +55,7 @@ class LlavaAdapter(FamilyAdapter):
     family = "llava"
     model_types = ("llava",)
     examples = ("llava-hf/llava-1.5-7b-hf", "llava-hf/llava-1.5-13b-hf")
-    plain_text_inputs = True
+    reduced_rerun = True  # a Llama-style decoder: plain causal mask, RoPE on 1D positions
 
     def layout(self, image_size: tuple[int, int], inputs: dict[str, torch.Tensor]) -> Layout:
         width, height = image_size

@@ -112,6 +112,9 @@ class LlavaNextAdapter(FamilyAdapter):
         "llava-hf/llava-v1.6-vicuna-7b-hf",
         "llava-hf/llama3-llava-next-8b-hf",
     )
+    # Llama/Mistral/Qwen2 decoders with a plain causal mask (a sliding window shorter than the
+    # sequence is refused by the engine). OneVision inherits it.
+    reduced_rerun = True
 
     def downsample(self, rows: int, cols: int) -> tuple[int, int] | None:
         """The size the model interpolates the unpadded tile raster to, if it does (NeXT: never)."""

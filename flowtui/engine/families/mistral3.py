@@ -24,6 +24,7 @@ class Mistral3Adapter(FamilyAdapter):
     )
     inner_markers = ("[IMG_BREAK]",)
     close_markers = ("[IMG_END]",)
+    reduced_rerun = True  # a Mistral decoder: plain causal (a biting sliding window is refused)
 
     def layout(self, image_size: tuple[int, int], inputs: dict[str, torch.Tensor]) -> Layout:
         width, height = image_size

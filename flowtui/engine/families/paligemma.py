@@ -25,6 +25,9 @@ class PaliGemmaAdapter(FamilyAdapter):
                 "google/paligemma-3b-mix-224")
     # The answer is the suffix: token type 1 (the prefix is 0 and attends bidirectionally).
     answer_token_type = {"token_type_ids": 1}
+    # No reduced rerun: the prefix attends bidirectionally (a prepared mask) and Gemma 2 slides
+    # windows over positions.
+    reduced_rerun = False
 
     def build_prompt(self, question: str) -> str:
         # The processor adds <bos> after the image tokens and "\n" after the prompt.

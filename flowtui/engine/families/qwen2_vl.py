@@ -23,6 +23,9 @@ class Qwen2VLAdapter(FamilyAdapter):
     model_types = ("qwen2_vl",)
     examples = ("Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2-VL-7B-Instruct")
     open_markers = ("<|vision_start|>",)
+    # Plain causal mask; the captured M-RoPE position_ids ([3, 1, N]) are cut on their last
+    # axis, so every kept position keeps its temporal/height/width ids.
+    reduced_rerun = True
     close_markers = ("<|vision_end|>",)
 
     @property
