@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from flowtui.engine import filesafe
 from flowtui.engine.errors import InputError
 
 CONFIG = "config.json"
@@ -44,21 +44,11 @@ def shard_paths(run_dir: Path) -> list[Path]:
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write via a temporary file in the same folder and rename: a reader never sees half.
-    The file gets the usual permissions (0666 less the umask), as any other output would."""
-    path = Path(path)
+    """Write via a temporary file in the same folder and rename: a reader never sees half, a
+    replaced file keeps its mode, a killed writer's temporary is cleaned up later (the engine's
+    filesafe, as snapshots are written). Raises OSError (filesafe.WriteError)."""
     raw = data.encode() if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    filesafe.write_atomic(path, lambda fh: fh.write(raw))
 
 
 def write_json(path: Path, obj: Any) -> None:

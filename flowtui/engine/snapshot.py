@@ -14,16 +14,13 @@ import io
 import json
 import math
 import os
-import re
-import secrets
 import stat
-import time
 import zipfile
 from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -39,14 +36,13 @@ from flowtui.engine.analysis import (
     grid_regions,
 )
 from flowtui.engine.errors import SnapshotError, first_line
+from flowtui.engine.filesafe import TMP_SUFFIX, WriteError, write_atomic
 from flowtui.engine.images import open_bounded, regular_file, special_kind
 from flowtui.engine.npy import NpyError, read_npy
 from flowtui.version import __version__
 
-try:
-    import fcntl
-except ImportError:  # not POSIX: stale temporaries are told by their age instead of a lock
-    fcntl = None  # type: ignore[assignment]
+__all__ = ["FORMAT", "TMP_SUFFIX", "VERSION", "check_target", "decode_analysis",
+           "encode_analysis", "is_snapshot", "load_snapshot", "save_snapshot"]
 
 FORMAT = "flowtui.snapshot"
 VERSION = 2
@@ -108,14 +104,6 @@ def _arrays(a: Analysis) -> dict[str, np.ndarray]:
 
 
 # --- writing ------------------------------------------------------------------------------------
-# Temporary files are `.{name}.{12 hex}.flowtui-tmp` next to the target; only names of this form
-# are ever cleaned up, and only when no live writer holds them (a lock, see _stale).
-TMP_SUFFIX = ".flowtui-tmp"
-_TMP_NAME = re.compile(r"^\..*\.[0-9a-f]{12}" + re.escape(TMP_SUFFIX) + r"$", re.DOTALL)
-# Without flock (not POSIX), a temporary this old is taken for a dead writer's.
-_STALE_AGE = 24 * 3600.0
-
-
 def check_target(path: str | Path, inputs: Iterable[str | Path | None] = ()) -> None:
     """Refuse to write a snapshot at `path` where that would lose something the user made: the
     input image itself (`inputs`), a folder, a special file, or any file that is not a flowtui
@@ -172,9 +160,6 @@ def save_snapshot(a: Analysis, path: str | Path, screen_svg: str | None = None,
     one keeps its mode. Raises SnapshotError with a one-line reason."""
     path = Path(path)
     check_target(path, inputs)
-    if path.is_symlink():
-        path = Path(os.path.realpath(path))  # replace the link's target, keep the link
-    folder = path.parent if str(path.parent) else Path(".")
     manifest, arrays = encode_analysis(a)
     image = Image.fromarray(np.asarray(a.image, dtype=np.uint8)).convert("RGB")
     # What is written must read back: the same checks as on read, before any byte is written.
@@ -183,88 +168,20 @@ def save_snapshot(a: Analysis, path: str | Path, screen_svg: str | None = None,
     np.savez_compressed(buf, **arrays)
     png = io.BytesIO()
     image.save(png, format="PNG")
+
+    def write(fh: BinaryIO) -> None:
+        with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("manifest.json", json.dumps(manifest, indent=1))
+            zf.writestr("arrays.npz", buf.getvalue())
+            zf.writestr("image.png", png.getvalue())
+            if screen_svg is not None:
+                zf.writestr("screen.svg", screen_svg)
+
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)  # replacing: the file keeps its permissions
-    except FileNotFoundError:
-        mode = None
-    fd, tmp = _temporary(folder, path.name)
-    try:
-        with os.fdopen(fd, "wb") as fh:  # closing it releases the lock: after the rename
-            with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
-                zf.writestr("manifest.json", json.dumps(manifest, indent=1))
-                zf.writestr("arrays.npz", buf.getvalue())
-                zf.writestr("image.png", png.getvalue())
-                if screen_svg is not None:
-                    zf.writestr("screen.svg", screen_svg)
-            fh.flush()
-            os.fsync(fh.fileno())
-            if mode is not None:
-                os.fchmod(fh.fileno(), mode)
-            os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise SnapshotError(f"cannot write snapshot {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _clean_stale(folder)
-    return path
-
-
-def _temporary(folder: Path, name: str) -> tuple[int, Path]:
-    """A new locked temporary file in `folder` (open fd, path). Created with mode 0666, so the
-    umask (and a default ACL) decide its permissions as for any new file."""
-    stem = name.encode()[:180].decode(errors="ignore")  # room for the suffix within NAME_MAX
-    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    for _ in range(100):
-        tmp = folder / f".{stem}.{secrets.token_hex(6)}{TMP_SUFFIX}"
-        try:
-            fd = os.open(tmp, flags, 0o666)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise SnapshotError(f"cannot write snapshot in {folder}: {exc.strerror or exc}") \
-                from None
-        if fcntl is None:
-            return fd, tmp
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        if os.fstat(fd).st_nlink:  # not taken for stale between open and lock
-            return fd, tmp
-        os.close(fd)
-    raise SnapshotError(f"cannot write snapshot in {folder}: no free temporary name")
-
-
-def _clean_stale(folder: Path) -> None:
-    """Remove temporaries that writers killed mid-write left in `folder`: only flowtui's own
-    names, only regular files of this user, and only while no live writer holds their lock."""
-    try:
-        entries = [e.name for e in os.scandir(folder) if _TMP_NAME.match(e.name)]
-    except OSError:
-        return
-    for name in entries:
-        with contextlib.suppress(OSError):
-            _remove_if_stale(folder / name)
-
-
-def _remove_if_stale(tmp: Path) -> None:
-    flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    fd = os.open(tmp, flags)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
-            return
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return  # a live writer
-        elif time.time() - st.st_mtime < _STALE_AGE:
-            return
-        now = os.lstat(tmp)
-        if (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev):  # still the file we locked
-            tmp.unlink()
-    finally:
-        os.close(fd)
+        return write_atomic(path, write)
+    except WriteError as exc:
+        raise SnapshotError(str(exc).replace("cannot write", "cannot write snapshot", 1)) \
+            from None
 
 
 # --- reading ------------------------------------------------------------------------------------
