@@ -1,7 +1,9 @@
-"""Writing files so that nothing the user made is lost: atomic replacement (a temporary file in
+"""Files read and written so that nothing the user made is lost and nothing read can blow up:
+Writing files so that nothing the user made is lost: atomic replacement (a temporary file in
 the same folder, fsync, rename), the replaced file's mode kept, and temporaries that a killed
 writer left behind removed once no live writer holds them. Snapshots and dataset results both
-write through here.
+write through here. Reading a zip member (a snapshot's) takes its declared size from a budget
+first, so a small file that claims gigabytes is refused before anything expands.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import re
 import secrets
 import stat
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+from flowtui.engine.errors import SnapshotError
 
 try:
     import fcntl
@@ -120,3 +125,46 @@ def _remove_if_stale(tmp: Path) -> None:
         os.close(fd)
 
 
+
+
+# --- bounded reads ---------------------------------------------------------------------------
+# Everything one zip (a snapshot) expands to when read (manifest, arrays, decoded image) stays within
+# MIN_EXPANSION bytes, or EXPANSION times the file's size where that is more: a few MB of zip
+# that claims gigabytes is refused before anything is expanded.
+MIN_EXPANSION = 256 << 20
+EXPANSION = 32
+
+
+class Budget:
+    """The bytes a snapshot may still expand to; each member's declared size is taken from it
+    before the member is read."""
+
+    def __init__(self, file_size: int) -> None:
+        self.file_size = file_size
+        self.left = max(MIN_EXPANSION, EXPANSION * file_size)
+
+    def take(self, what: str, n: int) -> None:
+        if n > self.left:
+            raise SnapshotError(
+                f"{what} would expand to {n:,} bytes, out of proportion to the file's "
+                f"{self.file_size:,} bytes; refusing it (a zip bomb?)"
+            )
+        self.left -= n
+
+
+def read_member(zf: zipfile.ZipFile, name: str, budget: Budget, cap: int | None = None
+                 ) -> bytes:
+    """A member's bytes, its declared size checked first and the read capped at it."""
+    info = zf.getinfo(name)
+    if info.flag_bits & 0x1:
+        raise SnapshotError(f"{name} is encrypted")
+    size = info.file_size
+    if cap is not None and size > cap:
+        raise SnapshotError(f"{name} declares {size:,} bytes, more than a snapshot's {name} "
+                            f"holds ({cap:,}); refusing it")
+    budget.take(name, size)
+    with zf.open(info) as fh:
+        data = fh.read(size + 1)
+    if len(data) != size:
+        raise SnapshotError(f"{name} is corrupt: it does not expand to its declared size")
+    return data

@@ -25,6 +25,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from flowtui.engine.analysis import Analysis, ModelInfo, Progress, Sweep, TruncationRun
+from flowtui.engine.codec import decode_analysis, encode_analysis
 from flowtui.engine.errors import RemoteError, first_line
 from flowtui.engine.npy import DTYPE_KINDS, NpyError, read_npy
 
@@ -318,8 +319,6 @@ def sweep_from(meta: dict, parts: dict[str, np.ndarray]) -> Sweep:
 def analysis_to(a: Analysis, with_image: bool) -> tuple[dict, dict[str, np.ndarray]]:
     """The snapshot encoding (one place for both), minus the derived grid `cam`; the image as a
     uint8 part where the other side does not already hold it."""
-    from flowtui.engine.snapshot import encode_analysis
-
     manifest, arrays = encode_analysis(a)
     arrays.pop("cam", None)
     if with_image:
@@ -329,8 +328,6 @@ def analysis_to(a: Analysis, with_image: bool) -> tuple[dict, dict[str, np.ndarr
 
 def analysis_from(manifest: Any, parts: dict[str, np.ndarray], image: np.ndarray,
                   rid: int | None = None) -> Analysis:
-    from flowtui.engine.snapshot import decode_analysis
-
     if not isinstance(manifest, dict):
         raise ProtocolError("the analysis must be a JSON object", rid, "input")
     arrays = {k: v for k, v in parts.items() if k != "image"}
