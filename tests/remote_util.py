@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from flowtui.remote.client import Connection, RemoteEngine
+from flowtui.remote.client import RemoteEngine
+from flowtui.remote.connection import Connection
 from flowtui.remote.protocol import PROTOCOL, FrameReader, FrameWriter
-from flowtui.remote.server import Models, Session
+from flowtui.remote.session import Models, Session
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -45,8 +45,9 @@ e.truncate(a, 1); e.sweep(a)
 a.save({str(tmp_path / 'x.flowtui')!r}); flowtui.load_snapshot({str(tmp_path / 'x.flowtui')!r})
 # The remote layer too: a server session and a client on pipes, in this process.
 import os, threading
-from flowtui.remote.client import Connection, RemoteEngine
-from flowtui.remote.server import Models, Session
+from flowtui.remote.client import RemoteEngine
+from flowtui.remote.connection import Connection
+from flowtui.remote.session import Models, Session
 (c2s_r, c2s_w), (s2c_r, s2c_w) = os.pipe(), os.pipe()
 session = Session(os.fdopen(c2s_r, "rb"), os.fdopen(s2c_w, "wb"), Models(lambda **kw: e))
 threading.Thread(target=session.serve, daemon=True).start()

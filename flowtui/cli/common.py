@@ -245,7 +245,7 @@ def check_model_options(args) -> None:
     if getattr(args, "remote_cmd", None) and not getattr(args, "remote", None):
         raise InputError("--remote-cmd needs --remote HOST")
     if getattr(args, "remote", None):
-        from flowtui.remote.client import ssh_argv
+        from flowtui.remote.connection import ssh_argv
 
         ssh_argv(args.remote, args.remote_cmd or "flowtui")  # a bad host name fails here
         return

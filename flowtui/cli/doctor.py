@@ -200,7 +200,7 @@ def _report(parts: list[tuple[str, list[Item]]], start: float, as_json: bool, ho
 def remote_argv(host: str, remote_cmd: str, args: list[str]) -> list[str]:
     """`ssh -T -o BatchMode=yes HOST 'CMD doctor --json …'`, with --remote's checks of the host
     name and FLOWTUI_SSH_COMMAND."""
-    from flowtui.remote.client import ssh_argv
+    from flowtui.remote.connection import ssh_argv
 
     argv = ssh_argv(host, remote_cmd)
     return [*argv[:-1], " ".join([remote_cmd, "doctor", "--json", *map(shlex.quote, args)])]
@@ -278,7 +278,7 @@ def _parse(out: bytes) -> dict | None:
 
 def _why(host: str, cmd: str, code: int | None, tail: list[str], out: bytes) -> str:
     """One line: why the far side gave no report."""
-    from flowtui.remote.client import remote_exit_reason
+    from flowtui.remote.connection import remote_exit_reason
 
     last = tail[-1] if tail else ""
     known = remote_exit_reason(host, cmd, code, last, "has no `doctor` command",
