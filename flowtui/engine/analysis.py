@@ -36,6 +36,10 @@ class Progress:
 ProgressFn = Callable[[Progress], None]
 
 
+def no_progress(_: Progress) -> None:
+    """The ProgressFn of a caller that gave none."""
+
+
 @dataclass
 class ModelInfo:
     name: str

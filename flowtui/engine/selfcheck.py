@@ -30,10 +30,10 @@ import torch
 from flowtui.engine import attention
 from flowtui.engine.analysis import Analysis, Check
 
-# The engine and its rerun state come in as arguments (LocalEngine, local._State): this module
+# The engine and its rerun state come in as arguments (LocalEngine, recording.State): this module
 # reads the rerun paths it checks and is imported by local.py, never the other way round.
 LocalEngine = Any
-_State = Any
+State = Any
 
 NAMES = (
     "answer-is-argmax",
@@ -65,7 +65,7 @@ def _rel_diff(x: torch.Tensor, y: torch.Tensor) -> float:
     return float((x.to(y.device) - y).abs().max()) / scale
 
 
-def _argmax(engine: LocalEngine, a: Analysis, st: _State, tol: float) -> Check:
+def _argmax(engine: LocalEngine, a: Analysis, st: State, tol: float) -> Check:
     logits = st.logits  # [T+1, V] float32 from the recording pass
     T = len(a.answer_token_ids)
     b = torch.tensor(a.answer_token_ids, device=logits.device)
@@ -86,7 +86,7 @@ def _argmax(engine: LocalEngine, a: Analysis, st: _State, tol: float) -> Check:
                 tolerance=tol)
 
 
-def _rerun(engine: LocalEngine, a: Analysis, st: _State, tol: float) -> Check:
+def _rerun(engine: LocalEngine, a: Analysis, st: State, tol: float) -> Check:
     L = engine.adapter.num_layers
     empty = attention.Truncation(L - 1, torch.zeros(0, dtype=torch.long))
     logits, _ = engine._logits_from_layer(st, empty)
@@ -102,7 +102,7 @@ def _rerun(engine: LocalEngine, a: Analysis, st: _State, tol: float) -> Check:
                 baseline_logprob=base, max_relative_logit_diff=diff, tolerance=tol)
 
 
-def _cached(engine: LocalEngine, a: Analysis, st: _State, tol: float) -> Check:
+def _cached(engine: LocalEngine, a: Analysis, st: State, tol: float) -> Check:
     """One cached decoding step after the whole answer: the recording pass' last row."""
     logits = engine._cached_step(st, None, st.kv, list(a.answer_token_ids))
     diff = _rel_diff(logits, st.logits[-1:])
@@ -112,7 +112,7 @@ def _cached(engine: LocalEngine, a: Analysis, st: _State, tol: float) -> Check:
                 max_relative_logit_diff=diff, tolerance=tol)
 
 
-def _reduced(engine: LocalEngine, a: Analysis, st: _State, tol: float) -> Check | None:
+def _reduced(engine: LocalEngine, a: Analysis, st: State, tol: float) -> Check | None:
     L = engine.adapter.num_layers
     trunc = engine._truncation(a, st, L - 1, "all", None, 0)
     if engine._kept_positions(st, trunc) is None:
@@ -143,7 +143,7 @@ def _stored(a: Analysis) -> list[Check]:
     return [shares, finite]
 
 
-def run(engine: LocalEngine, a: Analysis, st: _State) -> list[Check]:
+def run(engine: LocalEngine, a: Analysis, st: State) -> list[Check]:
     """Every self-check on a fresh analysis and its rerun state. A check that raises is a
     failed check (with the error), never a failed analysis."""
     tol = tolerance(next(engine.model.parameters()).dtype)
