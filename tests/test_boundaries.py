@@ -34,6 +34,17 @@ def test_engine_dataset_remote_and_selftest_sources_do_not_import_ui():
                 assert not name.startswith("flowtui.ui"), f"{path.name} imports {name}"
 
 
+def test_the_engine_knows_no_model_by_name():
+    """The engine imports no model's own code (the toy's question forms reach it as data, its
+    folder's flowtui.json): adding a model never means editing the engine."""
+    for path in ENGINE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            for name in names:
+                assert not name.startswith("flowtui.toy"), f"{path.name} imports {name}"
+
+
 def test_engine_run_leaves_ui_out_of_sys_modules(tiny_paths, tmp_path):
     code = f"""
 import sys, numpy as np

@@ -57,3 +57,24 @@ def test_notes_reach_the_summary_and_the_snapshot(tmp_path, capsys):
     notes = [line for line in lines if line.startswith("note:")]
     assert len(notes) == 2 and "does not know 'horse'" in notes[0] and OUTSIDE in notes[1]
     assert len(flowtui.load_snapshot(out).notes) == 2
+
+
+def test_a_model_folder_declares_its_questions_in_flowtui_json(tiny_paths, tmp_path):
+    """Any model may ship the forms it answers; a malformed file is one line, before loading."""
+    import json
+    import shutil
+
+    from flowtui.engine.errors import ModelLoadError
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_paths["a"], folder)
+    (folder / "flowtui.json").write_text(json.dumps(
+        {"questions": {"words": "is there a (cat|dog)", "note": "this model knows cats and dogs"}}))
+    engine = flowtui.load_engine(str(folder), device="cpu", dtype="float32")
+    said = engine.analyze(random_image(1), "Is there a horse?", max_new_tokens=1).notes
+    assert "this model knows cats and dogs" in said
+    quiet = engine.analyze(random_image(1), "is there a DOG?", max_new_tokens=1).notes
+    assert "this model knows cats and dogs" not in quiet
+    (folder / "flowtui.json").write_text('{"questions": {"words": "(unclosed"}}')
+    with pytest.raises(ModelLoadError, match="flowtui.json"):
+        flowtui.load_engine(str(folder), device="cpu", dtype="float32")

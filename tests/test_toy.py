@@ -125,3 +125,23 @@ def test_training_script_runs_every_stage_and_saves_a_loadable_model(tmp_path):
     a = engine.analyze(render_scene(rng, size=96).image, "Is there a red circle?", max_new_tokens=2)
     assert a.num_layers == 8 and a.cam.shape == (8, 12, 12)
     assert np.isfinite(a.shares).all()
+
+
+def test_shipped_question_forms_are_exactly_the_ones_the_toy_was_trained_on():
+    """The weights folder's flowtui.json (what the engine reads) accepts a question exactly
+    when the toy's own parser does, over every colour/shape form and many near misses."""
+    import itertools
+
+    from flowtui.engine.notes import QuestionForms
+    from flowtui.toy import WEIGHTS_DIR, questions
+    from flowtui.toy.scenes import COLOURS, SHAPES, parse_question
+
+    forms = QuestionForms.read(WEIGHTS_DIR)
+    assert forms is not None and forms.note == questions.NOTE
+    words = [*COLOURS, *SHAPES, "shape", "a", "an", "the", "purple", "horse", "is", "there"]
+    asked = [f"Is there a {w}?" for w in words]
+    asked += [f"is there a {x} {y}" for x, y in itertools.product(words, repeat=2)]
+    asked += ["IS THERE A RED CIRCLE ?", "Is there a red circle? Yes", "Is there red circle?",
+              "What colour is the square?", "", "Is there a  blue   shape!!"]
+    for q in asked:
+        assert forms.accepts(q) == (parse_question(q) is not None), q

@@ -64,12 +64,14 @@ def load_engine(
         resolve_placement,
     )
     from flowtui.engine.local import LocalEngine
+    from flowtui.engine.notes import QuestionForms
 
     if quantize not in (None, "4bit", "8bit"):
         raise InputError(f"unknown quantization {quantize!r}; use 4bit or 8bit")
     placement = resolve_placement(device, dtype)
     path, name = resolve_model_path(model)
     model_type = read_model_type(path)
+    forms = QuestionForms.read(path)  # before the load: a bad flowtui.json costs no model time
     if adapter_class(model_type) is None:
         raise ModelLoadError(
             f"{name} is a {model_type!r} model, which flowtui does not support; supported: "
@@ -90,4 +92,4 @@ def load_engine(
     )
     if progress:
         progress(Progress("loading", 1, 1, name))
-    return LocalEngine(loaded, processor, adapter, info)
+    return LocalEngine(loaded, processor, adapter, info, question_forms=forms)

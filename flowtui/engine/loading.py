@@ -109,14 +109,14 @@ def resolve_model_path(model: str | Path | None) -> tuple[Path, str]:
     """Return (local folder, display name) for a folder, a cached hub id, or the built-in toy
     (None or its name, `flowtui-toy`, unless a folder of that name exists here)."""
     if model is None or (str(model) == TOY_NAME and not Path(TOY_NAME).exists()):
-        from flowtui.toy import WEIGHTS_DIR
-
-        if not (Path(WEIGHTS_DIR) / "config.json").exists():
+        # The toy's weights ship inside the package: found by path, not by importing the toy.
+        weights = Path(__file__).resolve().parent.parent / "toy" / "weights"
+        if not (weights / "config.json").exists():
             raise ModelLoadError(
-                f"the built-in toy model is missing from {WEIGHTS_DIR}; reinstall flowtui or "
+                f"the built-in toy model is missing from {weights}; reinstall flowtui or "
                 "retrain it with `python -m flowtui.toy.train`"
             )
-        return Path(WEIGHTS_DIR), TOY_NAME
+        return weights, TOY_NAME
     path = Path(model).expanduser()
     if path.exists():
         if not path.is_dir():

@@ -6,7 +6,6 @@ LocalEngine is the Engine interface; its jobs live in their own modules: the rec
 
 from __future__ import annotations
 
-import string
 import threading
 from collections import OrderedDict
 from datetime import UTC, datetime
@@ -30,10 +29,9 @@ from flowtui.engine.errors import FlowtuiError, InputError
 from flowtui.engine.families import FamilyAdapter, Layout
 from flowtui.engine.images import load_image, load_image_notes
 from flowtui.engine.interface import ImageInput
-from flowtui.engine.loading import TOY_NAME
+from flowtui.engine.notes import QuestionForms, question_notes
 from flowtui.engine.recording import Recording, State
 from flowtui.engine.reruns import Reruns
-from flowtui.toy.scenes import COLOURS, SHAPES, parse_question
 from flowtui.version import __version__
 
 
@@ -59,8 +57,11 @@ class _Streamer(compat.BaseStreamer):
 class LocalEngine(Recording, Reruns):
     """Implements flowtui.engine.interface.Engine on a model loaded in this process."""
 
-    def __init__(self, model: nn.Module, processor: Any, adapter: FamilyAdapter, info: ModelInfo):
+    def __init__(self, model: nn.Module, processor: Any, adapter: FamilyAdapter, info: ModelInfo,
+                 question_forms: QuestionForms | None = None):
         self.model = model
+        # The questions the model says it answers (its folder's flowtui.json): others get a note.
+        self.question_forms = question_forms
         self.processor = processor
         self.adapter = adapter
         self.info = info
@@ -148,32 +149,6 @@ class LocalEngine(Recording, Reruns):
                 "tokens; ask a shorter question or lower --max-new-tokens"
             )
 
-    def _question_notes(self, question: str) -> list[str]:
-        """What a first-time user should know about the question: words the tokenizer does not
-        know (read as its unk token, so the answer cannot be about them), and for the built-in
-        toy, a question outside the one form it was trained on."""
-        notes = []
-        tok = self.tokenizer
-        unk = getattr(tok, "unk_token_id", None)
-        if unk is not None:
-            unknown: list[str] = []
-            for word in question.split():
-                word = word.strip(string.punctuation) or word
-                if word not in unknown and unk in tok(word, add_special_tokens=False)["input_ids"]:
-                    unknown.append(word)
-            if unknown:
-                shown = ", ".join(repr(w) for w in unknown[:5]) + (" …" if len(unknown) > 5 else "")
-                notes.append(f"{self.info.name}'s tokenizer does not know {shown} (read as "
-                             f"{tok.unk_token}): the answer cannot be about "
-                             f"{'it' if len(unknown) == 1 else 'them'}")
-        if self.info.name == TOY_NAME and parse_question(question) is None:
-            notes.append(
-                "the built-in toy model only answers \"Is there a {colour} {shape}?\" (colours "
-                f"{', '.join(COLOURS)}; shapes {', '.join(SHAPES)}): its answer to anything "
-                "else means nothing"
-            )
-        return notes
-
     def count_image_tokens(self, image: ImageInput) -> int:
         """How many feature tokens the model makes of `image` (what keep=R counts), from the
         processor alone: a bad R is refused before the model generates anything."""
@@ -257,7 +232,9 @@ class LocalEngine(Recording, Reruns):
             ended_with_eos=ended,
             max_new_tokens=max_new_tokens,
             # An untested torch/transformers travels with the analysis (snapshot, explorer).
-            notes=notes + self._question_notes(question) + versions.startup_warnings(),
+            notes=notes + question_notes(self.tokenizer, self.info.name, question,
+                                          self.question_forms)
+            + versions.startup_warnings(),
         )
         assert analysis.cam_tokens.shape == (L, len(feats))
         if self_check:

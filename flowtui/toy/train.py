@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from flowtui.engine import compat
 
-from . import WEIGHTS_DIR
+from . import WEIGHTS_DIR, questions
 from .build import GRID, NUM_IMAGE_TOKENS, build_model
 from .scenes import (
     COLOURS,
@@ -427,6 +427,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.out)
     processor.save_pretrained(args.out)
+    questions.write(args.out)  # the forms it answers: the engine notes any other question
     print(f"trained in {elapsed / 60:.1f} min; saved to {args.out}", flush=True)
 
 
