@@ -12,6 +12,7 @@ from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.reactive import var
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
@@ -212,10 +213,12 @@ class ImagePanel(Vertical):
     ImagePanel > #image-legend { height: 2; }
     """
 
+    # Bound to the explorer's state (data_bind): the panel follows it, nobody pushes to it.
+    analysis: var[Analysis | None] = var(None, always_update=True, init=False)
+    view: var[ViewState] = var(ViewState, init=False)
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.analysis: Analysis | None = None
-        self.view = ViewState()
         self.border_title = "CAM"
         self._maps: dict[MapKey, TokenMap] = {}
 
@@ -243,8 +246,10 @@ class ImagePanel(Vertical):
             self.cam_view.set_source(image, None)
             self.cam_view.set_view(ViewState(mode="image"))
 
-    def set_analysis(self, analysis: Analysis) -> None:
-        self.analysis = analysis
+    def watch_analysis(self, old: Analysis | None, analysis: Analysis | None) -> None:
+        # The same object again is an edit (a sweep, a run): the maps stay as they are.
+        if analysis is None or analysis is old:
+            return
         self._maps = {}
         self.cam_view.set_source(
             analysis.image, analysis.cam_tokens, analysis.token_regions, analysis.token_views
@@ -254,8 +259,7 @@ class ImagePanel(Vertical):
         self.set_message("")
         self._sync()
 
-    def set_view(self, view: ViewState) -> None:
-        self.view = view
+    def watch_view(self) -> None:
         self._sync()
 
     def token_map(self, key: MapKey | None = None) -> TokenMap | None:

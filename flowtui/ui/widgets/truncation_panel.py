@@ -3,18 +3,21 @@ the list of runs of this session, and the sweep K = 0..L with its curve and the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.reactive import var
 from textual.widgets import Button, Input, Label, ProgressBar, Select, Static
 
 from flowtui.engine.analysis import Analysis, TruncationRun
 from flowtui.render.sparkline import BLOCKS, spark_rows
 from flowtui.textsafe import visible
-from flowtui.ui.messages import TruncationRequested
 from flowtui.ui.state import ViewState
 from flowtui.ui.widgets.answer_panel import first_fit
 from flowtui.ui.widgets.flow_panel import axis_text, layer_columns
@@ -121,6 +124,17 @@ def sweep_text(a: Analysis, width: int, current: int) -> Text:
 
 
 class TruncationPanel(VerticalScroll):
+    """Reruns with the image cut off: it asks for them (Requested); the explorer owns the
+    engine and reports back through show_running / show_idle / set_sweep_progress."""
+
+    @dataclass
+    class Requested(Message):
+        """Run a truncation at `layer` with `strategy` (keeping `keep` image tokens)."""
+
+        layer: int
+        strategy: str
+        keep: int | None
+
     BINDINGS = [
         Binding("escape", "leave", "Back to layers", id="truncation.leave"),
     ]
@@ -145,10 +159,12 @@ class TruncationPanel(VerticalScroll):
     TruncationPanel #sweep-curve { height: auto; }
     """
 
+    # Bound to the explorer's state (data_bind).
+    analysis: var[Analysis | None] = var(None, always_update=True, init=False)
+    view: var[ViewState] = var(ViewState, init=False)
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.analysis: Analysis | None = None
-        self.view = ViewState()
         self.enabled = True
         self.border_title = "Truncation · t focus · ⏎ run · s sweep"
         self._sweeping = False  # the progress row shows a running sweep
@@ -182,9 +198,14 @@ class TruncationPanel(VerticalScroll):
         if self.analysis is not None and self.analysis.sweep_logprob is not None:
             self.refresh_sweep()
 
-    # --- state from the app -------------------------------------------------------------
-    def set_analysis(self, analysis: Analysis) -> None:
-        self.analysis = analysis
+    # --- the explorer's state -------------------------------------------------------------
+    def watch_analysis(self, old: Analysis | None, analysis: Analysis | None) -> None:
+        if analysis is None:
+            return
+        if analysis is old:  # an edit: a run or a sweep was recorded on it
+            self.refresh_results()
+            self.refresh_sweep()
+            return
         n_img = int(analysis.image_positions.size)
         self.query_one("#trunc-r", Input).placeholder = str(max(1, n_img // 8))
         self.refresh_results()
@@ -200,8 +221,7 @@ class TruncationPanel(VerticalScroll):
         msg.display = not enabled and bool(reason)
         self.query_one("#trunc-run", Button).disabled = not enabled
 
-    def set_view(self, view: ViewState) -> None:
-        self.view = view
+    def watch_view(self) -> None:
         self._sync_k()
         if self.analysis is not None and self.analysis.sweep_logprob is not None:
             self.refresh_sweep()
@@ -256,7 +276,7 @@ class TruncationPanel(VerticalScroll):
                             severity="warning")
             return
         layer, strategy, keep = self.chosen()
-        self.post_message(TruncationRequested(layer, strategy, keep))
+        self.post_message(self.Requested(layer, strategy, keep))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
