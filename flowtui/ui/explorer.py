@@ -19,7 +19,6 @@ from textual import events, work
 from textual.actions import parse as parse_action
 from textual.app import ComposeResult, SystemCommand
 from textual.containers import Horizontal, Vertical
-from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import var
 from textual.widgets import Footer
@@ -49,7 +48,7 @@ from flowtui.ui.state import THRESHOLD_STEP, ViewState
 from flowtui.ui.widgets.answer_panel import AnswerPanel
 from flowtui.ui.widgets.flow_panel import FlowPanel
 from flowtui.ui.widgets.image_panel import ImagePanel
-from flowtui.ui.widgets.status_line import StatusLine, progress_text
+from flowtui.ui.widgets.status_line import StatusLine, progress_text, ready_text, where_text
 from flowtui.ui.widgets.truncation_panel import TruncationPanel
 
 if TYPE_CHECKING:
@@ -69,6 +68,10 @@ class ExplorerScreen(ExportActions):
     `analysis` given (from a snapshot) is shown at once."""
 
     BINDINGS = KEY_BINDINGS
+    # Size classes for app.tcss, set by Textual on every resize: -narrow below 100 columns,
+    # -short below 30 rows.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
 
     # What is shown; the panels are bound to these.
     analysis: var[Analysis | None] = var(None, always_update=True, init=False)
@@ -142,7 +145,6 @@ class ExplorerScreen(ExportActions):
         return self.query_one(StatusLine)
 
     def on_mount(self) -> None:
-        self._apply_size_classes(self.app.size)
         if self._initial_analysis is not None:
             self.show_analysis(self._initial_analysis)
             self.set_activity(
@@ -170,17 +172,12 @@ class ExplorerScreen(ExportActions):
             self.set_activity("idle", "ready")
 
     def on_resize(self, event: events.Resize) -> None:
-        self._apply_size_classes(event.size)
-
-    def _apply_size_classes(self, size: Size) -> None:
-        w, h = size
-        self.set_class(w < 100, "-narrow")
-        self.set_class(h < 30, "-short")
         # Ctrl+P still opens the palette (and ? lists it): its footer entry costs the room
         # the explorer's own keys need at 80 columns.
+        wide = event.size.width >= 100
         for footer in self.query(Footer):
-            if footer.show_command_palette != (w >= 100):
-                footer.show_command_palette = w >= 100
+            if footer.show_command_palette != wide:
+                footer.show_command_palette = wide
 
     # --- what others may ask of the explorer (the app, the dataset screen) ------------------
     def show_analysis(self, analysis: Analysis) -> None:
@@ -251,38 +248,11 @@ class ExplorerScreen(ExportActions):
             self.refresh_bindings()
 
     def _update_where(self) -> None:
-        v, a = self.view, self.analysis
-        if a is None:
-            self.status.set_where("")
-            return
-        parts = [f"layer {v.layer}/{a.num_layers - 1}"]
-        if len(a.views) > 1:
-            parts.append(f"{a.views[v.view]} {v.view + 1}/{len(a.views)}")
-        if v.map_mode == "cam":
-            parts.append(f"thr {v.threshold:.2f}")
-        else:
-            parts.append("attention, sinks excluded" if v.exclude_sinks else "attention")
-        self.status.set_where(" · ".join([*parts, v.colormap, v.mode]) + self._remote_where())
-
-    def _remote_where(self) -> str:
-        """Where the model runs, when that is not this process (a remote engine)."""
         host = self.jobs.location
-        if not host:
-            return ""
-        gone = " (disconnected: r reconnects)" if self.jobs.disconnected else ""
-        return f" · model on {host}{gone}"
+        self.status.set_where(where_text(self.analysis, self.view, host, self.jobs.disconnected))
 
     def _ready_text(self, what: str = "ready") -> str:
-        """The status line at rest: `what`, and the analysis' notes (how the image was read,
-        what the model could not take in) in short; the answer panel lists them all."""
-        notes = self.analysis.notes if self.analysis is not None else []
-        failed = self.analysis.failed_checks if self.analysis is not None else []
-        if failed:
-            return f"{what} · ✗ self-check failed: {failed[0].name}"
-        if not notes:
-            return what
-        more = f" (+{len(notes) - 1} more)" if len(notes) > 1 else ""
-        return f"{what} · ⚠ {notes[0]}{more}"
+        return ready_text(self.analysis, what)
 
     # --- actions ---------------------------------------------------------------------------
     def action_layer(self, delta: int) -> None:
