@@ -13,13 +13,20 @@ from pathlib import Path
 
 from textual.app import App, SystemCommand
 from textual.screen import Screen
+from textual.worker import Worker
 
 from flowtui.engine.analysis import Analysis
 from flowtui.engine.interface import Engine
 from flowtui.render.colormaps import COLORMAPS
 from flowtui.textsafe import visible
 from flowtui.ui.explorer import ExplorerScreen, default_stem
-from flowtui.ui.jobs import EngineFactory, EngineJobs, one_line, use_daemon_threads
+from flowtui.ui.jobs import (
+    EngineFactory,
+    EngineJobs,
+    one_line,
+    report_worker_error,
+    use_daemon_threads,
+)
 from flowtui.ui.keys import HELP_NOTES, KEY_BINDINGS
 from flowtui.ui.messages import WorkFailed, WorkFinished
 from flowtui.ui.state import ViewState
@@ -150,6 +157,9 @@ class FlowtuiApp(App[int]):
         key_commands = getattr(screen, "key_commands", None)
         if key_commands is not None:
             yield from key_commands()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        report_worker_error(self, event)  # the engine jobs run on the app
 
     def on_work_failed(self, message: WorkFailed) -> None:
         self.jobs.failed(message)

@@ -21,6 +21,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
+from textual.worker import Worker
 
 from flowtui.dataset.browse import SORTS, RunView, correct, parse_filter
 from flowtui.engine.analysis import Analysis, Sweep, cliff_layer
@@ -28,7 +29,7 @@ from flowtui.engine.errors import FlowtuiError
 from flowtui.textsafe import visible
 from flowtui.ui.app import FlowtuiApp
 from flowtui.ui.explorer import ExplorerScreen
-from flowtui.ui.jobs import EngineFactory, one_line
+from flowtui.ui.jobs import EngineFactory, one_line, report_worker_error
 from flowtui.ui.keys import HELP_NOTES, KEY_BINDINGS
 from flowtui.ui.screens import HelpScreen
 from flowtui.ui.widgets.curves import CurvesView, curves_text
@@ -231,6 +232,9 @@ class DatasetScreen(Screen):
                                  severity="error")
             return
         app.call_from_thread(self._analyse_sample, rec, image, question)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        report_worker_error(self.app, event)
 
     def _open_stored(self, rec: dict[str, Any], snapshot: Path, analysis: Analysis) -> None:
         explorer = self._to_explorer(rec)

@@ -22,7 +22,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.reactive import var
 from textual.widgets import Footer
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker
 
 from flowtui.engine.analysis import Analysis
 from flowtui.engine.errors import InputError
@@ -31,7 +31,7 @@ from flowtui.render.colormaps import next_colormap
 from flowtui.render.maps import MAP_MODES
 from flowtui.textsafe import visible
 from flowtui.ui.exports import ExportActions, ExportFailed
-from flowtui.ui.jobs import EngineJobs, one_line
+from flowtui.ui.jobs import EngineJobs, report_worker_error
 from flowtui.ui.keys import HELP_NOTES, KEY_BINDINGS
 from flowtui.ui.messages import (
     AnalysisReady,
@@ -457,6 +457,4 @@ class ExplorerScreen(ExportActions):
         self.set_activity(message.reason, "error")
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        # Backstop: workers catch their own errors, but nothing may ever crash the app.
-        if event.state == WorkerState.ERROR and event.worker.error is not None:
-            self.app.notify(one_line(event.worker.error), severity="error")
+        report_worker_error(self.app, event)

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from textual.message_pump import MessagePump
+from textual.worker import Worker, WorkerState
 
 from flowtui.engine.analysis import Analysis, Progress, ProgressFn
 from flowtui.engine.errors import Cancelled, ConnectionLost, FlowtuiError
@@ -78,6 +79,14 @@ class DaemonExecutor(ThreadPoolExecutor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         return None
+
+
+def report_worker_error(app: App, event: Worker.StateChanged) -> None:
+    """Backstop for every worker: they catch their own errors, but nothing may ever crash the
+    app or fail silently. (StateChanged goes only to the worker's own node: each node that runs
+    workers passes it here.)"""
+    if event.state == WorkerState.ERROR and event.worker.error is not None:
+        app.notify(one_line(event.worker.error), severity="error")
 
 
 def use_daemon_threads() -> None:
