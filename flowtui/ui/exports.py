@@ -20,7 +20,9 @@ from flowtui.render.maps import map_threshold
 from flowtui.ui.jobs import one_line
 from flowtui.ui.screens import PathPrompt
 from flowtui.ui.state import ViewState
-from flowtui.ui.widgets.image_panel import analysis_map, map_key, peak_token, sinks_text
+from flowtui.ui.widgets.cam_view import analysis_map, map_key
+from flowtui.ui.widgets.image_panel import peak_token
+from flowtui.ui.widgets.map_legend import sinks_text
 
 
 @dataclass
