@@ -193,9 +193,12 @@ def test_no_attribute_hides_a_textual_method(plain_run):
     from textual.screen import Screen
 
     from flowtui.ui.app import FlowtuiApp
+    from flowtui.ui.dataset_screen import SampleExplorer
+    from flowtui.ui.explorer import ExplorerScreen
 
     for obj, base in ((DatasetApp(plain_run), App), (FlowtuiApp(), App),
-                      (DatasetScreen(plain_run), Screen)):
+                      (DatasetScreen(plain_run), Screen), (ExplorerScreen(), Screen),
+                      (SampleExplorer(), Screen)):
         hidden = [name for name in vars(obj) if callable(getattr(base, name, None))]
         assert hidden == [], f"{type(obj).__name__}: {hidden} hide {base.__name__} methods"
 
