@@ -44,7 +44,7 @@ from flowtui.ui.messages import (
     WorkFinished,
 )
 from flowtui.ui.screens import HelpScreen
-from flowtui.ui.state import THRESHOLD_STEP, ViewState
+from flowtui.ui.state import THRESHOLD_STEP, Rerun, ViewState
 from flowtui.ui.widgets.answer_panel import AnswerPanel
 from flowtui.ui.widgets.flow_panel import FlowPanel
 from flowtui.ui.widgets.image_panel import ImagePanel
@@ -76,6 +76,8 @@ class ExplorerScreen(ExportActions):
     # What is shown; the panels are bound to these.
     analysis: var[Analysis | None] = var(None, always_update=True, init=False)
     view: var[ViewState] = var(ViewState, init=False)
+    # The truncation or sweep running for this screen (None: none).
+    rerun: var[Rerun | None] = var(None, init=False)
 
     @dataclass
     class ImagePreview(Message):
@@ -120,7 +122,9 @@ class ExplorerScreen(ExportActions):
                 yield AnswerPanel(id="answer-panel").data_bind(ExplorerScreen.analysis)
             with Vertical(id="right"):
                 yield FlowPanel(id="flow-panel").data_bind(*state)
-                yield TruncationPanel(id="truncation-panel").data_bind(*state)
+                yield TruncationPanel(id="truncation-panel").data_bind(
+                    *state, ExplorerScreen.rerun
+                )
         yield StatusLine(id="status")
         yield Footer(compact=True)
 
@@ -363,11 +367,11 @@ class ExplorerScreen(ExportActions):
         if self._can_rerun() and self.jobs.truncate(
             self.analysis, message.layer, message.strategy, message.keep, to=self
         ):
-            self.truncation_panel.show_running(message.layer, message.strategy, message.keep)
+            self.rerun = Rerun("truncation", message.layer, message.strategy, message.keep)
 
     def action_sweep(self) -> None:
         if self._can_rerun() and self.jobs.sweep(self.analysis, to=self):
-            self.truncation_panel.set_sweep_progress(0, self.analysis.num_layers + 1)
+            self.rerun = Rerun("sweep", total=self.analysis.num_layers + 1)
 
     @work(thread=True, exit_on_error=False, group="preview")
     def _preview_worker(self, image: str) -> None:
@@ -388,8 +392,8 @@ class ExplorerScreen(ExportActions):
     def on_engine_progress(self, message: EngineProgress) -> None:
         p = message.progress
         self.set_activity(progress_text(p))
-        if message.task == "sweep" and p.stage == "sweep":
-            self.truncation_panel.set_sweep_progress(p.done, p.total)
+        if message.task == "sweep" and p.stage == "sweep" and self.rerun is not None:
+            self.rerun = replace(self.rerun, done=p.done, total=p.total)
         if message.task == "analysis" and self.analysis is None:
             self.image_panel.set_message(progress_text(p))
             self.answer_panel.set_pending(self.question, progress_text(p))
@@ -409,15 +413,14 @@ class ExplorerScreen(ExportActions):
         self.show_analysis(message.analysis)
 
     def on_truncation_token(self, message: TruncationToken) -> None:
-        if self.jobs.busy == "truncation":
-            layer, strategy, keep = self.truncation_panel.chosen()
-            self.truncation_panel.show_running(layer, strategy, keep, message.text)
+        if self.rerun is not None and self.rerun.task == "truncation":
+            self.rerun = replace(self.rerun, text=message.text)
 
     def on_truncation_done(self, message: TruncationDone) -> None:
         # The engine already recorded the run on the analysis (Engine.truncate's contract):
         # the panels see the edit; the live line goes back to the baseline.
         self.mutate_reactive(ExplorerScreen.analysis)
-        self.truncation_panel.show_idle()
+        self.rerun = None
         self.app.notify(f"K={message.run.layer}: {message.run.answer!r}", timeout=3)
 
     def on_sweep_done(self, message: SweepDone) -> None:
@@ -436,16 +439,16 @@ class ExplorerScreen(ExportActions):
         if message.task == "analysis" and self.analysis is None:
             self.image_panel.set_message(f"✗ {message.reason}")
             self.answer_panel.set_pending(self.question, f"✗ {message.reason}")
-        if message.task == "truncation":
-            self.truncation_panel.show_idle(f"✗ {message.reason}")
+        if self.rerun is not None and message.task == self.rerun.task:
+            self.rerun = replace(self.rerun, failed=message.reason)
         if message.lost:
             self._update_where()
         self.set_activity(message.reason, "busy" if message.cancelled else "error")
         self._failed = message
 
     def on_work_finished(self, message: WorkFinished) -> None:
-        if message.task == "sweep":
-            self.truncation_panel.sweep_stopped()  # no stale progress after a cancel
+        if self.rerun is not None and message.task == self.rerun.task:
+            self.rerun = None
         # A cancel was said in its notification; the status line goes back to ready.
         if self._failed is None or self._failed.cancelled:
             if self.status.kind != "error":

@@ -14,9 +14,9 @@ from textual.message import Message
 from textual.reactive import var
 from textual.widgets import Button, Input, Label, ProgressBar, Select, Static
 
-from flowtui.engine.analysis import Analysis, TruncationRun
+from flowtui.engine.analysis import Analysis
 from flowtui.textsafe import visible
-from flowtui.ui.state import ViewState
+from flowtui.ui.state import Rerun, ViewState
 from flowtui.ui.widgets.flow_panel import layer_columns
 from flowtui.ui.widgets.sweep_chart import (
     LABEL_WIDTH,
@@ -60,7 +60,7 @@ FOLLOW_TEXT, FIXED_TEXT = "follows layer", "fixed (clear: follow)"
 
 class TruncationPanel(VerticalScroll):
     """Reruns with the image cut off: it asks for them (Requested); the explorer owns the
-    engine and reports back through show_running / show_idle / set_sweep_progress."""
+    engine, and the panel follows the explorer's `rerun` as it goes."""
 
     @dataclass
     class Requested(Message):
@@ -97,6 +97,7 @@ class TruncationPanel(VerticalScroll):
     # Bound to the explorer's state (data_bind).
     analysis: var[Analysis | None] = var(None, always_update=True, init=False)
     view: var[ViewState] = var(ViewState, init=False)
+    rerun: var[Rerun | None] = var(None, init=False)
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -155,6 +156,20 @@ class TruncationPanel(VerticalScroll):
         msg.update(reason)
         msg.display = not enabled and bool(reason)
         self.query_one("#trunc-run", Button).disabled = not enabled
+
+    def watch_rerun(self, old: Rerun | None, rerun: Rerun | None) -> None:
+        if rerun is None:  # it ended: the live line back to the baseline, no stale progress
+            if old is not None and old.task == "truncation":
+                self.show_idle(f"✗ {old.failed}" if old.failed else "")
+            if old is not None and old.task == "sweep":
+                self.sweep_stopped()
+        elif rerun.task == "truncation":
+            if rerun.failed:
+                self.show_idle(f"✗ {rerun.failed}")
+            else:
+                self.show_running(rerun.layer, rerun.strategy, rerun.keep, rerun.text)
+        elif rerun.task == "sweep" and not rerun.failed:
+            self.set_sweep_progress(rerun.done, rerun.total)
 
     def watch_view(self) -> None:
         self._sync_k()
@@ -248,12 +263,6 @@ class TruncationPanel(VerticalScroll):
         live.append(quoted(text) if text else "…", "italic")
         live.append(" ▌", "blink")
         self.query_one("#trunc-live", Static).update(live)
-
-    def show_done(self, run: TruncationRun) -> None:
-        # The finished run heads the list of runs below; the live line goes back to the
-        # baseline, so no run is listed twice.
-        self.show_idle()
-        self.refresh_results()
 
     def show_idle(self, note: str = "") -> None:
         live = self._baseline_line()
