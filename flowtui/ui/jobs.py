@@ -90,21 +90,22 @@ def report_worker_error(app: App, event: Worker.StateChanged) -> None:
 
 
 def use_daemon_threads() -> None:
-    """Make thread workers daemons on the running loop (call it before the first worker)."""
-    loop = asyncio.get_running_loop()
-    if not isinstance(getattr(loop, "_default_executor", None), DaemonExecutor):
-        loop.set_default_executor(DaemonExecutor())
+    """Make thread workers daemons on the running loop (once, before the first worker)."""
+    asyncio.get_running_loop().set_default_executor(DaemonExecutor())
 
 
 class EngineJobs:
     """Owns the engine and its jobs: load, analyze, truncate, sweep, reconnect.
 
-    `busy` names the running job (None when idle); `start` refuses a second one with one
-    warning; `cancel` sets the running job's cancel flag, which the engine polls at every
-    progress callback. Results, progress and failures are posted to the job's `to` node.
+    `busy` names the running job (None when idle); a job asked for while another runs is
+    refused with one warning; `cancel` sets the running job's cancel flag, which the engine
+    polls at every progress callback. Results, progress and failures are posted to the job's
+    `to` node.
     """
 
-    def __init__(self, app: App, engine_factory: EngineFactory | None, self_check: bool = True):
+    def __init__(
+        self, app: App, engine_factory: EngineFactory | None, self_check: bool = True
+    ) -> None:
         self._app = app
         self.engine_factory = engine_factory
         self.self_check = self_check
