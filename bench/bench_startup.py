@@ -42,12 +42,11 @@ class BenchApp(ua.FlowtuiApp):
         super().on_mount()
         self.call_after_refresh(lambda: mark("frame", status=self.status.activity))
 
-    def on_image_preview(self, message):
-        super().on_image_preview(message)
+    # The explorer screen handles these first; they bubble up to the app after it.
+    def on_explorer_screen_image_preview(self, message):
         self.call_after_refresh(mark, "pixels")
 
     def on_analysis_ready(self, message):
-        super().on_analysis_ready(message)
         answer = message.analysis.answer
         self.call_after_refresh(lambda: (mark("answer", answer_text=answer), self.exit(0)))
 

@@ -71,14 +71,14 @@ async def repaint_times(analysis, repeats: int, size=(120, 40)) -> tuple[list[fl
             # layout and the compositor update that produces the frame. (pilot.press would add
             # its own idle-polling sleeps of 20 ms granularity, which are not the app's.)
             t0 = time.perf_counter()
-            app.action_layer(1 if key == "right" else -1)
+            app.explorer.action_layer(1 if key == "right" else -1)
             for _ in range(4):
                 await asyncio.sleep(0)
             screen._on_timer_update()
             return (time.perf_counter() - t0) * 1000
         for _ in range(min(repeats, L - 1)):
             cold.append(await step("right"))
-        app.action_layer_edge(0)
+        app.explorer.action_layer_edge(0)
         await pilot.pause()
         for i in range(repeats):
             warm.append(await step("right" if (i // (L - 1)) % 2 == 0 else "left"))

@@ -193,8 +193,34 @@ def test_no_attribute_hides_a_textual_method(plain_run):
     from textual.screen import Screen
 
     from flowtui.ui.app import FlowtuiApp
+    from flowtui.ui.dataset_screen import SampleExplorer
+    from flowtui.ui.explorer import ExplorerScreen
 
     for obj, base in ((DatasetApp(plain_run), App), (FlowtuiApp(), App),
-                      (DatasetScreen(plain_run), Screen)):
+                      (DatasetScreen(plain_run), Screen), (ExplorerScreen(), Screen),
+                      (SampleExplorer(), Screen)):
         hidden = [name for name in vars(obj) if callable(getattr(base, name, None))]
         assert hidden == [], f"{type(obj).__name__}: {hidden} hide {base.__name__} methods"
+
+
+async def test_the_explorer_follows_a_resize_made_on_the_dataset_screen(snap_run):
+    """The explorer is another mode's screen: a resize while the dataset is up reaches it
+    when it comes back (its size classes and footer)."""
+    app = DatasetApp(snap_run)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _ready(app, pilot)
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert not app.screen.has_class("-narrow")
+        await pilot.press("d")
+        await pilot.pause()
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        await pilot.pause()
+        assert not isinstance(app.screen, DatasetScreen)
+        assert app.screen.has_class("-narrow") and app.screen.has_class("-short")
+        assert not app.screen.query_one("Footer").show_command_palette

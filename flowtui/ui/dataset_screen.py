@@ -1,138 +1,43 @@
 """The dataset results browser (`flowtui dataset show RUN_DIR`).
 
-A screen over the explorer: the accuracy curves per strategy with the baseline as a line and the
-dataset cliff marked, and a table of samples (sortable; filterable by correctness, per-sample
-cliff, baseline log-prob or text). Enter opens a sample in the explorer underneath, from its
-stored snapshot or by analysing it with the model; `d` comes back.
-
-The app is the explorer itself (a FlowtuiApp subclass), so a sample gets every explorer feature;
-this module only adds the screen and what happens on Enter.
+The `dataset` mode of the app: the accuracy curves per strategy with the baseline as a line and
+the dataset cliff marked, and a table of samples (sortable; filterable by correctness, per-sample
+cliff, baseline log-prob or text). Enter opens a sample in the app's explorer, from its stored
+snapshot or by analysing it through the app's engine jobs; `d` in the explorer comes back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-from rich.style import Style
 from rich.text import Text
-from textual import events, work
-from textual.app import ComposeResult
+from textual import work
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
+from textual.worker import Worker
 
 from flowtui.dataset.browse import SORTS, RunView, correct, parse_filter
-from flowtui.engine.analysis import Sweep, cliff_layer
+from flowtui.engine.analysis import Analysis, Sweep, cliff_layer
 from flowtui.engine.errors import FlowtuiError
 from flowtui.textsafe import visible
-from flowtui.ui.app import KEY_BINDINGS, EngineFactory, FlowtuiApp, one_line
+from flowtui.ui.app import FlowtuiApp
+from flowtui.ui.explorer import ExplorerScreen
+from flowtui.ui.jobs import EngineFactory, one_line, report_worker_error
+from flowtui.ui.keys import HELP_NOTES, KEY_BINDINGS
+from flowtui.ui.screens import HelpScreen
+from flowtui.ui.widgets.curves import CurvesView, curves_text
 
-STRATEGY_STYLES = ("#4c9be8", "#f08c3a", "#5cc46e", "#c77dde", "#e8596b", "#d4c94a")
-MARKERS = "●◆▲■✚✱"
-Y_LABEL = 6
+__all__ = ["DatasetApp", "DatasetScreen", "SampleExplorer", "curves_text", "run_dataset_browser"]
 
-
-def curves_text(summary: dict[str, Any], width: int, height: int = 10) -> Text:
-    """Accuracy against K, one marker colour per strategy: the baseline is a dotted line, the
-    dataset cliff a red column; each strategy's numbers follow under the K's when there is
-    room. The scale runs from just below the lowest point to 1."""
-    out = Text(no_wrap=True, overflow="crop")
-    strategies = summary.get("strategies") or {}
-    L = summary.get("num_layers")
-    if not strategies or L is None:
-        out.append("no scored samples yet: no curves", "dim")
-        return out
-    n = L + 1
-    cw = max(1, (width - Y_LABEL) // n)
-    height = max(3, height)
-    base = summary.get("baseline_accuracy")
-    cliff = summary.get("dataset_cliff")
-    values = [v for s in strategies.values() for v in s["accuracy"]] + [base or 1.0]
-    lo = min(float(np.floor(min(values) * 10) / 10), 0.9)
-
-    def row_of(v: float) -> int:
-        return int(round((1.0 - float(np.clip(v, lo, 1))) / (1.0 - lo) * (height - 1)))
-
-    grid: list[list[tuple[str, Style | str]]] = [[(" ", "")] * (n * cw) for _ in range(height)]
-    if base is not None:
-        grid[row_of(base)] = [("┈", "grey50")] * (n * cw)
-    if cliff is not None:
-        for r in range(height):
-            grid[r][cliff * cw + cw // 2] = ("│", "#e03131")
-    # `all` last, so where curves meet the curve the cliff is defined on stays visible.
-    for i, s in reversed(list(enumerate(strategies.values()))):
-        style = Style(color=STRATEGY_STYLES[i % len(STRATEGY_STYLES)], bold=True)
-        for k, v in enumerate(s["accuracy"]):
-            grid[row_of(v)][k * cw + cw // 2] = (MARKERS[i % len(MARKERS)], style)
-    ticks = {0: 1.0, height - 1: lo, (height - 1) // 2: 1.0 - (1.0 - lo) * ((height - 1) // 2)
-             / (height - 1)}
-    for r in range(height):
-        tick = f"{ticks[r]:.2f} " if r in ticks else ""
-        out.append(f"{tick:>{Y_LABEL}}", "dim")
-        for ch, style in grid[r]:
-            out.append(ch, style)
-        out.append("\n")
-    out.append(f"{'K ':>{Y_LABEL}}", "dim")
-    for k in range(n):
-        label = str(k) if cw >= len(str(k)) + 1 or k % 5 == 0 else ""
-        style = "bold #e03131" if k == cliff else "dim"
-        out.append(label.center(cw)[:cw] if cw > 1 else (label[:1] or " "), style)
-    out.append("\n")
-    if cw >= 5:
-        for i, (name, s) in enumerate(strategies.items()):
-            colour = STRATEGY_STYLES[i % len(STRATEGY_STYLES)]
-            out.append(f"{MARKERS[i % len(MARKERS)]} ", Style(color=colour, bold=True))
-            out.append(f"{name[:Y_LABEL - 3]:<{Y_LABEL - 2}}", colour)
-            for v in s["accuracy"]:
-                out.append(f"{v:.2f}".center(cw)[:cw])
-            out.append("\n")
-    legend: list[list[tuple[str, Style | str]]] = []
-    for i, (name, s) in enumerate(strategies.items()):
-        colour = Style(color=STRATEGY_STYLES[i % len(STRATEGY_STYLES)], bold=True)
-        legend.append([(f"{MARKERS[i % len(MARKERS)]} {name}", colour),
-                       (f" cliff {s['dataset_cliff']}", "dim")])
-    if base is not None:
-        lo95, hi95 = summary["baseline_ci95"]
-        legend.append([("┈ baseline ", "grey50"), (f"{base:.3f} [95% {lo95:.2f}-{hi95:.2f}]",
-                                                   "dim")])
-    if cliff is not None:
-        legend.append([("│ dataset cliff ", "#e03131"), (f"K={cliff}", "bold #e03131")])
-    used = 0
-    for item in legend:  # as many items a line as fit the width
-        size = sum(len(t) for t, _ in item) + 3
-        if used and used + size > width:
-            out.append("\n")
-            used = 0
-        for t, style in item:
-            out.append(t, style)
-        out.append("   ")
-        used += size
-    return out
-
-
-class CurvesView(Static):
-    """The curves, redrawn at the widget's width."""
-
-    def __init__(self, summary: dict[str, Any], **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.summary = summary
-
-    def on_resize(self, _event: events.Resize) -> None:
-        self.redraw()
-
-    def on_mount(self) -> None:
-        self.redraw()
-
-    def redraw(self) -> None:
-        width = self.size.width or 80
-        strategies = len(self.summary.get("strategies") or {})
-        lines = strategies + 2 + (strategies + 2) * 28 // max(20, width)
-        height = max(4, (self.size.height or 16) - lines)
-        self.update(curves_text(self.summary, width, height))
-
+# The app's own keys, kept here as everywhere: ? lists the explorer's keys, q quits.
+_APP_KEYS = [b for b in KEY_BINDINGS if b.id in ("app.help", "app.quit")]
 
 COLUMNS = (("index", "#"), ("id", "id"), ("question", "question"), ("reference", "ref"),
            ("answer", "baseline answer"), ("correct", "✓"), ("cliff", "cliff"),
@@ -170,6 +75,7 @@ class DatasetScreen(Screen):
     """The results of one run: header, curves, filter and the table of samples."""
 
     BINDINGS = [
+        *_APP_KEYS,
         Binding("slash", "focus_filter", "Filter", key_display="/", id="dataset.filter",
                 tooltip="Filter: correct wrong error cliff>=5 logp<-1 or any text"),
         Binding("s", "cycle_sort", "Sort", id="dataset.sort",
@@ -282,6 +188,78 @@ class DatasetScreen(Screen):
         if rec is not None:
             self.post_message(self.SampleChosen(rec))
 
+    # --- a sample in the explorer ------------------------------------------------------------
+    @property
+    def _app(self) -> FlowtuiApp:
+        return cast(FlowtuiApp, self.app)
+
+    def on_dataset_screen_sample_chosen(self, message: SampleChosen) -> None:
+        rec, jobs = message.record, self._app.jobs
+        if "error" in rec:
+            self.app.notify(f"sample {rec['id']} failed ({rec.get('stage', '?')}): "
+                            f"{rec['error']}", severity="warning", timeout=8)
+            return
+        if jobs.refuse_if_busy():
+            return
+        snapshot = self.run.snapshot_path(rec)
+        if snapshot is None and not jobs.can_load:
+            self.app.notify(f"sample {rec['id']} has no snapshot (the run had no --snapshots); "
+                            "pass --model M or --run-model to analyse it", severity="warning",
+                            timeout=8)
+            return
+        self._read_sample_worker(rec, snapshot)
+
+    @work(thread=True, exit_on_error=False, group="sample", exclusive=True)
+    def _read_sample_worker(self, rec: dict[str, Any], snapshot: Path | None) -> None:
+        # Reading a snapshot (zip, arrays, PNG) or a dataset row (the dataset opened, its image
+        # decoded) takes time: off the UI thread, then back to it to show the result.
+        app = self.app
+        if snapshot is not None:
+            from flowtui.engine.snapshot import load_snapshot
+
+            try:
+                analysis = load_snapshot(snapshot)
+            except Exception as exc:  # noqa: BLE001 - the browser must survive a bad file
+                app.call_from_thread(app.notify, one_line(exc),
+                                     title="cannot open the snapshot", severity="error")
+                return
+            app.call_from_thread(self._open_stored, rec, snapshot, analysis)
+            return
+        try:
+            image, question = self.run.sample_input(rec)
+        except FlowtuiError as exc:
+            app.call_from_thread(app.notify, one_line(exc), title="cannot read the sample",
+                                 severity="error")
+            return
+        app.call_from_thread(self._analyse_sample, rec, image, question)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        report_worker_error(self.app, event)
+
+    def _open_stored(self, rec: dict[str, Any], snapshot: Path, analysis: Analysis) -> None:
+        explorer = self._to_explorer(rec)
+        explorer.show_analysis(analysis)
+        explorer.set_activity(f"sample {rec['id']} from {snapshot.name} · d: back to the "
+                              "dataset", "ready")
+
+    def _analyse_sample(self, rec: dict[str, Any], image: Any, question: str) -> None:
+        if self._app.jobs.refuse_if_busy():  # something started while the sample was read
+            return
+        self._to_explorer(rec).analyze(image, question,
+                                       label=f"analysing sample {rec['id']}…",
+                                       prepare=partial(attach_stored_sweep, rec))
+
+    def _to_explorer(self, rec: dict[str, Any]) -> ExplorerScreen:
+        explorer = self._app.explorer
+        self.app.switch_mode("explorer")
+        explorer.stem = visible(f"sample-{rec['id']}")
+        if self._app.jobs.can_load:
+            explorer.allow_reruns(True)
+        else:
+            explorer.allow_reruns(False, "Truncation needs a model: reopen with `flowtui "
+                                  "dataset show RUN_DIR --run-model` (or --model M) to rerun.")
+        return explorer
+
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
         event.stop()
         key = {"index": "index", "id": "index", "correct": "correct", "cliff": "cliff",
@@ -307,6 +285,17 @@ class DatasetScreen(Screen):
         self.reverse = not self.reverse
         self.refresh_table()
 
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen(KEY_BINDINGS, HELP_NOTES))
+
+    async def action_quit(self) -> None:
+        await self.app.action_quit()
+
+    def key_commands(self) -> Iterable[SystemCommand]:
+        """The palette's entries for this screen (the app adds its own)."""
+        yield SystemCommand(_APP_KEYS[0].description, f"? · {_APP_KEYS[0].tooltip}",
+                            self.action_help)
+
     @property
     def cursor_record(self) -> dict[str, Any] | None:
         table = self.table
@@ -324,123 +313,42 @@ def stored_sweep(rec: dict[str, Any]) -> Sweep:
                  cliff_layer(same))
 
 
-# The explorer's own keys are inert while the dataset screen is up (they act on panels that
-# are not on it), whatever keys the explorer grows; help and quit stay.
-_EXPLORER_ACTIONS = {b.action.split("(")[0] for b in KEY_BINDINGS} - {"help", "quit"}
+def attach_stored_sweep(rec: dict[str, Any], a: Analysis) -> None:
+    """Give a fresh analysis of `rec` the run's stored sweep when it reproduced the run's
+    baseline answer (no need to sweep again)."""
+    if a.sweep_same is None and a.answer == rec["baseline"]["answer"] \
+            and len(rec["strategies"]["all"]["same"]) == a.num_layers + 1:
+        a.set_sweep(stored_sweep(rec))
 
 
-class DatasetApp(FlowtuiApp):
-    """The explorer with a dataset screen on top: Enter opens a sample, `d` comes back."""
+class SampleExplorer(ExplorerScreen):
+    """The explorer of a dataset's samples: its keys, and `d` back to the dataset."""
 
     BINDINGS = [Binding("d", "dataset", "Dataset", id="dataset.back",
                         tooltip="Back to the dataset results")]
+
+    def action_dataset(self) -> None:
+        if not self.jobs.refuse_if_busy():
+            self.app.switch_mode("dataset")
+
+
+class DatasetApp(FlowtuiApp):
+    """The app started on a dataset run: a `dataset` mode in front of the explorer. Wiring
+    only; what Enter does is the dataset screen's."""
+
+    EXPLORER = SampleExplorer
 
     def __init__(self, run: RunView, engine_factory: EngineFactory | None = None,
                  theme: str | None = None) -> None:
         super().__init__(engine_factory=engine_factory, theme=theme,
                          max_new_tokens=run.config.max_new_tokens)
         self.run_view = run  # not `run`: that would hide App.run(), which starts the app
-        self._pending: dict[str, Any] | None = None
-        self.dataset_screen = DatasetScreen(run)
+        self.add_mode("dataset", partial(DatasetScreen, run))
 
     def on_mount(self) -> None:
-        # Textual runs this before the explorer's own on_mount, which fills the explorer's
-        # panels on the current screen: the dataset screen goes on top only after it.
-        self.install_screen(self.dataset_screen, "dataset")
-        self.call_later(self.push_screen, "dataset")
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        on_dataset = self.screen is self.dataset_screen
-        if on_dataset and action in _EXPLORER_ACTIONS:
-            return False
-        if action == "dataset" and on_dataset:
-            return False
-        return super().check_action(action, parameters)
-
-    def action_dataset(self) -> None:
-        if self.busy is not None:
-            self.notify(f"busy with {self.busy}; x cancels it", severity="warning")
-            return
-        if self.screen is not self.dataset_screen:
-            self.push_screen("dataset")
-
-    def on_dataset_screen_sample_chosen(self, message: DatasetScreen.SampleChosen) -> None:
-        rec = message.record
-        if "error" in rec:
-            self.notify(f"sample {rec['id']} failed ({rec.get('stage', '?')}): {rec['error']}",
-                        severity="warning", timeout=8)
-            return
-        if self.busy is not None:
-            self.notify(f"busy with {self.busy}; x cancels it", severity="warning")
-            return
-        snapshot = self.run_view.snapshot_path(rec)
-        if snapshot is None and self.engine_factory is None:
-            self.notify(f"sample {rec['id']} has no snapshot (the run had no --snapshots); pass "
-                        "--model M or --run-model to analyse it", severity="warning", timeout=8)
-            return
-        self._open_sample_worker(rec, snapshot)
-
-    @work(thread=True, exit_on_error=False, group="sample", exclusive=True)
-    def _open_sample_worker(self, rec: dict[str, Any], snapshot: Path | None) -> None:
-        # Reading a snapshot (zip, arrays, PNG) or a dataset row (the dataset opened, its image
-        # decoded) takes time: off the UI thread, then back to it to show the result.
-        if snapshot is not None:
-            from flowtui.engine.snapshot import load_snapshot
-
-            try:
-                analysis = load_snapshot(snapshot)
-            except Exception as exc:  # noqa: BLE001 - the browser must survive a bad file
-                self.call_from_thread(self.notify, one_line(exc),
-                                      title="cannot open the snapshot", severity="error")
-                return
-            self.call_from_thread(self._open_stored, rec, snapshot, analysis)
-            return
-        try:
-            image, question = self.run_view.sample_input(rec)
-        except FlowtuiError as exc:
-            self.call_from_thread(self.notify, one_line(exc), title="cannot read the sample",
-                                  severity="error")
-            return
-        self.call_from_thread(self._analyse_sample, rec, image, question)
-
-    def _open_stored(self, rec: dict[str, Any], snapshot: Path, analysis) -> None:
-        self._to_explorer(rec)
-        self._show_analysis(analysis)
-        self.status.set_activity(f"sample {rec['id']} from {snapshot.name} · d: back to the "
-                                 "dataset", "ready")
-
-    def _analyse_sample(self, rec: dict[str, Any], image, question: str) -> None:
-        if self.busy is not None:  # something started while the sample was read
-            self.notify(f"busy with {self.busy}; x cancels it", severity="warning")
-            return
-        self._to_explorer(rec)
-        self._pending = rec
-        self.analysis = None  # progress shows in the panels until the new analysis is ready
-        self.question = question
-        self.image_path = image if isinstance(image, str) else None
-        self.answer_panel.set_pending(question, "analysing…")
-        self.image_panel.set_message(f"analysing sample {rec['id']}…")
-        self._start("analysis", self._analyze_worker, image, question, self.max_new_tokens)
-
-    def _to_explorer(self, rec: dict[str, Any]) -> None:
-        if self.screen is self.dataset_screen:
-            self.pop_screen()
-        self.stem = visible(f"sample-{rec['id']}")
-        if self.engine_factory is None:
-            self.truncation_panel.set_enabled(
-                False, "Truncation needs a model: reopen with `flowtui dataset show RUN_DIR "
-                "--run-model` (or --model M) to rerun.")
-        else:
-            self.truncation_panel.set_enabled(True)
-
-    def on_analysis_ready(self, message) -> None:
-        # Runs before the explorer's own handler: give the fresh analysis the run's stored
-        # sweep when it reproduced the run's baseline answer (no need to sweep again).
-        rec, self._pending = self._pending, None
-        a = message.analysis
-        if rec is not None and a.sweep_same is None and a.answer == rec["baseline"]["answer"] \
-                and len(rec["strategies"]["all"]["same"]) == a.num_layers + 1:
-            a.set_sweep(stored_sweep(rec))
+        # The explorer (the default mode) is mounted by now, so a sample can be shown on it
+        # at once; the dataset comes in front of it.
+        self.call_later(self.switch_mode, "dataset")
 
 
 def run_dataset_browser(run: RunView, engine_factory: EngineFactory | None = None,

@@ -1,10 +1,11 @@
-"""App-wide messages. Workers post these from their threads (post_message is thread-safe)."""
+"""App-wide messages: what the engine job owner (ui/jobs.py) reports from its worker threads
+(post_message is thread-safe) to the screen that asked. Messages of one widget or screen live
+on it (TruncationPanel.Requested, ExplorerScreen.ImagePreview, exports.ExportDone)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 from textual.message import Message
 
 from flowtui.engine.analysis import Analysis, Progress, Sweep, TruncationRun
@@ -19,15 +20,8 @@ class EngineProgress(Message):
 
 
 @dataclass
-class ImagePreview(Message):
-    """The input image, decoded before the model is ready, so the panel is not empty."""
-
-    image: np.ndarray
-
-
-@dataclass
 class EngineReady(Message):
-    """The engine finished loading (the object itself stays on the app, never in widgets)."""
+    """The engine finished loading (the object itself stays with the job owner, never in widgets)."""
 
     name: str
 
@@ -55,12 +49,6 @@ class SweepDone(Message):
 
 
 @dataclass
-class ExportDone(Message):
-    what: str
-    path: str
-
-
-@dataclass
 class WorkFailed(Message):
     """A worker ended with an error (already reduced to one line) or was cancelled."""
 
@@ -72,15 +60,6 @@ class WorkFailed(Message):
 
 @dataclass
 class WorkFinished(Message):
-    """A worker ended, however it ended: the app is free for the next engine call."""
+    """A job ended, however it ended: the engine is free for the next call."""
 
     task: str
-
-
-@dataclass
-class TruncationRequested(Message):
-    """The truncation panel asks the app to run a truncation (the app owns the engine)."""
-
-    layer: int
-    strategy: str
-    keep: int | None

@@ -1,4 +1,5 @@
-"""What the user is looking at: the one piece of view state every panel follows."""
+"""What the user is looking at (ViewState, which every panel follows) and the rerun the engine
+is running for it (Rerun, which the truncation panel shows live)."""
 
 from __future__ import annotations
 
@@ -26,3 +27,17 @@ class ViewState:
     map_mode: str = MAP_MODES[0]
     # Leave sink tokens out of the attention map's colour scale (render/maps.py).
     exclude_sinks: bool = False
+
+
+@dataclass(frozen=True)
+class Rerun:
+    """A truncation or sweep running for the explorer, as far as it got."""
+
+    task: str  # "truncation" or "sweep"
+    layer: int = 0
+    strategy: str = "all"
+    keep: int | None = None
+    text: str = ""  # the truncated answer so far
+    done: int = 0  # sweep steps done of `total`
+    total: int = 0
+    failed: str = ""  # why it failed, once it has

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from rich.style import Style
 from rich.text import Text
+from textual.reactive import var
 from textual.widgets import Static
 
 from flowtui.engine.analysis import Analysis
@@ -98,13 +99,14 @@ class AnswerPanel(Static):
     AnswerPanel > .answer-panel--note { color: $warning; }
     """
 
+    # Bound to the explorer's state (data_bind); a sweep's edit comes as the same object again.
+    analysis: var[Analysis | None] = var(None, always_update=True, init=False)
+
     def __init__(self, **kwargs) -> None:
         super().__init__("", **kwargs)
-        self.analysis: Analysis | None = None
         self.border_title = "Answer"
 
-    def set_analysis(self, analysis: Analysis) -> None:
-        self.analysis = analysis
+    def watch_analysis(self) -> None:
         self.refresh_content()
 
     def set_pending(self, question: str | None, status: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from rich.style import Style
 from rich.text import Text
+from textual.reactive import var
 from textual.widget import Widget
 
 from flowtui.engine.analysis import GROUPS, Analysis
@@ -74,20 +75,22 @@ class FlowPanel(Widget):
     FlowPanel { height: auto; padding: 0 1; }
     """
 
+    # Bound to the explorer's state (data_bind).
+    analysis: var[Analysis | None] = var(None, always_update=True, init=False)
+    view: var[ViewState] = var(ViewState, init=False)
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.analysis: Analysis | None = None
-        self.view = ViewState()
         self.border_title = "Flow · attention shares"
 
-    def set_analysis(self, analysis: Analysis) -> None:
-        self.analysis = analysis
-        self.refresh(layout=True)
+    def watch_analysis(self, old: Analysis | None, analysis: Analysis | None) -> None:
+        if analysis is not None:
+            # A new analysis may have another number of groups' rows; an edit (the sweep's
+            # cliff) only repaints.
+            self.refresh(layout=analysis is not old)
 
-    def set_view(self, view: ViewState) -> None:
-        heads_changed = view.show_heads != self.view.show_heads
-        self.view = view
-        self.refresh(layout=heads_changed)
+    def watch_view(self, old: ViewState, view: ViewState) -> None:
+        self.refresh(layout=view.show_heads != old.show_heads)
 
     def spark_height(self) -> int:
         """Taller sparklines when the terminal has the rows for them."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from flowtui.engine.analysis import Progress
+from flowtui.engine.analysis import Analysis, Progress
 from flowtui.textsafe import visible
+from flowtui.ui.state import ViewState
 from flowtui.ui.widgets.text_view import TextView
 
 STAGE_LABELS = {
@@ -29,6 +30,39 @@ def progress_text(p: Progress) -> str:
     if p.message:
         label += f" · {p.message}"
     return label + "…"
+
+
+def where_text(
+    a: Analysis | None, v: ViewState, host: str | None = None, disconnected: bool = False
+) -> str:
+    """The right side: where the view is (layer, view, map settings) and where the model runs
+    when that is not this process (a remote engine)."""
+    if a is None:
+        return ""
+    parts = [f"layer {v.layer}/{a.num_layers - 1}"]
+    if len(a.views) > 1:
+        parts.append(f"{a.views[v.view]} {v.view + 1}/{len(a.views)}")
+    if v.map_mode == "cam":
+        parts.append(f"thr {v.threshold:.2f}")
+    else:
+        parts.append("attention, sinks excluded" if v.exclude_sinks else "attention")
+    where = " · ".join([*parts, v.colormap, v.mode])
+    if host:
+        where += f" · model on {host}" + (" (disconnected: r reconnects)" if disconnected else "")
+    return where
+
+
+def ready_text(a: Analysis | None, what: str = "ready") -> str:
+    """The status line at rest: `what`, and the analysis' notes (how the image was read, what
+    the model could not take in) in short; the answer panel lists them all."""
+    notes = a.notes if a is not None else []
+    failed = a.failed_checks if a is not None else []
+    if failed:
+        return f"{what} · ✗ self-check failed: {failed[0].name}"
+    if not notes:
+        return what
+    more = f" (+{len(notes) - 1} more)" if len(notes) > 1 else ""
+    return f"{what} · ⚠ {notes[0]}{more}"
 
 
 class StatusLine(TextView):

@@ -3,22 +3,34 @@ the list of runs of this session, and the sweep K = 0..L with its curve and the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
-from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.reactive import var
 from textual.widgets import Button, Input, Label, ProgressBar, Select, Static
 
-from flowtui.engine.analysis import Analysis, TruncationRun
-from flowtui.render.sparkline import BLOCKS, spark_rows
+from flowtui.engine.analysis import Analysis
 from flowtui.textsafe import visible
-from flowtui.ui.messages import TruncationRequested
-from flowtui.ui.state import ViewState
-from flowtui.ui.widgets.answer_panel import first_fit
-from flowtui.ui.widgets.flow_panel import axis_text, layer_columns
+from flowtui.ui.state import Rerun, ViewState
+from flowtui.ui.widgets.flow_panel import layer_columns
+from flowtui.ui.widgets.sweep_chart import (
+    LABEL_WIDTH,
+    LOGP_SCALES,
+    logp_scale,
+    quoted,
+    run_line,
+    sweep_text,
+)
 from flowtui.ui.widgets.text_view import TextView
+
+# The chart's helpers are imported from here by callers that predate the split.
+__all__ = ["LABEL_WIDTH", "LOGP_SCALES", "DigitsInput", "TruncationPanel", "layer_columns",
+           "logp_scale", "run_line", "sweep_text"]
 
 
 class DigitsInput(Input):
@@ -40,87 +52,24 @@ class DigitsInput(Input):
 
 
 STRATEGIES = (("all", "all"), ("top-R", "top"), ("random-R", "random"))
-LABEL_WIDTH = 7
-# The sweep's log p is drawn from 0 nats (certain) down to the first of these that holds the
-# lowest value: one fixed ladder, so two analyses with the same printed scale compare directly.
-LOGP_SCALES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 # Cells the controls row needs besides the "follows layer" label (widths in DEFAULT_CSS):
 # "K" 2, K 6, strategy 14, Run 8 (with its margin); "R" 3 and R 7 with a top/random strategy.
 CONTROLS_BASE, CONTROLS_R = 30, 10
 FOLLOW_TEXT, FIXED_TEXT = "follows layer", "fixed (clear: follow)"
 
 
-def quoted(text: str) -> str:
-    """An answer in quotes, with control characters and escape sequences made visible."""
-    return f"'{visible(text)}'"
-
-
-def run_line(run: TruncationRun, baseline: float) -> Text:
-    strat = run.strategy if run.keep is None or run.strategy == "all" else f"{run.strategy}-{run.keep}"
-    delta = run.baseline_logprob - baseline
-    line = Text(no_wrap=True, overflow="ellipsis")
-    line.append(f"K={run.layer:<3}", "bold")
-    line.append(f"{strat:<10}", "dim")
-    line.append("✓ " if run.same else "✗ ", "green" if run.same else "bold red")
-    line.append(f"{quoted(run.answer):<10} ")
-    line.append(f"{run.baseline_logprob:+.2f} ", "dim")
-    line.append(f"(Δ{delta:+.2f})", "red" if delta < -0.5 else "dim")
-    return line
-
-
-def logp_scale(lowest: float) -> float:
-    """The bottom of the sweep chart in nats: minus the first LOGP_SCALES step that holds
-    `lowest` (the chart's top is always 0 nats)."""
-    need = max(0.0, -float(lowest)) if np.isfinite(lowest) else LOGP_SCALES[-1]
-    return -float(next((s for s in LOGP_SCALES if s >= need - 1e-9), LOGP_SCALES[-1]))
-
-
-def sweep_text(a: Analysis, width: int, current: int) -> Text:
-    """The sweep over K = 0..L: log p of the baseline answer on a fixed scale (0 nats at the
-    top, the printed LOGP_SCALES step at the bottom), same/different, the cliff."""
-    lp = np.minimum(np.asarray(a.sweep_logprob, dtype=np.float64), 0.0)
-    same = np.asarray(a.sweep_same, dtype=bool)
-    n = len(lp)
-    cw = layer_columns(n, width - LABEL_WIDTH - 9)
-    bottom = logp_scale(float(np.nanmin(lp)) if n else 0.0)
-    rows = spark_rows(lp, bottom, 0.0, 2)
-    out = Text(no_wrap=True, overflow="crop")
-    for r, levels in enumerate(rows):
-        out.append(f"{'log p' if r == 0 else '':<{LABEL_WIDTH}}", "dim")
-        for k, level in enumerate(levels):
-            if r == len(rows) - 1:
-                level = max(1, level)  # every K shows at least a sliver
-            style = Style(color="#3d8fe0", bgcolor="grey30" if k == current else None)
-            out.append(BLOCKS[level] * cw, style)
-        out.append(f" {'0' if r == 0 else f'{bottom:g}'.replace('-', '−')}", "dim")
-        out.append("\n")
-    out.append(f"{'answer':<{LABEL_WIDTH}}", "dim")
-    for k in range(n):
-        out.append(("●" if same[k] else "✗").ljust(cw), "green" if same[k] else "bold red")
-    out.append("\n")
-    out.append(f"{'K':<{LABEL_WIDTH}}", "dim")
-    marks = {a.cliff_layer: "▲"} if a.cliff_layer is not None else {}
-    out.append_text(axis_text(n, cw, current, marks))
-    out.append("\n")
-    if a.cliff_layer is not None:
-        out.append("cliff layer ", "bold")
-        out.append(str(a.cliff_layer), "bold red")
-        out.append(" · ● same as baseline ✗ differs", "dim")
-    else:
-        out.append("no cliff: the answer differs at K = L", "dim")
-    k_lo = int(np.nanargmin(lp)) if n else 0
-    scale = f"scale 0 to {bottom:g} nats".replace("-", "−")
-    lowest = f"lowest {lp[k_lo]:+.2f} at K={k_lo}".replace("-", "−")
-    out.append("\n")
-    out.append_text(first_fit([
-        Text(f"log p of the baseline answer · {scale} · {lowest}", "dim"),
-        Text(f"log p of the baseline answer · {scale}", "dim"),
-        Text(f"log p {scale}", "dim"),
-    ], width))
-    return out
-
-
 class TruncationPanel(VerticalScroll):
+    """Reruns with the image cut off: it asks for them (Requested); the explorer owns the
+    engine, and the panel follows the explorer's `rerun` as it goes."""
+
+    @dataclass
+    class Requested(Message):
+        """Run a truncation at `layer` with `strategy` (keeping `keep` image tokens)."""
+
+        layer: int
+        strategy: str
+        keep: int | None
+
     BINDINGS = [
         Binding("escape", "leave", "Back to layers", id="truncation.leave"),
     ]
@@ -145,10 +94,13 @@ class TruncationPanel(VerticalScroll):
     TruncationPanel #sweep-curve { height: auto; }
     """
 
+    # Bound to the explorer's state (data_bind).
+    analysis: var[Analysis | None] = var(None, always_update=True, init=False)
+    view: var[ViewState] = var(ViewState, init=False)
+    rerun: var[Rerun | None] = var(None, init=False)
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.analysis: Analysis | None = None
-        self.view = ViewState()
         self.enabled = True
         self.border_title = "Truncation · t focus · ⏎ run · s sweep"
         self._sweeping = False  # the progress row shows a running sweep
@@ -182,9 +134,14 @@ class TruncationPanel(VerticalScroll):
         if self.analysis is not None and self.analysis.sweep_logprob is not None:
             self.refresh_sweep()
 
-    # --- state from the app -------------------------------------------------------------
-    def set_analysis(self, analysis: Analysis) -> None:
-        self.analysis = analysis
+    # --- the explorer's state -------------------------------------------------------------
+    def watch_analysis(self, old: Analysis | None, analysis: Analysis | None) -> None:
+        if analysis is None:
+            return
+        if analysis is old:  # an edit: a run or a sweep was recorded on it
+            self.refresh_results()
+            self.refresh_sweep()
+            return
         n_img = int(analysis.image_positions.size)
         self.query_one("#trunc-r", Input).placeholder = str(max(1, n_img // 8))
         self.refresh_results()
@@ -200,8 +157,21 @@ class TruncationPanel(VerticalScroll):
         msg.display = not enabled and bool(reason)
         self.query_one("#trunc-run", Button).disabled = not enabled
 
-    def set_view(self, view: ViewState) -> None:
-        self.view = view
+    def watch_rerun(self, old: Rerun | None, rerun: Rerun | None) -> None:
+        if rerun is None:  # it ended: the live line back to the baseline, no stale progress
+            if old is not None and old.task == "truncation":
+                self.show_idle(f"✗ {old.failed}" if old.failed else "")
+            if old is not None and old.task == "sweep":
+                self.sweep_stopped()
+        elif rerun.task == "truncation":
+            if rerun.failed:
+                self.show_idle(f"✗ {rerun.failed}")
+            else:
+                self.show_running(rerun.layer, rerun.strategy, rerun.keep, rerun.text)
+        elif rerun.task == "sweep" and not rerun.failed:
+            self.set_sweep_progress(rerun.done, rerun.total)
+
+    def watch_view(self) -> None:
         self._sync_k()
         if self.analysis is not None and self.analysis.sweep_logprob is not None:
             self.refresh_sweep()
@@ -256,7 +226,7 @@ class TruncationPanel(VerticalScroll):
                             severity="warning")
             return
         layer, strategy, keep = self.chosen()
-        self.post_message(TruncationRequested(layer, strategy, keep))
+        self.post_message(self.Requested(layer, strategy, keep))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -293,12 +263,6 @@ class TruncationPanel(VerticalScroll):
         live.append(quoted(text) if text else "…", "italic")
         live.append(" ▌", "blink")
         self.query_one("#trunc-live", Static).update(live)
-
-    def show_done(self, run: TruncationRun) -> None:
-        # The finished run heads the list of runs below; the live line goes back to the
-        # baseline, so no run is listed twice.
-        self.show_idle()
-        self.refresh_results()
 
     def show_idle(self, note: str = "") -> None:
         live = self._baseline_line()

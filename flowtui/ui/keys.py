@@ -1,0 +1,166 @@
+"""The explorer's keys: one table for the footer, the palette, the help screen and the README.
+
+Ids and descriptions are the public names of the keys (the README lists every id).
+"""
+
+from __future__ import annotations
+
+from textual.binding import Binding
+
+# Footer groups: one label for a pair of keys, so the footer fits 80 columns.
+_LAYER_KEYS = Binding.Group("Layer", compact=True)
+_THRESHOLD_KEYS = Binding.Group("Thr", compact=True)
+
+KEY_BINDINGS: list[Binding] = [
+    Binding(
+        "left,h",
+        "layer(-1)",
+        "Layer ◀",
+        key_display="←",
+        id="layer.prev",
+        group=_LAYER_KEYS,
+        tooltip="Previous layer (every panel follows)",
+    ),
+    Binding(
+        "right,l",
+        "layer(1)",
+        "Layer ▶",
+        key_display="→",
+        id="layer.next",
+        group=_LAYER_KEYS,
+        tooltip="Next layer (every panel follows)",
+    ),
+    Binding(
+        "home", "layer_edge(0)", "First layer", show=False, id="layer.first", tooltip="First layer"
+    ),
+    Binding(
+        "end", "layer_edge(1)", "Last layer", show=False, id="layer.last", tooltip="Last layer"
+    ),
+    Binding(
+        "left_square_bracket",
+        "threshold(-1)",
+        "Thr −",
+        key_display="[",
+        id="cam.threshold-down",
+        group=_THRESHOLD_KEYS,
+        tooltip="CAM threshold down by 0.05 (CAM map only)",
+    ),
+    Binding(
+        "right_square_bracket",
+        "threshold(1)",
+        "Thr +",
+        key_display="]",
+        id="cam.threshold-up",
+        group=_THRESHOLD_KEYS,
+        tooltip="CAM threshold up by 0.05 (CAM map only)",
+    ),
+    Binding(
+        "c",
+        "cycle_colormap",
+        "Colormap",
+        id="cam.colormap",
+        tooltip="Cycle colormap: viridis, jet (as in the paper), magma, grey",
+    ),
+    Binding(
+        "o",
+        "cycle_mode",
+        "Mode",
+        id="cam.mode",
+        tooltip="Cycle display: overlay, heatmap only, image only",
+    ),
+    Binding(
+        "w",
+        "cycle_view",
+        "View",
+        id="map.view",
+        tooltip="Cycle the image's views (global, tiles, …) if it has several",
+    ),
+    Binding(
+        "m",
+        "cycle_map",
+        "Map",
+        id="map.mode",
+        tooltip="Switch map: LLaVA-CAM / answer's attention per image token",
+    ),
+    Binding(
+        "k",
+        "toggle_sinks",
+        "Sinks",
+        id="map.sinks",
+        tooltip="Attention map: leave sink tokens out of the colour scale",
+    ),
+    Binding(
+        "g",
+        "toggle_heads",
+        "Heads",
+        id="flow.heads",
+        tooltip="Per-head shares of the current layer",
+    ),
+    Binding(
+        "v",
+        "toggle_per_token",
+        "Per token",
+        show=False,
+        id="flow.per-token",
+        tooltip="Shares per token (divided by group size) instead of per group",
+    ),
+    Binding(
+        "t",
+        "focus_truncation",
+        "Truncate",
+        # Off the footer to make room for the map keys: the panel's title shows "t focus".
+        show=False,
+        id="truncation.focus",
+        tooltip="Focus the truncation panel (Enter runs at K)",
+    ),
+    Binding(
+        "s",
+        "sweep",
+        "Sweep",
+        id="truncation.sweep",
+        tooltip="Sweep K = 0..L and find the cliff layer",
+    ),
+    Binding(
+        "x",
+        "cancel",
+        "Cancel run",
+        show=False,
+        id="engine.cancel",
+        tooltip="Cancel the running sweep or truncation",
+    ),
+    Binding(
+        "e",
+        "export",
+        "Export",
+        id="export.snapshot",
+        tooltip="Export a .flowtui snapshot (with the screen as SVG)",
+    ),
+    Binding(
+        "p",
+        "export_pngs",
+        "Export PNGs",
+        show=False,
+        id="export.pngs",
+        tooltip="Export the map on screen as PNGs: one per layer and view",
+    ),
+    Binding(
+        "r",
+        "reconnect",
+        "Reconnect",
+        show=False,
+        id="engine.reconnect",
+        tooltip="Reconnect to the remote model (after a dropped connection)",
+    ),
+    Binding(
+        "question_mark", "help", "Help", key_display="?", id="app.help", tooltip="Show all keys"
+    ),
+    Binding("q", "quit", "Quit", id="app.quit", tooltip="Quit at once, even mid-run"),
+]
+
+HELP_NOTES = (
+    "In the truncation panel: ⏎ runs at K (empty K follows the current layer), Esc returns.\n"
+    "The attention map is scaled 0..max per layer and view; the threshold applies to the CAM.\n"
+    "A sink token: above 10x the view's median attention, at most the largest 2% of the view.\n"
+    "Ctrl+P opens the command palette (the actions that apply now, and themes).\n"
+    "Heatmap colormaps are independent of the theme."
+)

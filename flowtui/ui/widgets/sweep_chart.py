@@ -1,0 +1,89 @@
+"""The truncation panel's texts: one line per run of this session, and the sweep K = 0..L as a
+chart (log p of the baseline answer on a fixed scale, same/different, the cliff layer)."""
+
+from __future__ import annotations
+
+import numpy as np
+from rich.style import Style
+from rich.text import Text
+
+from flowtui.engine.analysis import Analysis, TruncationRun
+from flowtui.render.sparkline import BLOCKS, spark_rows
+from flowtui.textsafe import visible
+from flowtui.ui.widgets.answer_panel import first_fit
+from flowtui.ui.widgets.flow_panel import axis_text, layer_columns
+
+LABEL_WIDTH = 7
+# The sweep's log p is drawn from 0 nats (certain) down to the first of these that holds the
+# lowest value: one fixed ladder, so two analyses with the same printed scale compare directly.
+LOGP_SCALES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+def quoted(text: str) -> str:
+    """An answer in quotes, with control characters and escape sequences made visible."""
+    return f"'{visible(text)}'"
+
+
+def run_line(run: TruncationRun, baseline: float) -> Text:
+    strat = run.strategy if run.keep is None or run.strategy == "all" else f"{run.strategy}-{run.keep}"
+    delta = run.baseline_logprob - baseline
+    line = Text(no_wrap=True, overflow="ellipsis")
+    line.append(f"K={run.layer:<3}", "bold")
+    line.append(f"{strat:<10}", "dim")
+    line.append("✓ " if run.same else "✗ ", "green" if run.same else "bold red")
+    line.append(f"{quoted(run.answer):<10} ")
+    line.append(f"{run.baseline_logprob:+.2f} ", "dim")
+    line.append(f"(Δ{delta:+.2f})", "red" if delta < -0.5 else "dim")
+    return line
+
+
+def logp_scale(lowest: float) -> float:
+    """The bottom of the sweep chart in nats: minus the first LOGP_SCALES step that holds
+    `lowest` (the chart's top is always 0 nats)."""
+    need = max(0.0, -float(lowest)) if np.isfinite(lowest) else LOGP_SCALES[-1]
+    return -float(next((s for s in LOGP_SCALES if s >= need - 1e-9), LOGP_SCALES[-1]))
+
+
+def sweep_text(a: Analysis, width: int, current: int) -> Text:
+    """The sweep over K = 0..L: log p of the baseline answer on a fixed scale (0 nats at the
+    top, the printed LOGP_SCALES step at the bottom), same/different, the cliff."""
+    lp = np.minimum(np.asarray(a.sweep_logprob, dtype=np.float64), 0.0)
+    same = np.asarray(a.sweep_same, dtype=bool)
+    n = len(lp)
+    cw = layer_columns(n, width - LABEL_WIDTH - 9)
+    bottom = logp_scale(float(np.nanmin(lp)) if n else 0.0)
+    rows = spark_rows(lp, bottom, 0.0, 2)
+    out = Text(no_wrap=True, overflow="crop")
+    for r, levels in enumerate(rows):
+        out.append(f"{'log p' if r == 0 else '':<{LABEL_WIDTH}}", "dim")
+        for k, level in enumerate(levels):
+            if r == len(rows) - 1:
+                level = max(1, level)  # every K shows at least a sliver
+            style = Style(color="#3d8fe0", bgcolor="grey30" if k == current else None)
+            out.append(BLOCKS[level] * cw, style)
+        out.append(f" {'0' if r == 0 else f'{bottom:g}'.replace('-', '−')}", "dim")
+        out.append("\n")
+    out.append(f"{'answer':<{LABEL_WIDTH}}", "dim")
+    for k in range(n):
+        out.append(("●" if same[k] else "✗").ljust(cw), "green" if same[k] else "bold red")
+    out.append("\n")
+    out.append(f"{'K':<{LABEL_WIDTH}}", "dim")
+    marks = {a.cliff_layer: "▲"} if a.cliff_layer is not None else {}
+    out.append_text(axis_text(n, cw, current, marks))
+    out.append("\n")
+    if a.cliff_layer is not None:
+        out.append("cliff layer ", "bold")
+        out.append(str(a.cliff_layer), "bold red")
+        out.append(" · ● same as baseline ✗ differs", "dim")
+    else:
+        out.append("no cliff: the answer differs at K = L", "dim")
+    k_lo = int(np.nanargmin(lp)) if n else 0
+    scale = f"scale 0 to {bottom:g} nats".replace("-", "−")
+    lowest = f"lowest {lp[k_lo]:+.2f} at K={k_lo}".replace("-", "−")
+    out.append("\n")
+    out.append_text(first_fit([
+        Text(f"log p of the baseline answer · {scale} · {lowest}", "dim"),
+        Text(f"log p of the baseline answer · {scale}", "dim"),
+        Text(f"log p {scale}", "dim"),
+    ], width))
+    return out
