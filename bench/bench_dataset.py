@@ -46,7 +46,7 @@ QWEN_TOKENS = 1024  # merged image tokens per image (32 x 32 for a square one)
 
 
 def qwen_model(folder: Path) -> Path:
-    """A random Qwen2.5-VL-shaped model: tests/tiny/qwen2_5_vl.py's vision tower (window
+    """A random Qwen2.5-VL-shaped model: flowtui/selftest/tiny/qwen2_5_vl.py's vision tower (window
     attention, 2x2 merge), template and M-RoPE, a deeper and wider text model, and min = max
     pixels, so that every image is smart-resized to about QWEN_TOKENS merged tokens."""
     sys.path.insert(0, str(ROOT / "tests"))
