@@ -231,6 +231,15 @@ class FakeEngine:
         self.cliff = cliff
         self.info = ModelInfo("fake-lvlm", "fake", num_layers, 4, "float32", "cpu")
         self.calls: list[str] = []
+        self.location: str | None = None  # in this process
+        self.on_log = None
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def count_image_tokens(self, image) -> int | None:
+        return None  # the fake's token count depends on nothing: --keep is checked in truncate
 
     def _maybe_fail(self, name: str) -> None:
         if self.fail == name:

@@ -129,10 +129,13 @@ def test_the_image_token_count_over_the_remote_protocol(engines):
     assert n == a.cam_tokens.shape[1] > 0  # what keep=R counts: the analysis's feature tokens
     assert PipeServer(served).engine().count_image_tokens(image) == n
 
-    class OldEngine:  # an engine of an older flowtui: no count_image_tokens
+    class CannotCount:  # an engine that cannot tell (the contract's None)
         info = served.info
 
-    assert PipeServer(OldEngine()).engine().count_image_tokens(image) is None
+        def count_image_tokens(self, image):
+            return None
+
+    assert PipeServer(CannotCount()).engine().count_image_tokens(image) is None
 
 
 def test_open_on_what_is_not_a_snapshot_says_what_it_is(photo, tmp_path, capsys):

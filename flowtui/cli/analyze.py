@@ -147,9 +147,7 @@ def _run_headless(args) -> int:
             engine.sweep(a, progress=progress)
     finally:
         progress.done()
-        close = getattr(engine, "close", None)  # a remote engine: end the ssh session
-        if close is not None:
-            close()
+        engine.close()  # a remote engine: end the ssh session
     a.save(out, inputs=[args.image])
     print(summary(a, out))
     if a.failed_checks:
@@ -162,11 +160,11 @@ def _run_headless(args) -> int:
 
 def _check_keep(engine, image: str, keep: int) -> None:
     """--keep R against the image's token count, from the processor alone: before the model
-    generates anything. An engine without the hook (an older remote) checks it in truncate."""
+    generates anything. An engine that cannot tell (None: an older remote server) checks it in
+    truncate."""
     from flowtui.engine.errors import InputError
 
-    count = getattr(engine, "count_image_tokens", None)
-    n = count(image) if count is not None else None
+    n = engine.count_image_tokens(image)
     if n is not None and keep > n:
         raise InputError(f"--keep {keep}: {engine.info.name} sees this image as {n} image "
                          f"tokens; keep at most {n}")

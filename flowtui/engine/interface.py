@@ -1,4 +1,6 @@
-"""The one interface the UI and scripts use to talk to an engine (local now, remote later).
+"""The one interface the UI and scripts use to talk to an engine: the in-process LocalEngine,
+the RemoteEngine over ssh, and the tests' FakeEngine all implement all of it, so no caller
+probes an engine for what it has.
 
 Only numpy arrays, strings and dataclasses cross it: no tensors.
 """
@@ -19,15 +21,28 @@ ImageInput = str | Path | Image.Image | np.ndarray
 TokenFn = Callable[[str], None]
 # Polled between steps of long calls; returning True cancels the call (raises Cancelled).
 CancelFn = Callable[[], bool]
+# Takes one log line from where the model runs (a remote server's stderr).
+LogFn = Callable[[str], None]
 
 
 @runtime_checkable
 class Engine(Protocol):
-    """The calls every engine has. An engine may also have `count_image_tokens(image) -> int |
-    None` (the image's feature tokens, what keep=R counts, from the processor alone), which the
-    CLI uses to refuse a bad --keep before the model runs; callers look it up with getattr."""
+    """The calls every engine has."""
 
     info: ModelInfo
+    # Where the model runs when that is not this process (a host name), else None.
+    location: str | None
+    # Where log lines from where the model runs go (None: the engine's default).
+    on_log: LogFn | None
+
+    def close(self) -> None:
+        """End the engine's session (a remote one closes its ssh connection); idempotent."""
+        ...
+
+    def count_image_tokens(self, image: ImageInput) -> int | None:
+        """How many feature tokens the model makes of `image` (what keep=R counts), from the
+        processor alone, so a bad R is refused before the model runs; None where unknown."""
+        ...
 
     def analyze(
         self,

@@ -62,6 +62,8 @@ class LocalEngine(Recording, Reruns):
         self.model = model
         # The questions the model says it answers (its folder's flowtui.json): others get a note.
         self.question_forms = question_forms
+        self.location: str | None = None  # this process
+        self.on_log = None  # an in-process engine logs nothing of its own
         self.processor = processor
         self.adapter = adapter
         self.info = info
@@ -148,6 +150,9 @@ class LocalEngine(Recording, Reruns):
                 f"{max_new_tokens} more, past {self.info.name}'s context length of {int(limit)} "
                 "tokens; ask a shorter question or lower --max-new-tokens"
             )
+
+    def close(self) -> None:
+        """Nothing to end in-process (the model stays loaded for whoever holds the engine)."""
 
     def count_image_tokens(self, image: ImageInput) -> int:
         """How many feature tokens the model makes of `image` (what keep=R counts), from the

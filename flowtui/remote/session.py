@@ -353,12 +353,13 @@ def _analyze(s: Session, rid: int, params: dict, parts: dict) -> Callable:
 
 def _count_image_tokens(s: Session, rid: int, params: dict, parts: dict) -> Callable:
     image = image_part(parts, rid)
-    count = getattr(s.need_engine(rid), "count_image_tokens", None)  # an optional engine call
-    if count is None:
-        raise ProtocolError("this server's engine cannot count image tokens", rid, "method")
+    engine = s.need_engine(rid)
 
     def call(event, progress, on_token):
-        return {"count": int(count(image))}, None
+        n = engine.count_image_tokens(image)
+        if n is None:
+            raise ProtocolError("this server's engine cannot count image tokens", rid, "method")
+        return {"count": int(n)}, None
 
     return call
 

@@ -402,7 +402,7 @@ class ExplorerScreen(ExportActions):
         self.image_panel.set_preview(message.image)
 
     def on_engine_ready(self, message: EngineReady) -> None:
-        host = getattr(self.jobs.engine, "location", None)
+        host = self.jobs.engine.location if self.jobs.engine is not None else None
         self.set_activity(f"{message.name} loaded" + (f" on {host}" if host else ""))
         self._update_where()
 

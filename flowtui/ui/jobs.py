@@ -128,9 +128,10 @@ class EngineJobs:
     @property
     def location(self) -> str | None:
         """Where the model runs when that is not this process."""
-        return getattr(self.engine, "location", None) or getattr(
-            self.engine_factory, "location", None
-        )
+        # Before the engine exists, a --remote factory already knows its host.
+        if self.engine is not None:
+            return self.engine.location
+        return getattr(self.engine_factory, "location", None)
 
     def refuse_if_busy(self) -> bool:
         """True (and one warning) when a job is running."""
@@ -207,9 +208,8 @@ class EngineJobs:
 
     def close(self) -> None:
         # A remote engine ends its ssh session (the server stops its work); local: nothing.
-        close = getattr(self.engine, "close", None)
-        if close is not None:
-            close()
+        if self.engine is not None:
+            self.engine.close()
 
     # --- the end of a job (main thread, from the app's message handlers) ---------------------
     def failed(self, message: WorkFailed) -> None:
@@ -281,14 +281,14 @@ class EngineJobs:
         if self.engine is None:
             assert self.engine_factory is not None
             self.engine = self.engine_factory(self._progress_fn("load", cancel, to))
-            if hasattr(self.engine, "on_log"):  # a remote server's log lines
+            if self.engine.location is not None:  # a remote server's log lines
                 self.engine.on_log = self._remote_log
             self.disconnected = False
             to.post_message(
-                EngineReady(getattr(getattr(self.engine, "info", None), "name", "model"))
+                EngineReady(self.engine.info.name)
             )
         return self.engine
 
     def _remote_log(self, line: str) -> None:
-        host = getattr(self.engine, "location", "remote")
+        host = (self.engine.location if self.engine is not None else None) or "remote"
         self._app.notify(line, title=host, timeout=5, markup=False)  # thread-safe: a message
