@@ -12,10 +12,14 @@ from flowtui.engine.analysis import (
     ProgressFn,
     Sweep,
     TruncationRun,
+    set_writer,
 )
 from flowtui.engine.errors import FlowtuiError, InputError, ModelLoadError, SnapshotError
 from flowtui.engine.interface import Engine
-from flowtui.engine.snapshot import load_snapshot
+from flowtui.engine.snapshot import load_snapshot, save_snapshot
+
+# Analysis.save writes through the snapshot module (registered here: see analysis.set_writer).
+set_writer(save_snapshot)
 
 __all__ = [
     "GROUPS",

@@ -232,9 +232,20 @@ class Analysis:
              inputs: Iterable[str | Path | None] = ()) -> Path:
         """Write a `.flowtui` snapshot atomically; returns the path written. Refuses to replace
         a file that is not a snapshot, or the input image (`inputs`)."""
-        from flowtui.engine.snapshot import save_snapshot
+        if _writer is None:  # only if flowtui.engine never ran its __init__: cannot happen
+            raise RuntimeError("no snapshot writer: import flowtui.engine")
+        return _writer(self, path, screen_svg=screen_svg, inputs=inputs)
 
-        return save_snapshot(self, path, screen_svg=screen_svg, inputs=inputs)
+
+# The snapshot writer (flowtui.engine.snapshot.save_snapshot), set by the flowtui.engine
+# package as it loads: this data module imports nothing above it, so no import cycle runs
+# through the Analysis every module uses.
+_writer: Callable[..., Path] | None = None
+
+
+def set_writer(writer: Callable[..., Path]) -> None:
+    global _writer
+    _writer = writer
 
 
 def grid_regions(
