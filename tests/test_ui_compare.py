@@ -1,0 +1,199 @@
+"""The compare screen (`flowtui compare A B`): one layer cursor for both sides, the numbers shown
+equal `flowtui.compare.compare()`'s, its layout at 80x24 and 200x60 (SVG snapshots; update
+with `pytest --snapshot-update`)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fake_engine import make_analysis
+
+from flowtui.compare import compare, joint_attention, nearest_layer
+from flowtui.engine.analysis import GROUPS, cliff_layer
+from flowtui.engine.snapshot import load_snapshot
+from flowtui.ui.compare_screen import CompareApp, CompareScreen
+from flowtui.ui.screens import HelpScreen
+from flowtui.ui.widgets.text_view import TextView
+
+
+def _swept(a, same: list[bool]):
+    a.sweep_same = np.array(same, dtype=bool)
+    a.sweep_logprob = np.linspace(-3, 0, len(same)).astype(np.float32)
+    a.sweep_answers = [a.answer] * len(same)
+    a.cliff_layer = cliff_layer(a.sweep_same)
+    return a
+
+
+def pair(b_layers: int = 8, b_grid=(12, 12)):
+    """A (8 layers, cliff 5) and B (another question, a random CAM, cliff 3)."""
+    a = _swept(make_analysis(), [False] * 5 + [True] * 4)
+    b = make_analysis(num_layers=b_layers, grid=b_grid, seed=3, question="Is there a blue square?")
+    b.cam_tokens = np.random.default_rng(7).random(b.cam_tokens.shape).astype(np.float32)
+    _swept(b, [False] * 3 + [True] * (b_layers - 2))
+    return a, b
+
+
+def app_for(a, b) -> CompareApp:
+    return CompareApp(compare(a, b, files=("a.flowtui", "b.flowtui")))
+
+
+def text(screen: CompareScreen, selector: str) -> str:
+    return screen.query_one(selector, TextView).text.plain
+
+
+async def test_the_layer_cursor_moves_both_sides():
+    app = app_for(*pair())
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, CompareScreen)
+        await pilot.press("right", "right", "right")
+        await pilot.pause()
+        side_a, side_b = screen.sides()
+        assert screen.layers == (3, 3)
+        assert side_a.cam_view.view.layer == 3 and side_b.cam_view.view.layer == 3
+        assert "layer 3/7" in str(side_a.border_subtitle) and "layer 3/7" in str(
+            side_b.border_subtitle)
+        await pilot.press("left")
+        await pilot.pause()
+        assert side_a.cam_view.view.layer == 2 and side_b.cam_view.view.layer == 2
+        await pilot.press("end")
+        await pilot.press("right")  # past the last layer: stays
+        await pilot.pause()
+        assert screen.layers == (7, 7)
+        await pilot.press("home")
+        await pilot.pause()
+        assert screen.layers == (0, 0)
+        assert "relative depth" not in str(screen.query_one("#cmp-shares").border_title)
+
+
+async def test_the_shares_diff_shown_is_a_minus_b_at_the_layer():
+    a, b = pair()
+    app = app_for(a, b)
+    async with app.run_test(size=(100, 30)) as pilot:
+        for layer in (0, 1, 2):
+            shown = text(app.screen, "#cmp-shares-text").splitlines()
+            for g, name in enumerate(GROUPS):
+                row = next(r for r in shown if r.startswith(name))
+                va, vb, diff = (float(x) for x in row.split()[-3:])
+                assert va == pytest.approx(float(a.shares[layer, g]), abs=6e-4)
+                assert vb == pytest.approx(float(b.shares[layer, g]), abs=6e-4)
+                assert diff == pytest.approx(float(a.shares[layer, g] - b.shares[layer, g]),
+                                             abs=6e-4)
+            await pilot.press("right")
+            await pilot.pause()
+
+
+async def test_the_correlation_shown_is_compares():
+    a, b = pair()
+    c = compare(a, b)
+    app = app_for(a, b)
+    async with app.run_test(size=(100, 30)) as pilot:
+        for lc in c.layers:
+            corr = text(app.screen, "#cmp-corr")
+            if lc.cam_correlation is None:  # A's last CAM is all zero
+                assert "CAM r n/a: a map is constant at this layer" in corr
+            else:
+                assert re.search(r"CAM r ([+-]\d\.\d{3})", corr).group(1) == \
+                    f"{lc.cam_correlation:+.3f}"
+            await pilot.press("right")
+            await pilot.pause()
+
+
+async def test_cam_correlation_not_comparable_says_why():
+    app = app_for(*pair(b_grid=(8, 8)))
+    async with app.run_test(size=(100, 30)):
+        assert "CAM r n/a: different numbers of image tokens (144 and 64)" in text(
+            app.screen, "#cmp-corr")
+
+
+async def test_different_depths_pair_by_relative_depth():
+    a, b = pair(b_layers=12)
+    app = app_for(a, b)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        for la in range(4):
+            lb = nearest_layer(la, 8, 12)
+            assert screen.layers == (la, lb)
+            side_a, side_b = screen.sides()
+            assert (side_a.cam_view.view.layer, side_b.cam_view.view.layer) == (la, lb)
+            title = str(screen.query_one("#cmp-shares").border_title)
+            assert "by relative depth l/L" in title and f"B layer {lb}/11" in title
+            await pilot.press("right")
+            await pilot.pause()
+
+
+async def test_attention_maps_share_one_scale():
+    a, b = pair()
+    c = compare(a, b)
+    app = app_for(a, b)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("right", "m")
+        await pilot.pause()
+        va, vb, vmax = joint_attention(c)
+        side_a, side_b = app.screen.sides()
+        for side, values in ((side_a, va), (side_b, vb)):
+            assert side.cam_view._key == ("attention-joint", False)
+            np.testing.assert_array_equal(side.cam_view._renderers[side.cam_view._key].values,
+                                          values)
+        assert f"one scale 0..{vmax[1]:.3g}" in text(app.screen, "#cmp-corr")
+        raw = max(float(a.attention_tokens[1].max()), float(b.attention_tokens[1].max()))
+        assert vmax[1] == pytest.approx(raw)
+        await pilot.press("m")
+        await pilot.pause()
+        assert side_a.cam_view._key == ("cam", False)
+
+
+async def test_help_lists_the_compare_keys_and_q_quits():
+    app = app_for(*pair())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        shown = app.screen.query_one("#help-keys").render().plain
+        assert "compare.layer.next" in shown and "compare.png" in shown
+        assert "compare.back" not in shown  # not opened from the explorer
+        await pilot.press("escape", "q")
+        await pilot.pause()
+    assert app.return_code == 0
+
+
+async def test_exports_the_pair_and_the_figure(tmp_path: Path):
+    from textual.widgets import Input
+
+    a, b = pair()
+    app = app_for(a, b)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("e")
+        await pilot.pause()
+        app.screen.query_one(Input).value = str(tmp_path / "pair")
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.press("p")
+        await pilot.pause()
+        app.screen.query_one(Input).value = str(tmp_path / "pair.png")
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+    assert load_snapshot(tmp_path / "pair-a.flowtui").question == a.question
+    assert load_snapshot(tmp_path / "pair-b.flowtui").question == b.question
+    assert (tmp_path / "pair.png").read_bytes().startswith(b"\x89PNG")
+
+
+def layer_3(pilot):
+    async def run(pilot) -> None:
+        await pilot.press("right", "right", "right")
+        await pilot.pause()
+
+    return run(pilot)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 60)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_compare_screen_at_each_size(snap_compare, size):
+    assert snap_compare(app_for(*pair()), terminal_size=size, run_before=layer_3)
+
+
+def test_compare_screen_relative_depth_80x24(snap_compare):
+    assert snap_compare(app_for(*pair(b_layers=12)), terminal_size=(80, 24), run_before=layer_3)
