@@ -197,3 +197,57 @@ def test_compare_screen_at_each_size(snap_compare, size):
 
 def test_compare_screen_relative_depth_80x24(snap_compare):
     assert snap_compare(app_for(*pair(b_layers=12)), terminal_size=(80, 24), run_before=layer_3)
+
+
+async def test_pin_in_the_explorer_then_the_next_analysis_opens_the_compare():
+    """P pins the analysis on screen; the next one the explorer shows (as the dataset screen
+    shows a sample) opens the compare screen, pinned = A; Escape comes back to the explorer."""
+    from flowtui.ui.app import FlowtuiApp
+
+    a, b = pair(b_layers=12)
+    app = FlowtuiApp(analysis=a, snapshot_path="a.flowtui")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("right", "P")
+        await pilot.pause()
+        assert app.explorer.pinned is not None and app.explorer.pinned[0] is a
+        app.explorer.show_analysis(a)  # the pinned one again: nothing to compare
+        await pilot.pause()
+        assert not isinstance(app.screen, CompareScreen)
+        app.explorer.show_analysis(b)
+        await pilot.pause()
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, CompareScreen)
+        assert screen.comparison.a is a and screen.comparison.b is b
+        assert "by relative depth l/L" in str(screen.query_one("#cmp-shares").border_title)
+        await pilot.press("right")
+        await pilot.pause()
+        assert screen.layers == (1, nearest_layer(1, 8, 12))
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is app.explorer and app.analysis is b
+        assert app.explorer.pinned is None  # one comparison per pin
+        # Pinning again and another analysis: a new compare screen replaces the old one.
+        await pilot.press("P")
+        app.explorer.show_analysis(a)
+        await pilot.pause()
+        await pilot.pause()
+        assert isinstance(app.screen, CompareScreen) and app.screen is not screen
+        assert app.screen.comparison.a is b and app.screen.comparison.b is a
+
+
+async def test_pin_twice_unpins_and_nothing_to_pin_is_a_note():
+    from flowtui.ui.app import FlowtuiApp
+
+    app = FlowtuiApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("P")
+        await pilot.pause()
+        assert app.explorer.pinned is None
+        assert any("nothing to pin" in n.message for n in app._notifications)
+    a, _ = pair()
+    app = FlowtuiApp(analysis=a)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("P", "P")
+        await pilot.pause()
+        assert app.explorer.pinned is None

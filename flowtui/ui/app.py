@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from textual.app import App, SystemCommand
 from textual.screen import Screen
@@ -150,6 +151,18 @@ class FlowtuiApp(App[int]):
     @property
     def status(self) -> StatusLine:
         return self.explorer.status
+
+    def open_compare(self, comparison: Any) -> None:
+        """Show `comparison` (flowtui.compare.Comparison) in the `compare` mode; Escape there
+        comes back to the explorer."""
+        from flowtui.ui.compare_screen import CompareScreen
+
+        if "compare" in self._modes:  # the previous comparison's screen goes
+            self.switch_mode("explorer")
+            self.remove_mode("compare")
+        screen = CompareScreen(comparison, back=True, stem=self.explorer.stem)
+        self.add_mode("compare", lambda: screen)
+        self.switch_mode("compare")
 
     # --- shared by every screen ------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

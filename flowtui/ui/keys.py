@@ -144,6 +144,15 @@ KEY_BINDINGS: list[Binding] = [
         tooltip="Export the map on screen as PNGs: one per layer and view",
     ),
     Binding(
+        "P",
+        "pin",
+        "Pin",
+        key_display="P",
+        show=False,
+        id="compare.pin",
+        tooltip="Pin this analysis; the next one shown opens a compare against it",
+    ),
+    Binding(
         "r",
         "reconnect",
         "Reconnect",
