@@ -251,3 +251,44 @@ async def test_pin_twice_unpins_and_nothing_to_pin_is_a_note():
         await pilot.press("P", "P")
         await pilot.pause()
         assert app.explorer.pinned is None
+
+
+async def test_text_from_the_snapshots_is_drawn_visible():
+    """A question with an escape sequence is shown as text, never sent to the terminal."""
+    a, b = pair()
+    b.question = "red?\x1b[2J\x07"
+    app = CompareApp(compare(a, b, files=("a.flowtui", "b\x1b[31m.flowtui")))
+    async with app.run_test(size=(100, 30)):
+        side_b = app.screen.sides()[1]
+        info = side_b.query_one(".side-info", TextView).text.plain
+        assert "\x1b" not in info and "\\e[2J" in info
+        assert "\x1b" not in str(side_b.border_title)
+
+
+async def test_a_refused_export_is_a_notification(tmp_path: Path):
+    from textual.widgets import Input
+
+    a, b = pair()
+    (tmp_path / "photo.png").write_bytes(b"\x89PNG not ours")
+    app = app_for(a, b)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("p")
+        await pilot.pause()
+        app.screen.query_one(Input).value = str(tmp_path / "photo.png")
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        errors = [n for n in app._notifications if n.severity == "error"]
+        assert errors and "was not written by `flowtui compare`" in errors[-1].message
+        assert isinstance(app.screen, CompareScreen)
+    assert (tmp_path / "photo.png").read_bytes() == b"\x89PNG not ours"
+
+
+async def test_tall_terminals_add_the_log_p_rows():
+    a, b = pair()
+    app = app_for(a, b)
+    async with app.run_test(size=(120, 40)):
+        sweep = app.screen.sides()[0].sweep.text.plain
+        assert sweep.startswith("logp") and "▲ cliff 5" in sweep
+    async with app_for(a, b).run_test(size=(80, 24)) as pilot:
+        assert not pilot.app.screen.sides()[0].sweep.text.plain.startswith("logp")

@@ -2,7 +2,8 @@
 
 The app holds what every screen shares: the themes, notifications that never parse what they
 quote, and `jobs` (the engine and its one running job). What is shown lives on the screens, one
-per mode: `explorer` (always) and, from `flowtui.ui.dataset_screen`, `dataset`. A new screen is
+per mode: `explorer` (always), from `flowtui.ui.dataset_screen` `dataset`, and from
+`flowtui.ui.compare_screen` `compare` (`open_compare`). A new screen is
 a mode added with `add_mode` that uses `app.jobs` and, to open an analysis, `app.explorer`.
 """
 

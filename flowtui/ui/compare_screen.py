@@ -126,7 +126,7 @@ class CompareScreen(Screen):
             side.border_subtitle = Text(first_fit_str(
                 [f"{name} · layer {layer}/{an.num_layers - 1}", f"L{layer}"], room))
             sweep_w = side.sweep.content_region.width or max(10, (side.size.width or 40) - 4)
-            side.sweep.set_text(sweep_text(c, tag, sweep_w, layer))
+            side.sweep.set_text(sweep_text(c, tag, sweep_w, layer, logp=self.size.height >= 36))
 
     def _legend(self, width: int) -> Text:
         """The CAM correlation at the layer (or why none) and the maps' one scale."""

@@ -17,9 +17,11 @@ from flowtui.textsafe import visible
 from flowtui.ui.widgets.answer_panel import answer_text, first_fit
 from flowtui.ui.widgets.cam_view import CamView
 from flowtui.ui.widgets.flow_panel import GROUP_COLORS, axis_text, layer_columns
+from flowtui.ui.widgets.sweep_chart import logp_scale
 from flowtui.ui.widgets.text_view import TextView
 
-LABEL = 4
+LABEL = 5
+MAX_COLS = 4  # cells per layer at most: wider rows read worse, not better
 
 
 def info_text(a: Analysis) -> Text:
@@ -38,9 +40,17 @@ def cliff_label(a: Analysis, relative: bool) -> str:
     return f"cliff {a.cliff_layer}{rel}"
 
 
-def sweep_text(c: Comparison, side: str, width: int, layer: int) -> Text:
-    """One side's sweep K = 0..L as two rows (● same answer as the baseline, ✗ differs; the K
-    axis), this side's cliff ▲ and the other side's △ (at the same relative depth), then the
+def logp_bottom(c: Comparison) -> float:
+    """The bottom of both sides' log p rows: one scale for A and B (the explorer's ladder)."""
+    lows = [float(np.nanmin(np.minimum(an.sweep_logprob, 0.0))) for an in (c.a, c.b)
+            if an.sweep_same is not None and len(an.sweep_logprob)]
+    return logp_scale(min(lows) if lows else 0.0)
+
+
+def sweep_text(c: Comparison, side: str, width: int, layer: int, logp: bool = False) -> Text:
+    """One side's sweep K = 0..L as rows: with `logp` the log p of the baseline answer (one
+    scale for both sides, 0 nats at the top), ● same answer as the baseline or ✗ differs, the K
+    axis with this side's cliff ▲ and the other side's △ (at the same relative depth), then the
     cliffs in words."""
     a, other = (c.a, c.b) if side == "a" else (c.b, c.a)
     out = Text(no_wrap=True, overflow="crop")
@@ -49,7 +59,16 @@ def sweep_text(c: Comparison, side: str, width: int, layer: int) -> Text:
         return out
     same = np.asarray(a.sweep_same, dtype=bool)
     n = len(same)
-    cw = layer_columns(n, width - LABEL)
+    cw = layer_columns(n, width - LABEL, MAX_COLS)
+    if logp:
+        bottom = logp_bottom(c)
+        lp = np.minimum(np.asarray(a.sweep_logprob, dtype=np.float64), 0.0)
+        out.append(f"{'logp':<{LABEL}}", "dim")
+        for k, level in enumerate(spark_rows(lp, bottom, 0.0, 1)[0]):
+            out.append(BLOCKS[max(1, level)] * cw,
+                       Style(color="#3d8fe0", bgcolor="grey30" if k == layer else None))
+        out.append(f" 0..{bottom:g}".replace("-", "−"), "dim")
+        out.append("\n")
     out.append(f"{'ans':<{LABEL}}", "dim")
     for k in range(n):
         style = Style(color="green" if same[k] else "red", bold=not same[k],
@@ -100,7 +119,7 @@ def shares_text(c: Comparison, index: int, width: int) -> Text:
     lc = c.layers[index]
     nums = 27  # " A 0.000 B 0.000 A−B +0.000"
     label = 7
-    spark_w = max(4, (width - label - nums - 2) // 2)
+    spark_w = min(max(4, (width - label - nums - 2) // 2), len(c.layers) * MAX_COLS)
     out = Text(no_wrap=True, overflow="crop")
     out.append(f"{'group':<{label}}", "dim")
     out.append(f"{'A':<{spark_w + 1}}{'B':<{spark_w + 1}}", "bold")
