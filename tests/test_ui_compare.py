@@ -292,3 +292,23 @@ async def test_tall_terminals_add_the_log_p_rows():
         assert sweep.startswith("logp") and "▲ cliff 5" in sweep
     async with app_for(a, b).run_test(size=(80, 24)) as pilot:
         assert not pilot.app.screen.sides()[0].sweep.text.plain.startswith("logp")
+
+
+def test_compare_from_a_pin_80x24(snap_compare):
+    """Opened from the explorer's pin: the footer offers Esc back to the explorer."""
+    from flowtui.ui.app import FlowtuiApp
+
+    a, b = pair()
+
+    async def pin_then_show_b(pilot) -> None:
+        await pilot.press("P")
+        await pilot.pause()
+        pilot.app.explorer.show_analysis(b)
+        await pilot.pause()
+        await pilot.pause()
+        pilot.app.clear_notifications()
+        await pilot.press("right")
+        await pilot.pause()
+
+    app = FlowtuiApp(analysis=a, snapshot_path="a.flowtui")
+    assert snap_compare(app, terminal_size=(80, 24), run_before=pin_then_show_b)

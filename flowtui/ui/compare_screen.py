@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.actions import parse as parse_action
 from textual.app import ComposeResult, SystemCommand
 from textual.containers import Horizontal, Vertical
@@ -92,7 +92,13 @@ class CompareScreen(Screen):
             side.cam_view.set_source(an.image, an.cam_tokens, an.token_regions, an.token_views)
         self._sync()
 
-    def on_resize(self) -> None:
+    def on_resize(self, event: events.Resize) -> None:
+        # As in the explorer: under 100 columns the palette's footer entry gives its room to
+        # the screen's own keys (Ctrl+P still opens it, and ? lists it).
+        wide = event.size.width >= 100
+        for footer in self.query(Footer):
+            if footer.show_command_palette != wide:
+                footer.show_command_palette = wide
         self._sync()
 
     # --- what is shown ----------------------------------------------------------------------

@@ -208,9 +208,8 @@ COMPARE_BINDINGS: list[Binding] = [
 ]
 
 COMPARE_NOTES = (
-    "Both sides follow one layer cursor; with different depths each layer of the shallower\n"
-    "model is paired with the deeper model's layer of nearest relative depth l/L.\n"
-    "Share difference = A − B per group. CAM r = Pearson over the image tokens, only where both\n"
-    "have the same image tokens. Both maps are drawn on one colour scale.\n"
+    "Both sides follow one layer cursor; different depths pair by relative depth l/L.\n"
+    "Share difference = A − B per group; CAM r = Pearson over the same image tokens only.\n"
+    "Both maps are drawn on one colour scale (the attention: the larger maximum of the two).\n"
     "Sweeps: ▲ this side's cliff, △ the other side's cliff at the same relative depth."
 )
