@@ -254,11 +254,13 @@ def test_two_toy_analyses(tmp_path, capsys):
 
 
 def test_compare_imports_no_ui_and_no_torch():
-    """Plain Python: the compare screen will call it; scripts and the CLI use it with no model."""
+    """Plain Python: the compare screen calls it; scripts and the CLI use it with no model."""
     code = ("import sys\nfrom fake_engine import make_analysis\nfrom flowtui.compare import "
-            "compare, figure_png\nfrom flowtui.dataset.compare import compare_csv\n"
+            "compare, figure_png, joint_attention, correlation_text, paired_layer\n"
+            "from flowtui.dataset.compare import compare_csv\n"
             "c = compare(make_analysis(), make_analysis(num_layers=5))\n"
             "assert c.relative_depth and figure_png(c).startswith(b'\\x89PNG')\n"
+            "joint_attention(c), correlation_text(c, 0), paired_layer(c, 'a', 3)\n"
             "print(sorted(m for m in ('textual', 'rich', 'torch') if m in sys.modules))")
     env = dict(ENV, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
