@@ -191,14 +191,14 @@ def compare(a: Analysis, b: Analysis, files: tuple[str, str] = ("A", "B")) -> Co
 def joint_attention(c: Comparison, view: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The answer's attention on A's and B's image tokens on **one** colour scale per compared
     layer: at each pair (la, lb), both sides' raw attention divided by the larger of the two
-    sides' maxima over their tokens of `view` (a side without that view: its own view 0).
+    sides' maxima over their tokens of `view` (a side with fewer views: its last view).
     Returns (values_a [L_A, N_A], values_b [L_B, N_B], vmax [pairs]), values clipped to 0..1;
     layers not compared stay 0. Raises ValueError where either side has no attention map."""
     if c.a.attention_tokens is None or c.b.attention_tokens is None:
         raise ValueError("an analysis has no attention map")
 
     def tokens(an: Analysis) -> np.ndarray:
-        return an.view_tokens(view if view < len(an.views) else 0)
+        return an.view_tokens(min(view, len(an.views) - 1))
 
     raw_a = np.asarray(c.a.attention_tokens, dtype=np.float64)
     raw_b = np.asarray(c.b.attention_tokens, dtype=np.float64)

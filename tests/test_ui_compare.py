@@ -135,7 +135,7 @@ async def test_attention_maps_share_one_scale():
         va, vb, vmax = joint_attention(c)
         side_a, side_b = app.screen.sides()
         for side, values in ((side_a, va), (side_b, vb)):
-            assert side.cam_view._key == ("attention-joint", False)
+            assert side.cam_view._key == ("attention-joint-0", False)
             np.testing.assert_array_equal(side.cam_view._renderers[side.cam_view._key].values,
                                           values)
         assert f"one scale 0..{vmax[1]:.3g}" in text(app.screen, "#cmp-corr")
@@ -312,3 +312,39 @@ def test_compare_from_a_pin_80x24(snap_compare):
 
     app = FlowtuiApp(analysis=a, snapshot_path="a.flowtui")
     assert snap_compare(app, terminal_size=(80, 24), run_before=pin_then_show_b)
+
+
+async def test_w_cycles_both_sides_views():
+    """Tiles on both sides: w shows the tiles view on both, on one attention scale per view; a
+    one-view side keeps its one view."""
+    a = make_analysis(layout="tiles")
+    b = make_analysis(layout="tiles", seed=3, question="Is there a blue square?")
+    c = compare(a, b)
+    app = CompareApp(c)
+    async with app.run_test(size=(120, 40)) as pilot:
+        side_a, side_b = app.screen.sides()
+        assert "global" in str(side_a.border_subtitle)
+        await pilot.press("w", "m")
+        await pilot.pause()
+        assert side_a.cam_view.view.view == 1 and side_b.cam_view.view.view == 1
+        assert "tiles" in str(side_a.border_subtitle) and "tiles" in str(side_b.border_subtitle)
+        va, vb, vmax = joint_attention(c, 1)
+        np.testing.assert_array_equal(side_b.cam_view._renderers[side_b.cam_view._key].values, vb)
+        assert f"0..{vmax[0]:.3g}" in text(app.screen, "#cmp-corr")
+    app = CompareApp(compare(a, make_analysis()))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("w")
+        await pilot.pause()
+        side_a, side_b = app.screen.sides()
+        assert side_a.cam_view.view.view == 1 and side_b.cam_view.view.view == 0
+    app = app_for(*pair())
+    async with app.run_test(size=(120, 40)) as pilot:
+        assert app.screen.check_action("cycle_view", ()) is False  # one view each: no w
+
+
+def test_readme_lists_every_compare_key():
+    from flowtui.ui.keys import COMPARE_BINDINGS
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    for b in COMPARE_BINDINGS:
+        assert f"| `{b.id}` |" in readme, b.id

@@ -66,12 +66,13 @@ class CompareScreen(Screen):
         self.stem = visible(stem) or "compare"
         self.index = 0
         self.view = ViewState(threshold=float(comparison.a.cam_settings.threshold))
-        self._joint: tuple | None = None  # joint_attention(), computed on the first `m`
+        self._joint: dict[int, tuple] = {}  # joint_attention() per view, on the first `m`
 
     def joint(self) -> tuple:
-        if self._joint is None:
-            self._joint = joint_attention(self.comparison)
-        return self._joint
+        view = self.view.view
+        if view not in self._joint:
+            self._joint[view] = joint_attention(self.comparison, view)
+        return self._joint[view]
 
     # --- layout ---------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -124,13 +125,16 @@ class CompareScreen(Screen):
                                         strict=True):
             if v.map_mode == "attention":
                 values = self.joint()[0 if tag == "a" else 1]
-                side.cam_view.set_map(("attention-joint", False), values)
+                side.cam_view.set_map((f"attention-joint-{v.view}", False), values)
             else:
                 side.cam_view.set_map(("cam", False), an.cam_tokens)
-            side.cam_view.set_view(replace(v, layer=layer))
+            shown = min(v.view, len(an.views) - 1)  # a side with fewer views: its last
+            side.cam_view.set_view(replace(v, layer=layer, view=shown))
             room = max(8, (side.size.width or 40) - 4)
+            where = f" · {visible(an.views[shown])}" if len(an.views) > 1 else ""
             side.border_subtitle = Text(first_fit_str(
-                [f"{name} · layer {layer}/{an.num_layers - 1}", f"L{layer}"], room))
+                [f"{name}{where} · layer {layer}/{an.num_layers - 1}",
+                 f"{name} · layer {layer}/{an.num_layers - 1}", f"L{layer}"], room))
             sweep_w = side.sweep.content_region.width or max(10, (side.size.width or 40) - 4)
             side.sweep.set_text(sweep_text(c, tag, sweep_w, layer, logp=self.size.height >= 36))
 
@@ -175,6 +179,13 @@ class CompareScreen(Screen):
         i = DISPLAY_MODES.index(self.view.mode)
         self._set(mode=DISPLAY_MODES[(i + 1) % len(DISPLAY_MODES)])
 
+    def num_views(self) -> int:
+        return max(len(self.comparison.a.views), len(self.comparison.b.views))
+
+    def action_cycle_view(self) -> None:
+        if self.num_views() > 1:
+            self._set(view=(self.view.view + 1) % self.num_views())
+
     def action_cycle_map(self) -> None:
         c = self.comparison
         if self.view.map_mode == "cam":
@@ -191,6 +202,8 @@ class CompareScreen(Screen):
             return self.back
         if action == "threshold":
             return self.view.map_mode == "cam"
+        if action == "cycle_view":
+            return self.num_views() > 1
         return True
 
     def key_commands(self) -> Iterable[SystemCommand]:

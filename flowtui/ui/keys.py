@@ -190,6 +190,8 @@ COMPARE_BINDINGS: list[Binding] = [
     Binding("right_square_bracket", "threshold(1)", "Thr +", key_display="]",
             id="compare.threshold-up", group=_THRESHOLD_KEYS,
             tooltip="CAM threshold up by 0.05, both maps (CAM map only)"),
+    Binding("w", "cycle_view", "View", id="compare.view",
+            tooltip="Cycle the images' views (global, tiles, …) where one has several"),
     Binding("m", "cycle_map", "Map", id="compare.map",
             tooltip="Switch both maps: LLaVA-CAM / answer's attention (one scale for both)"),
     Binding("c", "cycle_colormap", "Colormap", id="compare.colormap",
