@@ -243,7 +243,7 @@ def paired_layer(c: Comparison, side: str, k: int | None) -> int | None:
 # --- text ----------------------------------------------------------------------------------------
 
 def format_table(c: Comparison) -> str:
-    """The comparison as a plain text table (until the compare screen exists)."""
+    """The comparison as a plain text table (`compare --table`, or output that is not a tty)."""
     lines = []
     for tag, an, file in (("A", c.a, c.files[0]), ("B", c.b, c.files[1])):
         cliff = ("not swept" if an.sweep_same is None else
