@@ -188,10 +188,62 @@ def compare(a: Analysis, b: Analysis, files: tuple[str, str] = ("A", "B")) -> Co
                       files=files)
 
 
+def joint_attention(c: Comparison, view: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The answer's attention on A's and B's image tokens on **one** colour scale per compared
+    layer: at each pair (la, lb), both sides' raw attention divided by the larger of the two
+    sides' maxima over their tokens of `view` (a side with fewer views: its last view).
+    Returns (values_a [L_A, N_A], values_b [L_B, N_B], vmax [pairs]), values clipped to 0..1;
+    layers not compared stay 0. Raises ValueError where either side has no attention map."""
+    if c.a.attention_tokens is None or c.b.attention_tokens is None:
+        raise ValueError("an analysis has no attention map")
+
+    def tokens(an: Analysis) -> np.ndarray:
+        return an.view_tokens(min(view, len(an.views) - 1))
+
+    raw_a = np.asarray(c.a.attention_tokens, dtype=np.float64)
+    raw_b = np.asarray(c.b.attention_tokens, dtype=np.float64)
+    ta, tb = tokens(c.a), tokens(c.b)
+    out_a, out_b = np.zeros(raw_a.shape, np.float32), np.zeros(raw_b.shape, np.float32)
+    vmax = np.zeros(len(c.layers), np.float32)
+    for i, lc in enumerate(c.layers):
+        va, vb = raw_a[lc.layer_a, ta], raw_b[lc.layer_b, tb]
+        both = np.concatenate([va[np.isfinite(va)], vb[np.isfinite(vb)]])
+        top = float(both.max()) if both.size else 0.0
+        vmax[i] = top
+        if top > 0:
+            out_a[lc.layer_a] = np.clip(np.nan_to_num(raw_a[lc.layer_a] / top, nan=0.0), 0, 1)
+            out_b[lc.layer_b] = np.clip(np.nan_to_num(raw_b[lc.layer_b] / top, nan=0.0), 0, 1)
+    return out_a, out_b, vmax
+
+
+def correlation_text(c: Comparison, index: int) -> str:
+    """The CAM correlation at compared layer `index`, or why there is none."""
+    r = c.layers[index].cam_correlation
+    if r is not None:
+        return f"CAM r {r:+.3f}"
+    if not c.cam_comparable:
+        return f"CAM r n/a: {c.cam_note}"
+    return "CAM r n/a: a map is constant at this layer"
+
+
+def paired_layer(c: Comparison, side: str, k: int | None) -> int | None:
+    """A cliff K of side `side` ("a" or "b") on the other side's K axis: K itself at the same
+    depth, else the K' of the other model whose K'/L is nearest to K/L (None stays None)."""
+    if k is None:
+        return None
+    la, lb = c.a.num_layers, c.b.num_layers
+    frm, to = (la, lb) if side == "a" else (lb, la)
+    if frm == to:
+        return k
+    x = Fraction(k * to, frm)  # K/L kept: the nearest K' (a tie to the lower), as for layers
+    low = math.floor(x)
+    return min(low if x - low <= Fraction(1, 2) else low + 1, to)
+
+
 # --- text ----------------------------------------------------------------------------------------
 
 def format_table(c: Comparison) -> str:
-    """The comparison as a plain text table (until the compare screen exists)."""
+    """The comparison as a plain text table (`compare --table`, or output that is not a tty)."""
     lines = []
     for tag, an, file in (("A", c.a, c.files[0]), ("B", c.b, c.files[1])):
         cliff = ("not swept" if an.sweep_same is None else

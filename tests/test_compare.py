@@ -254,14 +254,60 @@ def test_two_toy_analyses(tmp_path, capsys):
 
 
 def test_compare_imports_no_ui_and_no_torch():
-    """Plain Python: the compare screen will call it; scripts and the CLI use it with no model."""
+    """Plain Python: the compare screen calls it; scripts and the CLI use it with no model."""
     code = ("import sys\nfrom fake_engine import make_analysis\nfrom flowtui.compare import "
-            "compare, figure_png\nfrom flowtui.dataset.compare import compare_csv\n"
+            "compare, figure_png, joint_attention, correlation_text, paired_layer\n"
+            "from flowtui.dataset.compare import compare_csv\n"
             "c = compare(make_analysis(), make_analysis(num_layers=5))\n"
             "assert c.relative_depth and figure_png(c).startswith(b'\\x89PNG')\n"
+            "joint_attention(c), correlation_text(c, 0), paired_layer(c, 'a', 3)\n"
             "print(sorted(m for m in ('textual', 'rich', 'torch') if m in sys.modules))")
     env = dict(ENV, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_table_flag_and_help(tmp_path, capsys):
+    """--table prints the text table (the screen is the default only on a terminal)."""
+    pa, pb = _pair(tmp_path)
+    assert main(["compare", str(pa), str(pb), "--table"]) == 0
+    assert "differences are A - B" in capsys.readouterr().out
+    helped = subprocess.run([sys.executable, "-m", "flowtui", "compare", "--help"], env=ENV,
+                            capture_output=True, text=True, timeout=60)
+    assert "--table" in helped.stdout and "opens the compare screen" in helped.stdout
+
+
+def test_joint_attention_one_scale_per_pair():
+    """Both sides' attention over the larger of the two maxima at each compared pair."""
+    from flowtui.compare import joint_attention
+
+    a = make_analysis()
+    b = make_analysis(num_layers=12, seed=3)
+    c = compare(a, b)
+    va, vb, vmax = joint_attention(c)
+    for i, lc in enumerate(c.layers):
+        top = max(float(a.attention_tokens[lc.layer_a].max()),
+                  float(b.attention_tokens[lc.layer_b].max()))
+        assert vmax[i] == pytest.approx(top)
+        np.testing.assert_allclose(va[lc.layer_a], a.attention_tokens[lc.layer_a] / top,
+                                   rtol=1e-5)
+        np.testing.assert_allclose(vb[lc.layer_b], b.attention_tokens[lc.layer_b] / top,
+                                   rtol=1e-5)
+        assert max(va[lc.layer_a].max(), vb[lc.layer_b].max()) == pytest.approx(1.0)
+    b.attention_tokens = None
+    with pytest.raises(ValueError):
+        joint_attention(compare(a, b))
+
+
+def test_paired_cliff_and_correlation_text():
+    from flowtui.compare import correlation_text, paired_layer
+
+    a, b = make_analysis(), make_analysis(num_layers=12, grid=(8, 8), seed=3)
+    c = compare(a, b)
+    # K/L kept: 5/8 -> 7.5/12, a tie to the lower; 3/12 -> 2/8
+    assert paired_layer(c, "a", 5) == 7 and paired_layer(c, "b", 3) == 2
+    assert paired_layer(c, "a", 8) == 12 and paired_layer(c, "a", None) is None
+    assert paired_layer(compare(a, a), "a", 5) == 5
+    assert correlation_text(c, 0).startswith("CAM r n/a: different numbers of image tokens")

@@ -224,3 +224,31 @@ async def test_the_explorer_follows_a_resize_made_on_the_dataset_screen(snap_run
         assert not isinstance(app.screen, DatasetScreen)
         assert app.screen.has_class("-narrow") and app.screen.has_class("-short")
         assert not app.screen.query_one("Footer").show_command_palette
+
+
+async def test_pin_a_sample_then_open_another_compares_them(snap_run):
+    """The explorer's P on one sample, d, Enter on another: the compare screen, pinned = A;
+    Escape comes back to the explorer on the second sample."""
+    from flowtui.ui.compare_screen import CompareScreen
+
+    app = DatasetApp(snap_run)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _ready(app, pilot)
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        first = app.analysis
+        await pilot.press("P", "d")
+        await pilot.pause()
+        await pilot.press("down", "enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, CompareScreen)
+        assert screen.comparison.a is first
+        assert screen.comparison.b.question == snap_run.records[1]["question"]
+        assert "sample-1000" in str(screen.sides()[0].border_title)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is app.explorer and app.analysis is screen.comparison.b

@@ -329,6 +329,22 @@ def test_open_a_file_that_is_not_a_snapshot_is_one_line(tmp_path):
 
 
 
+def test_compare_screen_in_a_terminal(tmp_path, term):
+    """`flowtui compare A B` (no model): both questions on screen, → moves both sides' layer,
+    q exits 0 with the terminal restored."""
+    from fake_engine import make_analysis
+
+    make_analysis().save(tmp_path / "a.flowtui")
+    make_analysis(num_layers=12, seed=3, question="Is there a blue square?").save(
+        tmp_path / "b.flowtui")
+    t = term("compare", "a.flowtui", "b.flowtui")
+    t.wait_for("Q Is there a red circle?", "Q Is there a blue square?", "A · a.flowtui",
+               "by relative depth l/L", "CAM · layer 0/7", "CAM · layer 0/11")
+    t.press(RIGHT)
+    t.wait_for("CAM · layer 1/7", "CAM · layer 1/11")  # 1/8 = 1.5/12: a tie, to the lower
+    t.quit_cleanly()
+
+
 @pytest.mark.slow
 def test_explorer_with_the_model_over_ssh(sshd, warm_daemon, term):
     """`flowtui IMAGE QUESTION --remote HOST`: ssh through a real sshd to `serve --stdio`, which

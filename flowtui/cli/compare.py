@@ -1,13 +1,14 @@
-"""`flowtui compare A.flowtui B.flowtui`: two snapshots on one layer cursor, headless (a
-table, JSON or a PNG; the compare screen comes later)."""
+"""`flowtui compare A.flowtui B.flowtui`: two snapshots on one layer cursor, in the compare
+screen, or headless (a table, JSON or a PNG)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from flowtui.cli.common import Parser, say
+from flowtui.cli.common import THEME_HELP, Parser, check_theme, say
 
 HELP = "compare two .flowtui snapshots layer by layer: share differences, CAM correlation, cliffs"
 
@@ -18,13 +19,17 @@ Share difference = A - B per token group; CAM correlation = Pearson's r over the
 only where both snapshots have the same image tokens (same count, views and regions), and not
 where a layer's map is constant.
 
-Without --json this prints a plain text table for now; an interactive compare screen in the
-explorer will replace it.
+With no --json, --png or --table this opens the compare screen in the terminal: both
+questions and answers, one layer cursor (left/right), the shares of both with A - B, both maps
+on one colour scale (m: CAM or attention) with the CAM correlation, both sweeps with both
+cliffs; e exports the pair, p the figure, ? lists the keys, q quits. Where the output is not a
+terminal (a pipe, a file) it prints the text table instead, as --table does.
 
 examples:
   flowtui img.png "Is there a red circle?" --headless --sweep --out a.flowtui
   flowtui img.png "Is there a blue square?" --headless --sweep --out b.flowtui
-  flowtui compare a.flowtui b.flowtui
+  flowtui compare a.flowtui b.flowtui            # the compare screen
+  flowtui compare a.flowtui b.flowtui --table    # the text table
   flowtui compare a.flowtui b.flowtui --json --png compare.png
 """
 
@@ -38,6 +43,9 @@ def build_parser(prog: str = "flowtui compare") -> argparse.ArgumentParser:
     p.add_argument("b", metavar="B", help="another .flowtui snapshot")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (a, b, relative_depth, layers) instead of the table")
+    p.add_argument("--table", action="store_true",
+                   help="print the plain text table instead of opening the compare screen")
+    p.add_argument("--theme", default=None, help=THEME_HELP)
     p.add_argument("--png", metavar="FILE", default=None,
                    help="also write a figure: both analyses' shares on one scale, their "
                         "difference per layer, the CAM correlation, both cliffs marked")
@@ -50,11 +58,18 @@ def run(argv: list[str], prog: str = "flowtui compare") -> int:
     from flowtui.engine.snapshot import load_snapshot
 
     a, b = load_snapshot(args.a), load_snapshot(args.b)
+    check_theme(args.theme)
     if args.png is not None:
         check_png_target(Path(args.png), (args.a, args.b))  # before any output
     c = compare(a, b, files=(args.a, args.b))
     if args.png is not None:
         save_png(c, args.png, (args.a, args.b))
+    # The screen only where someone can see it: scripts and pipes keep the table.
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    if not (args.json or args.table or args.png is not None) and interactive:
+        from flowtui.ui.compare_screen import run_compare
+
+        return run_compare(c, theme=args.theme)
     if args.json:
         print(json.dumps(c.to_json(), indent=1))  # ASCII: no raw control characters
     else:

@@ -6,6 +6,8 @@
 - explorer.py: ExplorerScreen, `analysis` and `view` as reactives the panels are bound to;
   exports.py its snapshot/PNG exports; keys.py its keys
 - dataset_screen.py: the `dataset` mode, opening samples through app.explorer and app.jobs
+- compare_screen.py: the `compare` mode (two analyses on one layer cursor, no engine work) and
+  CompareApp for `flowtui compare A B`; pin.py the explorer's P that opens it
 - widgets/: one module per screen area; screens.py: the modal help and path prompt
 A new screen (e.g. compare) is a Screen that runs engine work through `app.jobs` (results come
 back to it as messages) and is added with `app.add_mode`.

@@ -2,7 +2,8 @@
 
 The app holds what every screen shares: the themes, notifications that never parse what they
 quote, and `jobs` (the engine and its one running job). What is shown lives on the screens, one
-per mode: `explorer` (always) and, from `flowtui.ui.dataset_screen`, `dataset`. A new screen is
+per mode: `explorer` (always), from `flowtui.ui.dataset_screen` `dataset`, and from
+`flowtui.ui.compare_screen` `compare` (`open_compare`). A new screen is
 a mode added with `add_mode` that uses `app.jobs` and, to open an analysis, `app.explorer`.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from textual.app import App, SystemCommand
 from textual.screen import Screen
@@ -150,6 +152,18 @@ class FlowtuiApp(App[int]):
     @property
     def status(self) -> StatusLine:
         return self.explorer.status
+
+    def open_compare(self, comparison: Any) -> None:
+        """Show `comparison` (flowtui.compare.Comparison) in the `compare` mode; Escape there
+        comes back to the explorer."""
+        from flowtui.ui.compare_screen import CompareScreen
+
+        if "compare" in self._modes:  # the previous comparison's screen goes
+            self.switch_mode("explorer")
+            self.remove_mode("compare")
+        screen = CompareScreen(comparison, back=True, stem=self.explorer.stem)
+        self.add_mode("compare", lambda: screen)
+        self.switch_mode("compare")
 
     # --- shared by every screen ------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

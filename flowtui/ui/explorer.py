@@ -43,6 +43,7 @@ from flowtui.ui.messages import (
     WorkFailed,
     WorkFinished,
 )
+from flowtui.ui.pin import PinActions
 from flowtui.ui.screens import HelpScreen
 from flowtui.ui.state import THRESHOLD_STEP, Rerun, ViewState
 from flowtui.ui.widgets.answer_panel import AnswerPanel
@@ -63,7 +64,7 @@ def default_stem(image: str | None, snapshot_path: str | None) -> str:
     return "flowtui"
 
 
-class ExplorerScreen(ExportActions):
+class ExplorerScreen(ExportActions, PinActions):
     """One analysis, explored. Live: `image` + `question` are analysed on mount. Open: the
     `analysis` given (from a snapshot) is shown at once."""
 
@@ -202,6 +203,7 @@ class ExplorerScreen(ExportActions):
             self.app.notify("\n".join(visible(c.describe()) for c in analysis.failed_checks),
                             title="self-check failed: these numbers may be wrong",
                             severity="error", timeout=20)
+        self.compare_with_pinned(analysis)
 
     def analyze(
         self,

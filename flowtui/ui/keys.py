@@ -144,6 +144,15 @@ KEY_BINDINGS: list[Binding] = [
         tooltip="Export the map on screen as PNGs: one per layer and view",
     ),
     Binding(
+        "P",
+        "pin",
+        "Pin",
+        key_display="P",
+        show=False,
+        id="compare.pin",
+        tooltip="Pin this analysis; the next one shown opens a compare against it",
+    ),
+    Binding(
         "r",
         "reconnect",
         "Reconnect",
@@ -163,4 +172,46 @@ HELP_NOTES = (
     "A sink token: above 10x the view's median attention, at most the largest 2% of the view.\n"
     "Ctrl+P opens the command palette (the actions that apply now, and themes).\n"
     "Heatmap colormaps are independent of the theme."
+)
+
+# The compare screen's keys (flowtui.ui.compare_screen): the explorer's names where they match.
+COMPARE_BINDINGS: list[Binding] = [
+    Binding("left,h", "layer(-1)", "Layer ◀", key_display="←", id="compare.layer.prev",
+            group=_LAYER_KEYS, tooltip="Previous compared layer (both sides follow)"),
+    Binding("right,l", "layer(1)", "Layer ▶", key_display="→", id="compare.layer.next",
+            group=_LAYER_KEYS, tooltip="Next compared layer (both sides follow)"),
+    Binding("home", "layer_edge(0)", "First layer", show=False, id="compare.layer.first",
+            tooltip="First compared layer"),
+    Binding("end", "layer_edge(1)", "Last layer", show=False, id="compare.layer.last",
+            tooltip="Last compared layer"),
+    Binding("left_square_bracket", "threshold(-1)", "Thr −", key_display="[",
+            id="compare.threshold-down", group=_THRESHOLD_KEYS,
+            tooltip="CAM threshold down by 0.05, both maps (CAM map only)"),
+    Binding("right_square_bracket", "threshold(1)", "Thr +", key_display="]",
+            id="compare.threshold-up", group=_THRESHOLD_KEYS,
+            tooltip="CAM threshold up by 0.05, both maps (CAM map only)"),
+    Binding("w", "cycle_view", "View", id="compare.view",
+            tooltip="Cycle the images' views (global, tiles, …) where one has several"),
+    Binding("m", "cycle_map", "Map", id="compare.map",
+            tooltip="Switch both maps: LLaVA-CAM / answer's attention (one scale for both)"),
+    Binding("c", "cycle_colormap", "Colormap", id="compare.colormap",
+            tooltip="Cycle colormap: viridis, jet (as in the paper), magma, grey"),
+    Binding("o", "cycle_mode", "Mode", show=False, id="compare.mode",
+            tooltip="Cycle display: overlay, heatmap only, image only"),
+    Binding("e", "export", "Export", id="compare.export",
+            tooltip="Export the pair as two .flowtui snapshots (NAME-a, NAME-b)"),
+    Binding("p", "export_png", "PNG", id="compare.png",
+            tooltip="Export the comparison figure as a PNG (as `compare --png`)"),
+    Binding("escape", "back", "Back", id="compare.back",
+            tooltip="Back to the explorer (when the compare came from a pin)"),
+    Binding("question_mark", "help", "Help", key_display="?", id="compare.help",
+            tooltip="Show all keys"),
+    Binding("q", "quit", "Quit", id="compare.quit", tooltip="Quit at once"),
+]
+
+COMPARE_NOTES = (
+    "Both sides follow one layer cursor; different depths pair by relative depth l/L.\n"
+    "Share difference = A − B per group; CAM r = Pearson over the same image tokens only.\n"
+    "Both maps are drawn on one colour scale (the attention: the larger maximum of the two).\n"
+    "Sweeps: ▲ this side's cliff, △ the other side's cliff at the same relative depth."
 )
