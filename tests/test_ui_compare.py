@@ -14,7 +14,8 @@ from fake_engine import make_analysis
 from flowtui.compare import compare, joint_attention, nearest_layer
 from flowtui.engine.analysis import GROUPS, cliff_layer
 from flowtui.engine.snapshot import load_snapshot
-from flowtui.ui.compare_screen import CompareApp, CompareScreen
+from flowtui.ui.app import CompareApp
+from flowtui.ui.compare_screen import CompareScreen
 from flowtui.ui.screens import HelpScreen
 from flowtui.ui.widgets.text_view import TextView
 

@@ -67,7 +67,7 @@ def run(argv: list[str], prog: str = "flowtui compare") -> int:
     # The screen only where someone can see it: scripts and pipes keep the table.
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if not (args.json or args.table or args.png is not None) and interactive:
-        from flowtui.ui.compare_screen import run_compare
+        from flowtui.ui.app import run_compare
 
         return run_compare(c, theme=args.theme)
     if args.json:

@@ -17,6 +17,7 @@ from textual.app import App, SystemCommand
 from textual.screen import Screen
 from textual.worker import Worker
 
+from flowtui.compare import Comparison
 from flowtui.engine.analysis import Analysis
 from flowtui.engine.interface import Engine
 from flowtui.render.colormaps import COLORMAPS
@@ -218,7 +219,29 @@ def run_explorer(
     return int(result) if isinstance(result, int) else (app.return_code or 0)
 
 
+class CompareApp(FlowtuiApp):
+    """`flowtui compare A B`: the app opens on the compare screen (no model, no explorer)."""
+
+    DEFAULT_MODE = "compare"
+
+    def __init__(self, comparison: Comparison, theme: str | None = None) -> None:
+        from flowtui.ui.compare_screen import CompareScreen  # only this app needs it at start
+
+        super().__init__(theme=theme)
+        self.compare_screen = CompareScreen(comparison, stem=Path(comparison.files[0]).stem)
+        self.add_mode("compare", lambda: self.compare_screen)
+
+
+def run_compare(comparison: Comparison, theme: str | None = None) -> int:
+    """Show the compare screen until q; the exit code."""
+    app = CompareApp(comparison, theme=theme)
+    result = app.run()
+    return int(result) if isinstance(result, int) else (app.return_code or 0)
+
+
 __all__ = [
+    "CompareApp",
+    "run_compare",
     "COLORMAPS",
     "HELP_NOTES",
     "KEY_BINDINGS",

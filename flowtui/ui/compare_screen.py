@@ -26,7 +26,6 @@ from flowtui.render.cells import DISPLAY_MODES
 from flowtui.render.colormaps import next_colormap
 from flowtui.render.maps import MAP_TITLES
 from flowtui.textsafe import visible
-from flowtui.ui.app import FlowtuiApp
 from flowtui.ui.exports import ExportDone, ExportFailed, timestamp
 from flowtui.ui.jobs import one_line
 from flowtui.ui.keys import COMPARE_BINDINGS, COMPARE_NOTES
@@ -269,21 +268,3 @@ class CompareScreen(Screen):
 
     def on_export_failed(self, message: ExportFailed) -> None:
         self.app.notify(message.reason, title="export failed", severity="error", timeout=10)
-
-
-class CompareApp(FlowtuiApp):
-    """`flowtui compare A B`: the app opens on the compare screen (no model, no explorer)."""
-
-    DEFAULT_MODE = "compare"
-
-    def __init__(self, comparison: Comparison, theme: str | None = None) -> None:
-        super().__init__(theme=theme)
-        self.compare_screen = CompareScreen(comparison, stem=Path(comparison.files[0]).stem)
-        self.add_mode("compare", lambda: self.compare_screen)
-
-
-def run_compare(comparison: Comparison, theme: str | None = None) -> int:
-    """Show the compare screen until q; the exit code."""
-    app = CompareApp(comparison, theme=theme)
-    result = app.run()
-    return int(result) if isinstance(result, int) else (app.return_code or 0)
