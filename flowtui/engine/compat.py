@@ -109,11 +109,6 @@ def output_cache(out: Any) -> Any:
     )
 
 
-def cache_kwargs(module: nn.Module) -> set[str]:
-    """Every name a cache may arrive under in a captured call (old and new)."""
-    return set(CACHE_NAMES) | {cache_kwarg(module)}
-
-
 def new_cache(config: Any) -> Any:
     """An empty dynamic cache laid out for `config` (sliding layers trim to their window)."""
     return DynamicCache(config=config)
