@@ -1,9 +1,10 @@
-"""Files read and written so that nothing the user made is lost and nothing read can blow up:
-Writing files so that nothing the user made is lost: atomic replacement (a temporary file in
-the same folder, fsync, rename), the replaced file's mode kept, and temporaries that a killed
-writer left behind removed once no live writer holds them. Snapshots and dataset results both
-write through here. Reading a zip member (a snapshot's) takes its declared size from a budget
-first, so a small file that claims gigabytes is refused before anything expands.
+"""Files written so that nothing the user made is lost, and read so that nothing can blow up.
+
+Writing: atomic replacement (a temporary file in the same folder, fsync, rename), the replaced
+file's mode kept, and temporaries that a killed writer left behind removed once no live writer
+holds them. Snapshots and dataset results both write through here. Reading a zip member (a
+snapshot's) takes its declared size from a budget first, so a small file that claims gigabytes
+is refused before anything expands.
 """
 
 from __future__ import annotations

@@ -115,9 +115,10 @@ def _cached(engine: LocalEngine, a: Analysis, st: State, tol: float) -> Check:
 def _reduced(engine: LocalEngine, a: Analysis, st: State, tol: float) -> Check | None:
     L = engine.adapter.num_layers
     trunc = engine._truncation(a, st, L - 1, "all", None, 0)
-    if engine._kept_positions(st, trunc) is None:
+    keep = engine._kept_positions(st, trunc)
+    if keep is None:
         return None  # this family runs the full pass: nothing to compare
-    reduced, _ = engine._logits_from_layer(st, trunc)
+    reduced, _ = engine._logits_from_layer_kept(st, trunc, keep)
     full, _ = engine._logits_from_layer(st, trunc, reduced=False)
     diff = _rel_diff(reduced, full)
     passed = diff <= tol
