@@ -49,14 +49,14 @@ def qwen_model(folder: Path) -> Path:
     """A random Qwen2.5-VL-shaped model: flowtui/selftest/tiny/qwen2_5_vl.py's vision tower (window
     attention, 2x2 merge), template and M-RoPE, a deeper and wider text model, and min = max
     pixels, so that every image is smart-resized to about QWEN_TOKENS merged tokens."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tiny import qwen2_vl as base
-    from tiny.common import save
     from transformers import (
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
         Qwen2_5_VLProcessor,
     )
+
+    from flowtui.selftest.tiny import qwen2_vl as base
+    from flowtui.selftest.tiny.common import save
 
     tok = base.tokenizer()
     heads = 4

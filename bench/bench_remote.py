@@ -42,7 +42,7 @@ SAMPLE = ROOT / "sample_images" / "toy_scene_1.png"
 
 def serve_synthetic() -> int:
     """The far side of (2): `serve --stdio` whose engine returns a LLaVA-7B-sized analysis."""
-    from fake_engine import FakeEngine, make_analysis
+    from support.fake_engine import FakeEngine, make_analysis
 
     from flowtui.remote.server import serve_stdio
 
@@ -79,8 +79,8 @@ def main() -> int:
     if args.serve_synthetic:
         return serve_synthetic()
 
-    import sshd_local
     from PIL import Image
+    from support import sshd_local
 
     reason = sshd_local.missing()
     if reason:

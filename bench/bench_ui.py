@@ -47,7 +47,7 @@ app.run(headless=True, size=(120, 40))
 
 
 def synthetic(layers: int, heads: int, grid: int):
-    from fake_engine import make_analysis
+    from support.fake_engine import make_analysis
 
     return make_analysis(num_layers=layers, num_heads=heads, grid=(grid, grid), image_size=336)
 

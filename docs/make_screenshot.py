@@ -30,7 +30,7 @@ def toy_session():
 
 def fake_session():
     sys.path.insert(0, str(ROOT / "tests"))
-    from fake_engine import FakeEngine, fake_factory, make_analysis
+    from support.fake_engine import FakeEngine, fake_factory, make_analysis
 
     return make_analysis(num_layers=16, num_heads=8), fake_factory(FakeEngine(num_layers=16, cliff=5))
 

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
 # Tests never reach a hub: any attempt fails at once instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from flowtui.selftest.tiny_llava import build_tiny_llava  # noqa: E402
+from support.images import random_image
+
+from flowtui.selftest.tiny_llava import build_tiny_llava
 
 
 @pytest.fixture(scope="session")
@@ -29,11 +27,6 @@ def engines(tiny_paths):
     import flowtui
 
     return {g: flowtui.load_engine(str(p), device="cpu", dtype="float32") for g, p in tiny_paths.items()}
-
-
-def random_image(seed: int, size: tuple[int, int] = (80, 64)) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
 
 
 @pytest.fixture(scope="session")
@@ -54,9 +47,9 @@ def image_file(tmp_path) -> Path:
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
-    """A real OpenSSH server on localhost (tests/sshd_local.py); .ci/run installs it, so a
+    """A real OpenSSH server on localhost (tests/support/sshd_local.py); .ci/run installs it, so a
     missing one fails rather than skips."""
-    import sshd_local
+    from support import sshd_local
 
     reason = sshd_local.missing()
     if reason:
@@ -73,7 +66,7 @@ def warm_daemon(tmp_path_factory):
     import subprocess
     import time
 
-    from remote_util import flowtui_argv, subprocess_env
+    from support.remote_util import flowtui_argv, subprocess_env
 
     sock = tmp_path_factory.mktemp("daemon") / "d.sock"
     env = subprocess_env(FLOWTUI_SOCKET=str(sock))

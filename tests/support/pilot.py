@@ -1,0 +1,20 @@
+"""Helpers for Pilot tests of the explorer."""
+
+from __future__ import annotations
+
+from flowtui.ui.widgets.image_panel import CamView
+
+
+def notes(app) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+def frame_styles(app) -> list:
+    """The colours of the image panel's current frame (what is on screen)."""
+    return [seg.style for strip in app.query_one(CamView).frame() for seg in strip]
+
+
+async def settle(app, pilot) -> None:
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.pause()
