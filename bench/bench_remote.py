@@ -1,6 +1,6 @@
 """Remote-engine benchmarks over a real ssh to localhost, measured side by side in one run.
 
-    python bench/bench_remote.py            # starts its own sshd (tests/sshd_local.py)
+    python bench/bench_remote.py            # starts its own sshd (tests/support/sshd_local.py)
 
 1. remote analysis time vs local on the built-in toy model (interleaved; target: at most
    10% + 50 ms more);

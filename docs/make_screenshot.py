@@ -4,7 +4,7 @@
     python docs/make_screenshot.py --tiny llava_next --out docs/screenshot-views.svg
 
 Uses the built-in toy model on a fixed toy scene (and runs a sweep so the cliff shows); with
---fake, or when the toy weights are missing, a synthetic analysis from tests/fake_engine.py;
+--fake, or when the toy weights are missing, a synthetic analysis from tests/support/fake_engine.py;
 with --tiny FAMILY, the tiny random model of that family from flowtui/selftest/tiny/ on a sample photo,
 showing its second view (tiles): the layout of a multi-tile family, not a trained model's map.
 """

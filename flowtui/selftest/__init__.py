@@ -6,6 +6,6 @@
   written from DESIGN.md and sharing no code with `flowtui.engine` beyond processor loading;
 - `checks`: the environment checks and the self-test `flowtui doctor` runs.
 
-Nothing here imports Textual or Rich (tests/test_boundaries.py): doctor's table is drawn by
+Nothing here imports Textual or Rich (tests/project/test_boundaries.py): doctor's table is drawn by
 the CLI.
 """

@@ -30,7 +30,7 @@ from flowtui import versions
 from flowtui.version import __version__
 
 OK, WARN, FAIL = "ok", "warn", "fail"
-# Sweep log-probabilities against the eager reference (as tests/test_families.py); shares are
+# Sweep log-probabilities against the eager reference (as tests/engine/test_families.py); shares are
 # sums of probabilities, tighter.
 LOGPROB_TOL = 1e-3
 SHARES_TOL = 1e-4
@@ -254,7 +254,7 @@ def families() -> list[str]:
 
 def sample_image(size: tuple[int, int], seed: int = 5):
     """Smooth blobs, not noise: resampling then changes little, and answers depend on content
-    (the image tests/test_families.py uses)."""
+    (the image tests/engine/test_families.py uses)."""
     import numpy as np
     from PIL import Image
 

@@ -2,7 +2,7 @@
 
 They share no code with flowtui.engine and work on any family: eager attention with
 output_attentions, the paper's per-layer CAM loop, a no-cache greedy loop over an eager masked
-attention, and each feature token's pixels found by back-propagation (tests/regions.py, which stays with
+attention, and each feature token's pixels found by back-propagation (tests/support/regions.py, which stays with
 the tests).
 
 `flowtui doctor` runs the same references as the tests (flowtui.selftest.checks).
