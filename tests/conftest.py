@@ -12,6 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from support.images import random_image
+from support.tiny_models import TinyModels
 
 from flowtui.selftest.tiny_llava import build_tiny_llava
 
@@ -20,6 +21,12 @@ from flowtui.selftest.tiny_llava import build_tiny_llava
 def tiny_paths(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")
     return {g: build_tiny_llava(root / f"tiny_{g}", g) for g in ("a", "b")}
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> TinyModels:
+    """Every tiny family model, built and loaded at most once in the session."""
+    return TinyModels(tmp_path_factory.mktemp("families"))
 
 
 @pytest.fixture(scope="session")

@@ -78,10 +78,9 @@ def _image(size: tuple[int, int], seed: int = 5):
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
-def fam(request, tmp_path_factory):
+def fam(request, tiny_models):
     spec = FAMILIES[request.param]
-    path = spec.build(tmp_path_factory.mktemp(request.param))
-    engine = flowtui.load_engine(str(path), device="cpu", dtype="float32")
+    path, engine = tiny_models.path(request.param), tiny_models.engine(request.param)
     a = engine.analyze(_image(spec.IMAGE_SIZE), spec.QUESTION,
                        max_new_tokens=getattr(spec, "MAX_NEW_TOKENS", 4))
     return SimpleNamespace(name=request.param, spec=spec, path=path, engine=engine, a=a)
@@ -341,10 +340,9 @@ def test_every_supported_model_type_has_a_tiny_model_and_a_readme_row():
 
 
 @pytest.fixture(scope="module")
-def mistral3(tmp_path_factory):
+def mistral3(tiny_models):
     spec = FAMILIES["mistral3"]
-    engine = flowtui.load_engine(str(spec.build(tmp_path_factory.mktemp("mistral3"))),
-                                 device="cpu", dtype="float32")
+    engine = tiny_models.engine("mistral3")
     return engine, engine.analyze(_image(spec.IMAGE_SIZE), spec.QUESTION, max_new_tokens=4,
                                   cam=False, self_check=False)
 

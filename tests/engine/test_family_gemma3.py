@@ -15,7 +15,6 @@ import test_families as generic
 import torch
 from transformers import Gemma3ImageProcessorPil
 
-import flowtui
 from flowtui.engine.families.gemma3 import pan_and_scan_boxes
 from flowtui.selftest import reference as references
 from flowtui.selftest.reference import full_inputs, load_eager
@@ -36,15 +35,15 @@ class PanAndScan:
 
 
 @pytest.fixture(scope="module")
-def pas(tmp_path_factory):
-    path = gemma3.build(tmp_path_factory.mktemp("gemma3_pas"), pan_and_scan=True)
+def pas(tiny_models):
+    path = tiny_models.path("gemma3", pan_and_scan=True)
     load = references.load_processor
     patch = pytest.MonkeyPatch()
     patch.setattr(references, "load_processor", lambda *a, **k: PanAndScan(load(*a, **k)))
     spec = SimpleNamespace(FAMILY="gemma3", QUESTION=gemma3.QUESTION,
                            IMAGE_SIZE=gemma3.PAN_AND_SCAN_IMAGE_SIZE, BLOCK=gemma3.BLOCK,
                            TOLERANCE=gemma3.TOLERANCE)
-    engine = flowtui.load_engine(str(path), device="cpu", dtype="float32")
+    engine = tiny_models.engine("gemma3", pan_and_scan=True)
     a = engine.analyze(generic._image(spec.IMAGE_SIZE), spec.QUESTION, max_new_tokens=4)
     yield SimpleNamespace(name="gemma3_pas", spec=spec, path=path, engine=engine, a=a)
     patch.undo()
@@ -114,11 +113,10 @@ def test_pan_and_scan_regions_by_back_propagation(pas):
     generic.test_regions_are_the_pixels_each_token_is_computed_from(pas)
 
 
-def test_the_tiny_models_masks_matter(tmp_path):
+def test_the_tiny_models_masks_matter(tiny_models):
     """The window is shorter than the sequence and images attend within their block: dropping
     either changes the logits, so a rerun that lost them could not pass the family test."""
-    path = gemma3.build(tmp_path / "m")
-    engine = flowtui.load_engine(str(path), device="cpu", dtype="float32")
+    path, engine = tiny_models.path("gemma3"), tiny_models.engine("gemma3")
     a = engine.analyze(generic._image(gemma3.IMAGE_SIZE), gemma3.QUESTION, max_new_tokens=2)
     model, processor = load_eager(path)
     inputs, P = full_inputs(processor, a)

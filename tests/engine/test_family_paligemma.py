@@ -9,16 +9,14 @@ import pytest
 import test_families as generic
 import torch
 
-import flowtui
 from flowtui.engine import compat
 from flowtui.selftest.reference import full_inputs, load_eager
 from flowtui.selftest.tiny import paligemma
 
 
 @pytest.fixture(scope="module")
-def pg(tmp_path_factory):
-    path = paligemma.build(tmp_path_factory.mktemp("paligemma"))
-    engine = flowtui.load_engine(str(path), device="cpu", dtype="float32")
+def pg(tiny_models):
+    path, engine = tiny_models.path("paligemma"), tiny_models.engine("paligemma")
     a = engine.analyze(generic._image(paligemma.IMAGE_SIZE), paligemma.QUESTION, max_new_tokens=3)
     return path, engine, a
 
