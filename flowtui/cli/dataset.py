@@ -320,11 +320,15 @@ truncated layer (1 = the unmodified model). Only finished runs compare; no model
 
 --out DIR writes DIR/compare.csv (one row per run and K: run, model, num_layers, K,
 relative_depth, accuracy, ci95_low, ci95_high, is_cliff) and DIR/compare.png, each atomically,
-and replaces either only where this command wrote it. Without --out the curves are printed as
-text for now; a compare screen in the explorer will come later.
+and replaces either only where this command wrote it. Without --out, on a terminal, the curves
+open in the dataset compare screen (one panel per run on one K cursor, ▲ each dataset cliff; `e`
+writes the same two files, `?` lists the keys); --table, or output that is not a terminal (a
+pipe, a file), prints them as a text table instead.
 
 examples:
-  flowtui dataset compare toy-run llava-run --out figures/
+  flowtui dataset compare toy-run llava-run                 # the screen
+  flowtui dataset compare toy-run llava-run --out figures/  # compare.csv + compare.png
+  flowtui dataset compare toy-run llava-run --table         # the text table
 """
 
 
@@ -336,8 +340,11 @@ def compare_parser(prog: str) -> argparse.ArgumentParser:
                    help="results folders written by `flowtui dataset run` (two or more)")
     p.add_argument("--out", "-o", default=None, metavar="DIR",
                    help="write compare.csv and compare.png into DIR (created if missing)")
+    p.add_argument("--table", action="store_true",
+                   help="print the text table instead of opening the compare screen")
     p.add_argument("--delta", type=float, default=None, metavar="D",
                    help="dataset cliff tolerance (default 0.01)")
+    p.add_argument("--theme", default=None, help=THEME_HELP)
     return p
 
 
@@ -346,8 +353,14 @@ def cmd_compare(argv: list[str], prog: str) -> int:
     from flowtui.dataset.compare import check_out, format_table, load_curves, write_compare
 
     delta = _delta(args)
+    check_theme(args.theme)
     curves = load_curves(args.runs, delta)
     if args.out is None:
+        # The screen only where someone can see it: scripts and pipes keep the table.
+        if not args.table and sys.stdin.isatty() and sys.stdout.isatty():
+            from flowtui.ui.app import run_dataset_compare
+
+            return run_dataset_compare(curves, delta, theme=args.theme)
         say(format_table(curves, delta))
         return 0
     out = Path(args.out)

@@ -111,7 +111,7 @@ def compare_csv(curves: list[RunCurve]) -> str:
 
 
 def format_table(curves: list[RunCurve], delta: float = DELTA) -> str:
-    """The curves as text (until the compare screen exists): one block per run."""
+    """The curves as text (`--table`, or output that is not a terminal): one block per run."""
     rel = by_relative_depth(curves)
     lines = ["accuracy under truncation `all` from layer K (K = L: the unmodified model)"
              + ("; the models' depths differ: compare by relative depth K/L" if rel else "")]

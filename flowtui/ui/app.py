@@ -239,8 +239,30 @@ def run_compare(comparison: Comparison, theme: str | None = None) -> int:
     return int(result) if isinstance(result, int) else (app.return_code or 0)
 
 
+class DatasetCompareApp(FlowtuiApp):
+    """`flowtui dataset compare RUN ...` on a terminal: the dataset compare screen alone."""
+
+    DEFAULT_MODE = "dataset-compare"
+
+    def __init__(self, curves: list, delta: float, theme: str | None = None) -> None:
+        from flowtui.ui.dataset_compare_screen import DatasetCompareScreen
+
+        super().__init__(theme=theme)
+        self.dataset_compare_screen = DatasetCompareScreen(curves, delta)
+        self.add_mode("dataset-compare", lambda: self.dataset_compare_screen)
+
+
+def run_dataset_compare(curves: list, delta: float, theme: str | None = None) -> int:
+    """Show the dataset compare screen until q; the exit code."""
+    app = DatasetCompareApp(curves, delta, theme=theme)
+    result = app.run()
+    return int(result) if isinstance(result, int) else (app.return_code or 0)
+
+
 __all__ = [
     "CompareApp",
+    "DatasetCompareApp",
+    "run_dataset_compare",
     "run_compare",
     "COLORMAPS",
     "HELP_NOTES",

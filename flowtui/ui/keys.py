@@ -215,3 +215,27 @@ COMPARE_NOTES = (
     "Both maps are drawn on one colour scale (the attention: the larger maximum of the two).\n"
     "Sweeps: ▲ this side's cliff, △ the other side's cliff at the same relative depth."
 )
+
+# The dataset compare screen's keys (flowtui.ui.dataset_compare_screen).
+_K_KEYS = Binding.Group("K", compact=True)
+DATASET_COMPARE_BINDINGS: list[Binding] = [
+    Binding("left,h", "k(-1)", "K ◀", key_display="←", id="dataset-compare.k.prev",
+            group=_K_KEYS, tooltip="Cursor to the previous K (every run follows)"),
+    Binding("right,l", "k(1)", "K ▶", key_display="→", id="dataset-compare.k.next",
+            group=_K_KEYS, tooltip="Cursor to the next K (every run follows)"),
+    Binding("home", "k_edge(0)", "K = 0", show=False, id="dataset-compare.k.first",
+            tooltip="Cursor to K = 0 (the image hidden from every layer)"),
+    Binding("end", "k_edge(1)", "K = L", show=False, id="dataset-compare.k.last",
+            tooltip="Cursor to K = L (the unmodified model)"),
+    Binding("e", "export", "Export", id="dataset-compare.export",
+            tooltip="Write compare.csv and compare.png into a folder (as --out)"),
+    Binding("question_mark", "help", "Help", key_display="?", id="dataset-compare.help",
+            tooltip="Show all keys"),
+    Binding("q", "quit", "Quit", id="dataset-compare.quit", tooltip="Quit at once"),
+]
+
+DATASET_COMPARE_NOTES = (
+    "Each panel: one run's accuracy under truncation `all` from layer K, on the scale 0..1.\n"
+    "▲ marks the run's dataset cliff: the smallest K from which accuracy stays within δ of\n"
+    "its baseline (K = L). Runs of different depths follow the cursor by relative depth K/L."
+)

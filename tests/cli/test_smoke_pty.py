@@ -39,7 +39,7 @@ import flowtui.cli
 COLS, ROWS = 100, 30
 SAMPLE = ROOT / "sample_images" / "toy_scene_1.png"
 QUESTION = "Is there a red circle?"
-ENTER, RIGHT, CTRL_C = "\r", "\x1b[C", "\x03"
+ENTER, RIGHT, LEFT, CTRL_C = "\r", "\x1b[C", "\x1b[D", "\x03"
 
 # Modes a full-screen app sets and must undo on exit: (sequence that sets, sequence that undoes).
 MODES = [("\x1b[?1049h", "\x1b[?1049l"),  # alternate screen
@@ -342,6 +342,20 @@ def test_compare_screen_in_a_terminal(tmp_path, term):
                "by relative depth l/L", "CAM · layer 0/7", "CAM · layer 0/11")
     t.press(RIGHT)
     t.wait_for("CAM · layer 1/7", "CAM · layer 1/11")  # 1/8 = 1.5/12: a tie, to the lower
+    t.quit_cleanly()
+
+
+def test_dataset_compare_screen_in_a_terminal(tmp_path, term):
+    """`flowtui dataset compare RUN RUN` on a terminal opens the screen (no model): both runs,
+    ← moves the K cursor by relative depth, q exits 0 with the terminal restored."""
+    from support.dataset_helpers import fake_run
+
+    fake_run(tmp_path / "four", 4)
+    fake_run(tmp_path / "eight", 8)
+    t = term("dataset", "compare", "four/run", "eight/run")
+    t.wait_for("four/run", "eight/run", "cursor K/L 1.00", "four/run: K=4", "eight/run: K=8")
+    t.press(LEFT)
+    t.wait_for("cursor K/L 0.88", "eight/run: K=7")
     t.quit_cleanly()
 
 

@@ -43,3 +43,29 @@ def shard_indices(run_dir: Path) -> list[int]:
     from flowtui.dataset.results import read_records, shard_paths
 
     return [r["index"] for p in shard_paths(Path(run_dir)) for r in read_records(p)]
+
+
+def fake_run(folder: Path, num_layers: int, n: int = 6, seed: int = 0) -> Path:
+    """A finished run folder of the fake engine on a small POPE set (no model): the fake's cliff
+    varies with the question, so the accuracy curve has a slope."""
+    from flowtui.dataset.readers import open_dataset
+    from flowtui.dataset.runner import build_config, run_dataset
+    from support.fake_engine import FakeEngine
+
+    class Varying(FakeEngine):
+        def analyze(self, image, question, max_new_tokens=32, progress=None, cam=True,
+                    self_check=True):
+            self.cliff = len(question) % (self.num_layers // 2 + 1)
+            return super().analyze(image, question, max_new_tokens, progress, cam)
+
+    data = write_pope(folder / "data", n, seed=seed)
+    # Every label yes: the fake's baseline "Yes." is right and its truncated "No." wrong, so
+    # accuracy climbs from 0 to 1 as K passes each sample's cliff.
+    rows = [{**json.loads(line), "label": "yes"} for line in data.read_text().splitlines()]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    src = open_dataset(data)
+    out = folder / "run"
+    # pope-first-word: the fake says "Yes." and "No.", which lmms-eval's rule counts wrong.
+    config = build_config(src, None, scoring="pope-first-word", max_new_tokens=4)
+    run_dataset(src, config, Varying(num_layers=num_layers), out)
+    return out
