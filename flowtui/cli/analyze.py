@@ -44,6 +44,7 @@ examples:
   flowtui photo.jpg "Is there a horse?" --model llava-hf/llava-1.5-7b-hf
   flowtui photo.jpg "Is there a horse?" --model Qwen/Qwen2.5-VL-7B-Instruct --device cuda
   flowtui photo.jpg "Is there a horse?" --headless --sweep --out horse.flowtui
+  flowtui photo.jpg "Is there a horse?" --headless --lens     the logit lens into the snapshot
   flowtui open horse.flowtui                                    reopen a snapshot, no model needed
   flowtui photo.jpg "Is there a horse?" --remote gpu-box --model llava-hf/llava-1.5-7b-hf
                                             the explorer here, the model on gpu-box over ssh
@@ -89,13 +90,16 @@ def build_parser(prog: str = "flowtui") -> argparse.ArgumentParser:
                    help="image tokens kept by --strategy top/random (at most the image's "
                         "token count)")
     h.add_argument("--seed", type=int, default=0, help="seed for --strategy random")
+    h.add_argument("--lens", action="store_true",
+                   help="also read every layer's image tokens through the logit lens (top-5 "
+                        "words, and the answer's first token's probability) into the snapshot")
     return p
 
 
 # Options only a headless run uses, with their defaults: given to the explorer they would do
 # nothing.
 HEADLESS_ONLY = {"out": None, "sweep": False, "truncate": [], "strategy": "all", "keep": None,
-                 "seed": 0}
+                 "seed": 0, "lens": False}
 
 
 def _validate(args) -> None:
@@ -145,6 +149,8 @@ def _run_headless(args) -> int:
                             progress=progress)
         if args.sweep:
             engine.sweep(a, progress=progress)
+        if args.lens:
+            engine.lens(a, progress=progress)
     finally:
         progress.done()
         engine.close()  # a remote engine: end the ssh session

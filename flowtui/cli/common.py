@@ -176,6 +176,8 @@ def summary(a, path: Path | None = None) -> str:
     if a.sweep_same is not None:
         cliff = a.cliff_layer
         lines.append(f"cliff layer: {cliff if cliff is not None else 'none (K = L differs)'}")
+    if a.lens is not None:
+        lines.append(lens_line(a))
     lines += [f"note:     {n}" for n in a.notes]
     if a.checks:
         failed = a.failed_checks
@@ -185,6 +187,21 @@ def summary(a, path: Path | None = None) -> str:
     if path is not None:
         lines.append(f"wrote:    {path}")
     return "\n".join(visible(line) for line in lines)
+
+
+def lens_line(a) -> str:
+    """The lens in one line: where the word is most probable on the image, and the first layer
+    at which it is any image token's top word."""
+    import numpy as np
+
+    lens = a.lens
+    mean = lens.word_prob.mean(axis=1)
+    peak = int(mean.argmax())
+    first = lens.first_top_layer(np.arange(a.num_features))
+    where = f"top word of some image token from layer {first}" if first is not None else \
+        "never any image token's top word"
+    return (f"lens:     {lens.word!r} mean prob over image tokens peaks at layer {peak} "
+            f"({mean[peak]:.3f}); {where}")
 
 
 def quiet_log(_line: str) -> None:

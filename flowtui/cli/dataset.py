@@ -97,6 +97,9 @@ def run_parser(prog: str) -> argparse.ArgumentParser:
     for role in ("image", "question", "answer", "id"):
         d.add_argument(f"--{role}-column", metavar="NAME", default=None,
                        help=f"column holding the {role} (default: guessed)")
+    d.add_argument("--region-column", metavar="NAME", default=None,
+                   help="column holding the asked object's box [x0, y0, x1, y1] in image pixels, "
+                        "for --lens (default with --lens: region, bbox or box if present)")
     d.add_argument("--split", default=None, help="split of a save_to_disk DatasetDict")
     d.add_argument("--limit", type=positive_int, default=None, metavar="N",
                    help="only the first N rows")
@@ -116,6 +119,10 @@ def run_parser(prog: str) -> argparse.ArgumentParser:
                    help="dataset cliff tolerance (default 0.01)")
     r.add_argument("--snapshots", action="store_true",
                    help="also save each sample's .flowtui snapshot (computes its CAM: slower)")
+    r.add_argument("--lens", action="store_true",
+                   help="also the logit lens: per layer, the answer's first token's mean lens "
+                        "probability over the image tokens and the object's region "
+                        "(summary.json's lens)")
     r.add_argument("--no-self-check", dest="self_check", action="store_false",
                    help="skip each analysis' self-checks (failed ones are recorded per sample "
                         "and counted in summary.json as self_check_failures)")
@@ -144,13 +151,19 @@ def cmd_run(argv: list[str], prog: str) -> int:
 
     delta = _delta(args)
     check_model_options(args)
+    if args.region_column and not args.lens:
+        from flowtui.engine.errors import InputError
+
+        raise InputError("--region-column is for --lens (the lens over the object's region)")
     source = open_dataset(args.data, args.format, args.images, args.image_column,
-                          args.question_column, args.answer_column, args.id_column, args.split)
+                          args.question_column, args.answer_column, args.id_column, args.split,
+                          region_column=args.region_column, regions=args.lens)
     config = build_config(source, args.model, dtype=args.dtype, quantize=args.quantize,
                           scoring=args.scoring, strategies=args.strategies, seed=args.seed,
                           max_new_tokens=args.max_new_tokens,
                           question_suffix=args.question_suffix, limit=args.limit,
-                          snapshots=args.snapshots, self_check=args.self_check)
+                          snapshots=args.snapshots, self_check=args.self_check,
+                          lens=args.lens)
     out = Path(args.out)
     check_out(out, config, args.resume)  # before any model time is spent
     dist = from_env(args.device)

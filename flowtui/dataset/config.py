@@ -61,6 +61,9 @@ class RunConfig:
     question_suffix: str = ""
     limit: int | None = None
     snapshots: bool = False
+    # The logit lens per sample (docs/definitions.md): per layer, the answer's first token's
+    # mean lens probability over the image tokens and over the object's region.
+    lens: bool = False
     # Checks what the engine computes; never changes a result (so a resume may switch it).
     self_check: bool = True
     scoring_rules: int = SCORING_RULES

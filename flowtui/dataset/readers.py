@@ -33,6 +33,8 @@ GUESSES: dict[str, tuple[str, ...]] = {
     "question": ("question", "text", "prompt", "query", "instruction"),
     "answer": ("answer", "answers", "label", "gt_answer", "ground_truth", "target"),
     "id": ("question_id", "id", "qid", "sample_id", "uid"),
+    # The asked object's box [x0, y0, x1, y1] in the image's pixels (only --lens reads it).
+    "region": ("region", "bbox", "box"),
 }
 
 
@@ -44,10 +46,14 @@ class Columns:
     question: str
     answer: str | None = None
     id: str | None = None
+    region: str | None = None
 
     def as_dict(self) -> dict[str, str | None]:
-        return {"image": self.image, "question": self.question, "answer": self.answer,
-                "id": self.id}
+        out = {"image": self.image, "question": self.question, "answer": self.answer,
+               "id": self.id}
+        if self.region is not None:  # absent, a run's config reads as before regions existed
+            out["region"] = self.region
+        return out
 
 
 @dataclass
@@ -62,6 +68,8 @@ class Row:
     image: Any = None
     image_label: str = ""
     error: str | None = None
+    # The asked object's box (x0, y0, x1, y1) in the original image's pixels, where given.
+    region: tuple[float, float, float, float] | None = None
 
 
 @dataclass
@@ -109,6 +117,11 @@ class DatasetSource:
             row.image, row.image_label = self._image(image)
         except InputError as exc:
             row.error = row.error or str(exc)
+        if c.region is not None and raw.get(c.region) is not None:
+            row.region = _box(raw.get(c.region))
+            if row.region is None:
+                row.error = row.error or (f"bad region in column {c.region!r}: want "
+                                          "[x0, y0, x1, y1] with x0 < x1 and y0 < y1")
         return row
 
     def _resolve(self, name: str) -> Path:
@@ -263,6 +276,26 @@ def _read_hf(path: Path, fmt: str, split: str | None) -> tuple[Any, str | None]:
     return ds, split
 
 
+def _box(value: Any) -> tuple[float, float, float, float] | None:
+    """[x0, y0, x1, y1] (a list, or a JSON string of one, as CSV cells hold it) -> a box; None
+    where it is not four finite numbers with x0 < x1 and y0 < y1."""
+    import math
+
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    try:
+        box = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[0] >= box[2] \
+            or box[1] >= box[3]:
+        return None
+    return box  # type: ignore[return-value]
+
+
 def _pick(name: str | None, role: str, available: list[str], required: bool) -> str | None:
     if name is not None:
         if name not in available:
@@ -286,8 +319,11 @@ def open_dataset(
     answer_column: str | None = None,
     id_column: str | None = None,
     split: str | None = None,
+    region_column: str | None = None,
+    regions: bool = False,
 ) -> DatasetSource:
-    """Open a local dataset file or folder; raises InputError (one line) on whole-file problems."""
+    """Open a local dataset file or folder; raises InputError (one line) on whole-file problems.
+    `regions`: also find the column of the asked object's box (guessed unless named)."""
     path = Path(path).expanduser().resolve()
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
@@ -337,6 +373,9 @@ def open_dataset(
         question=_pick(question_column, "question", available, True),  # type: ignore[arg-type]
         answer=_pick(answer_column, "answer", available, False),
         id=_pick(id_column, "id", available, False),
+        # Looked for only where asked (--lens): a run without it reads its config as before.
+        region=_pick(region_column, "region", available, False)
+        if regions or region_column else None,
     )
     if hf is not None:
         from datasets import Image as HFImage

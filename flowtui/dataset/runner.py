@@ -28,6 +28,7 @@ import numpy as np
 from flowtui.dataset import provenance, results
 from flowtui.dataset.config import RunConfig, Strategy
 from flowtui.dataset.dist import Dist
+from flowtui.dataset.lens import lens_record
 from flowtui.dataset.readers import DatasetSource, Row
 from flowtui.dataset.scoring import LabelError, Rule, get_rule
 from flowtui.dataset.summary import DELTA, curves_csv, summarise
@@ -68,6 +69,7 @@ def build_config(
     limit: int | None = None,
     snapshots: bool = False,
     self_check: bool = True,
+    lens: bool = False,
 ) -> RunConfig:
     """A run's config from its settings. Scoring defaults to pope for POPE data, exact where
     there are answers, same where there are none; a rule that needs answers on data without
@@ -94,7 +96,7 @@ def build_config(
                "quantize": quantize},
         scoring=scoring, strategies=names, seed=seed, max_new_tokens=max_new_tokens,
         question_suffix=question_suffix, limit=limit, snapshots=snapshots,
-        self_check=self_check, created=now(),
+        self_check=self_check, lens=lens, created=now(),
     )
 
 
@@ -171,6 +173,8 @@ def process_sample(
     try:
         analysis = engine.analyze(row.image, question, max_new_tokens=config.max_new_tokens,
                                   cam=config.snapshots, self_check=config.self_check)
+        if config.lens:
+            engine.lens(analysis)
         sweeps = {}
         for s in strategies:
             sweeps[s.name] = engine.sweep(analysis, strategy=s.kind, keep=s.keep,
@@ -200,6 +204,8 @@ def process_sample(
             "same": same,
             "cliff": cliff_layer(np.asarray(same)),
         }
+    if config.lens:
+        rec["lens"] = lens_record(analysis, row.region)
     if any(s.kind == "random" for s in strategies):
         rec["seed"] = seed
     if snapshot_dir is not None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from flowtui.dataset.lens import lens_summary
 from flowtui.dataset.scoring import RULES, LabelError
 from flowtui.engine.analysis import cliff_layer
 
@@ -174,6 +175,9 @@ def summarise(
             out["strategies"][name].update({m: [v[m] for v in per_k] for m in POPE_METRICS})
     if "all" in out["strategies"]:
         out["dataset_cliff"] = out["strategies"]["all"]["dataset_cliff"]
+    lens = lens_summary(ok)
+    if lens is not None:
+        out["lens"] = lens
     return out
 
 

@@ -23,7 +23,7 @@ class Progress:
     """One progress report from a long engine call.
 
     `stage` is one of: importing, loading, generating, capturing, cam, checking (the
-    self-checks), truncating, sweep.
+    self-checks), truncating, sweep, lens.
     `done`/`total` count steps within the stage (total 0 means "unknown").
     """
 
@@ -94,6 +94,44 @@ class Sweep:
     strategy: str = "all"
     keep: int | None = None
     seed: int | None = None
+
+
+@dataclass
+class Lens:
+    """The logit lens on the feature tokens (docs/definitions.md, "Logit lens on image tokens"):
+    per layer l and feature token i (in `cam_tokens` order), the decoder's own final norm and
+    output head on the residual stream after layer l, softmaxed over the vocabulary.
+
+    top_ids int32 [L, N, k] and top_probs float32 [L, N, k] (k = 5, most probable first);
+    word_prob float32 [L, N]: the probability of `word` (token id `word_id`). `strings` names
+    every id in top_ids and the word as the tokenizer decodes it, so no tokenizer is needed to
+    show them.
+    """
+
+    word: str
+    word_id: int
+    top_ids: np.ndarray
+    top_probs: np.ndarray
+    word_prob: np.ndarray
+    strings: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.word_prob.shape[0])
+
+    def top_words(self, layer: int) -> list[str]:
+        """Each feature token's most probable token at `layer`, as text."""
+        return [self.strings.get(int(t), f"#{int(t)}") for t in self.top_ids[layer, :, 0]]
+
+    def first_top_layer(self, tokens: np.ndarray, token_id: int | None = None) -> int | None:
+        """The first layer at which `token_id` (default: the word) is the top token of any
+        of the feature tokens `tokens` (indices into N); None if never."""
+        tid = self.word_id if token_id is None else int(token_id)
+        tokens = np.asarray(tokens, dtype=np.int64)
+        if tokens.size == 0:
+            return None
+        hit = (self.top_ids[:, tokens, 0] == tid).any(axis=1)
+        return int(np.argmax(hit)) if hit.any() else None
 
 
 @dataclass
@@ -172,6 +210,9 @@ class Analysis:
     # The self-checks run with the analysis (empty where they were skipped or the snapshot
     # predates them).
     checks: list[Check] = field(default_factory=list)
+    # The logit lens for the default word (the answer's first token), once computed (`lens`
+    # on an engine, `--lens` headless); None until then.
+    lens: Lens | None = None
 
     def __post_init__(self) -> None:
         if self.feature_positions is None:

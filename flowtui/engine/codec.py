@@ -13,10 +13,12 @@ import numpy as np
 from flowtui.engine import validate as v
 from flowtui.engine.analysis import Analysis, cliff_layer
 from flowtui.engine.errors import SnapshotError
+from flowtui.engine.lens_codec import decode_lens, encode_lens
 from flowtui.version import __version__
 
 FORMAT = "flowtui.snapshot"
-VERSION = 2
+# 3: the logit lens (manifest `lens`, arrays lens_top_ids, lens_top_probs, lens_word_prob).
+VERSION = 3
 
 
 def encode_analysis(a: Analysis) -> tuple[dict, dict[str, np.ndarray]]:
@@ -48,6 +50,7 @@ def _manifest(a: Analysis) -> dict:
         "cliff_layer": a.cliff_layer,
         "notes": list(a.notes),
         "checks": [asdict(c) for c in a.checks],
+        **({"lens": encode_lens(a.lens)[0]} if a.lens is not None else {}),
     }
 
 
@@ -71,6 +74,8 @@ def _arrays(a: Analysis) -> dict[str, np.ndarray]:
         arrays["sweep_logprob"] = np.asarray(a.sweep_logprob, dtype=np.float32)
     if a.sweep_same is not None:
         arrays["sweep_same"] = np.asarray(a.sweep_same, dtype=bool)
+    if a.lens is not None:
+        arrays.update(encode_lens(a.lens)[1])
     return arrays
 
 
@@ -159,5 +164,6 @@ def decode_analysis(m: dict, arrays: dict[str, np.ndarray], image: np.ndarray) -
         max_new_tokens=max_new_tokens,
         notes=v.strings(m.get("notes", []), "notes"),
         checks=v.checks(m.get("checks", [])),
+        lens=decode_lens(m.get("lens"), arrays, L, N),
         **tokens_part,
     )

@@ -47,6 +47,7 @@ __all__ = [
     "ProcessorMixin",
     "cache_kwarg",
     "decoder_stack",
+    "final_norm",
     "head_applies_final_softcap",
     "head_applies_logit_scale",
     "model_type_to_module_name",
@@ -70,6 +71,18 @@ def decoder_stack(model: nn.Module) -> nn.Module | None:
         if inner is not None and hasattr(inner, name):
             return getattr(inner, name)
     return None
+
+
+def final_norm(stack: nn.Module) -> nn.Module:
+    """The norm a decoder stack applies after its last layer, before the LM head (the logit
+    lens applies it to every layer's output: docs/definitions.md)."""
+    norm = getattr(stack, "norm", None)
+    if not isinstance(norm, nn.Module):
+        raise RuntimeError(
+            f"transformers changed an internal flowtui relies on: {type(stack).__name__} has no "
+            "final norm at .norm"
+        )
+    return norm
 
 
 # The argument a decoder stack takes its KV cache by, newest name first.
@@ -237,6 +250,7 @@ def _decoder_layers() -> None:
     m = LlamaModel(LlamaConfig(num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
                                hidden_size=8, intermediate_size=8, vocab_size=8))
     _check(isinstance(getattr(m, "layers", None), nn.ModuleList), "decoder stacks lost .layers")
+    _check(isinstance(getattr(m, "norm", None), nn.Module), "decoder stacks lost their final .norm")
     layer = m.layers[0]
     _check(hasattr(layer, "post_attention_layernorm"), "decoder layers lost their MLP-input norm")
     _check(getattr(layer.self_attn, "layer_idx", None) == 0, "attention modules lost layer_idx")

@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
-from flowtui.engine.analysis import Analysis, ModelInfo, ProgressFn, Sweep, TruncationRun
+from flowtui.engine.analysis import Analysis, Lens, ModelInfo, ProgressFn, Sweep, TruncationRun
 
 ImageInput = str | Path | Image.Image | np.ndarray
 # Called with the answer text so far, each time a truncated run decodes a token.
@@ -81,4 +81,17 @@ class Engine(Protocol):
     ) -> Sweep:
         """Truncate at every K = 0..L with `strategy`; a sweep with strategy `all` also sets the
         analysis' sweep fields and cliff layer. Nothing is recorded in analysis.truncations."""
+        ...
+
+    def lens(
+        self,
+        analysis: Analysis,
+        word: str | None = None,
+        progress: ProgressFn | None = None,
+        cancel: CancelFn | None = None,
+    ) -> Lens:
+        """The logit lens on the feature tokens, every layer (docs/definitions.md): top-5 tokens
+        and `word`'s probability. word None: the answer's first token, kept as analysis.lens;
+        another word: its own Lens, the analysis unchanged. Raises InputError for a word the
+        tokenizer cannot read."""
         ...

@@ -1,7 +1,8 @@
 """The in-process engine: runs the model, computes shares, LLaVA-CAM, truncations and sweeps.
 
 LocalEngine is the Engine interface; its jobs live in their own modules: the recording pass
-(recording.py), reruns and sweeps (reruns.py), the self-checks (selfcheck.py).
+(recording.py), reruns and sweeps (reruns.py), the logit lens (lens.py), the self-checks
+(selfcheck.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from flowtui.engine.errors import FlowtuiError, InputError
 from flowtui.engine.families import FamilyAdapter, Layout
 from flowtui.engine.images import load_image, load_image_notes
 from flowtui.engine.interface import ImageInput
+from flowtui.engine.lens import Lenses
 from flowtui.engine.notes import QuestionForms, question_notes
 from flowtui.engine.recording import Recording, State
 from flowtui.engine.reruns import Reruns
@@ -54,7 +56,7 @@ class _Streamer(compat.BaseStreamer):
         pass
 
 
-class LocalEngine(Recording, Reruns):
+class LocalEngine(Recording, Reruns, Lenses):
     """Implements flowtui.engine.interface.Engine on a model loaded in this process."""
 
     def __init__(self, model: nn.Module, processor: Any, adapter: FamilyAdapter, info: ModelInfo,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from flowtui.engine import attention
+from flowtui.engine import attention, compat
 from flowtui.engine.analysis import (
     GROUPS,
     Analysis,
@@ -44,6 +44,9 @@ class State:
     logits: torch.Tensor  # [T + 1, V] float32 at the answer queries and the last position
     rank_attention: np.ndarray  # [L, N_feat] last prompt position -> feature tokens
     kv: _KV  # per layer keys/values over the sequence
+    # The final norm's input [1, P+T, D]: the residual stream after the last layer, which no
+    # layer reads (the logit lens's last layer: docs/definitions.md).
+    final: torch.Tensor | None = None
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -88,9 +91,14 @@ class Recording:
 
             return hook
 
+        def keep_final(_mod, args):
+            call["final"] = args[0].detach()
+
         handles.append(
             self.adapter.text_model.register_forward_pre_hook(keep_call, with_kwargs=True)
         )
+        handles.append(compat.final_norm(self.adapter.text_model).register_forward_pre_hook(
+            keep_final))
         for i, layer in enumerate(layers):
             handles.append(layer.register_forward_pre_hook(keep_input(i), with_kwargs=True))
             if with_cam:
@@ -109,7 +117,8 @@ class Recording:
             for h in handles:
                 h.remove()
         return {"logits": out.logits[0], "hidden": hidden, "sites": sites, "kv": kv,
-                "text_args": call["args"], "text_kwargs": call["kwargs"]}
+                "text_args": call["args"], "text_kwargs": call["kwargs"],
+                "final": call.get("final")}
 
     def _capture(self, full, P, T, groups, feats, report, cam: bool = True) -> dict[str, Any]:
         cap = attention.ShareCapture.for_groups(groups, GROUPS, T, feats)
@@ -145,6 +154,7 @@ class Recording:
             logits=logits,
             rank_attention=rank,
             kv=rec["kv"],
+            final=rec["final"],
         )
         return {
             "head_shares": head_shares.astype(np.float32),
@@ -205,7 +215,7 @@ class Recording:
             rec = self._forward_recording(full, T, with_cam=False)
         rank = torch.stack([cap.rank_attention[i] for i in range(self.adapter.num_layers)]).numpy()
         state = State(full, P, rec["text_args"], rec["text_kwargs"], rec["hidden"],
-                       rec["logits"].float(), rank, rec["kv"])
+                       rec["logits"].float(), rank, rec["kv"], rec["final"])
         self._remember(a, state)
         return state
 

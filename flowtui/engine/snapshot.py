@@ -124,7 +124,8 @@ MAX_MANIFEST = 16 << 20
 # unread.
 ARRAY_NAMES = ("shares", "head_shares", "answer_logprobs", "cam_tokens", "token_regions",
                "token_views", "feature_positions", "cam", "image_attention", "attention_tokens",
-               "sweep_logprob", "sweep_same")
+               "sweep_logprob", "sweep_same", "lens_top_ids", "lens_top_probs",
+               "lens_word_prob")
 
 
 def _manifest_of(zf: zipfile.ZipFile, budget: Budget) -> dict:

@@ -12,12 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from flowtui.engine.analysis import Analysis, ModelInfo, ProgressFn, Sweep, TruncationRun
+from flowtui.engine.analysis import Analysis, Lens, ModelInfo, ProgressFn, Sweep, TruncationRun
 from flowtui.engine.errors import (
     RemoteError,
+    SnapshotError,
 )
 from flowtui.engine.images import load_image_notes
 from flowtui.engine.interface import CancelFn, ImageInput, TokenFn
+from flowtui.engine.lens_codec import decode_lens
 from flowtui.remote.connection import (
     DEFAULT_REMOTE_CMD,
     HELLO_TIMEOUT,
@@ -184,6 +186,21 @@ class RemoteEngine:
         if strategy == "all":
             analysis.set_sweep(sweep)
         return sweep
+
+
+    def lens(self, analysis: Analysis, word: str | None = None,
+             progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Lens:
+        frame = self._about("lens", analysis, {"word": word}, progress=progress, cancel=cancel)
+        try:
+            lens = decode_lens(self._result(frame, "lens"), frame.parts, analysis.num_layers,
+                               analysis.num_features)
+        except SnapshotError as exc:
+            raise RemoteError(f"{self.conn.name} sent a bad lens: {exc}") from None
+        if lens is None:
+            raise RemoteError(f"{self.conn.name} sent an empty lens reply")
+        if word is None:  # as the local engine does: the default word's lens is kept
+            analysis.lens = lens
+        return lens
 
 
 def _stderr_log(host: str) -> LogFn:

@@ -31,6 +31,7 @@ from flowtui.engine.errors import (
     SnapshotError,
 )
 from flowtui.engine.interface import Engine
+from flowtui.engine.lens_codec import encode_lens
 from flowtui.remote.protocol import (
     LIMITS,
     PROTOCOL,
@@ -396,9 +397,21 @@ def _sweep(s: Session, rid: int, params: dict, parts: dict) -> Callable:
     return call
 
 
+def _lens(s: Session, rid: int, params: dict, parts: dict) -> Callable:
+    engine = s.need_engine(rid)
+    word = param(params, "word", (str, type(None)), None, rid)
+    key, a = s.analysis(rid, params, parts)
+
+    def call(event, progress, on_token):
+        meta, arrays = encode_lens(engine.lens(a, word, progress=progress, cancel=event.is_set))
+        return {"key": key, "lens": meta}, arrays
+
+    return call
+
+
 METHODS: dict[str, Callable[..., Callable]] = {
     "open": _open, "analyze": _analyze, "truncate": _truncate, "sweep": _sweep,
-    "count_image_tokens": _count_image_tokens,
+    "count_image_tokens": _count_image_tokens, "lens": _lens,
 }
 
 

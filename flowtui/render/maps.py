@@ -18,9 +18,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# "cam": the stored LLaVA-CAM; "attention": the answer's attention on each feature token.
-MAP_MODES: tuple[str, ...] = ("cam", "attention")
-MAP_TITLES: dict[str, str] = {"cam": "CAM", "attention": "Attention"}
+# "cam": the stored LLaVA-CAM; "attention": the answer's attention on each feature token;
+# "lens": the logit lens's chosen word's probability on each feature token; "words": the same map
+# with each token's top lens word listed (docs/definitions.md, "Logit lens on image tokens").
+MAP_MODES: tuple[str, ...] = ("cam", "attention", "lens", "words")
+MAP_TITLES: dict[str, str] = {"cam": "CAM", "attention": "Attention", "lens": "Lens",
+                              "words": "Lens words"}
+# The maps that need the logit lens computed first.
+LENS_MODES: tuple[str, ...] = ("lens", "words")
 SINK_FACTOR = 10.0
 SINK_MAX_FRACTION = 0.02
 
@@ -131,6 +136,15 @@ def attention_map(
             if top > 0:
                 values[layer, idx] = np.clip(np.nan_to_num(vals / top, nan=0.0), 0.0, 1.0)
     return TokenMap("attention", values, raw, vmax, sinks, exclude_sinks)
+
+
+def lens_map(word_prob: np.ndarray, token_views: np.ndarray | None = None,
+             num_views: int | None = None, name: str = "lens") -> TokenMap:
+    """The lens word's probability [L, N], drawn on its own scale: 0..1 (a probability)."""
+    p = np.clip(np.nan_to_num(np.asarray(word_prob, dtype=np.float32), nan=0.0), 0.0, 1.0)
+    L, n = p.shape
+    _, V = _views(token_views, n, num_views)
+    return TokenMap(name, p, p, np.ones((L, V), dtype=np.float32), np.zeros((L, n), dtype=bool))
 
 
 def map_threshold(name: str, threshold: float) -> float:

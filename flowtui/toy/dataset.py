@@ -2,7 +2,8 @@
 
     python -m flowtui.toy.dataset OUT [--n 500] [--seed 12345]
 
-Writes OUT/pope.jsonl (question_id, image, text, label, category, as POPE's files are) and
+Writes OUT/pope.jsonl (question_id, image, text, label, category, as POPE's files are, and
+region: the asked object's box [x0, y0, x1, y1] where the answer is yes, else null) and
 OUT/images/*.png. Scene i and its question are exactly the ones `python -m flowtui.toy.evaluate`
 draws for the same seed (the model card's held-out family by default), so a dataset run on them
 reproduces the card's truncation curve.
@@ -33,8 +34,11 @@ def write_toy_dataset(out: str | Path, n: int = 500, seed: int = HELD_OUT_SEED) 
         q = sample_question(rng, scene, yes=i % 2 == 0)
         name = f"images/toy-{i:06d}.png"
         scene.image.save(out / name)
+        # The asked object's box where the answer is Yes (`dataset run --lens` reads it).
+        region = None if q.target is None else list(scene.objects[q.target].bbox)
         lines.append(json.dumps({"question_id": i, "image": name, "text": q.text,
-                                 "label": q.answer.lower(), "category": "toy"}))
+                                 "label": q.answer.lower(), "category": "toy",
+                                 "region": region}))
     path = out / DATA_FILE
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -28,11 +28,12 @@ from flowtui.engine.analysis import Analysis
 from flowtui.engine.errors import InputError
 from flowtui.render.cells import DISPLAY_MODES
 from flowtui.render.colormaps import next_colormap
-from flowtui.render.maps import MAP_MODES
+from flowtui.render.maps import LENS_MODES
 from flowtui.textsafe import visible
 from flowtui.ui.exports import ExportActions, ExportFailed
 from flowtui.ui.jobs import EngineJobs, report_worker_error
 from flowtui.ui.keys import HELP_NOTES, KEY_BINDINGS
+from flowtui.ui.lens_actions import LensActions
 from flowtui.ui.messages import (
     AnalysisReady,
     EngineProgress,
@@ -64,7 +65,7 @@ def default_stem(image: str | None, snapshot_path: str | None) -> str:
     return "flowtui"
 
 
-class ExplorerScreen(ExportActions, PinActions):
+class ExplorerScreen(ExportActions, PinActions, LensActions):
     """One analysis, explored. Live: `image` + `question` are analysed on mount. Open: the
     `analysis` given (from a snapshot) is shown at once."""
 
@@ -192,7 +193,8 @@ class ExplorerScreen(ExportActions, PinActions):
             layer=min(self.view.layer, analysis.num_layers - 1),
             threshold=float(analysis.cam_settings.threshold),
             view=self.view.view if self.view.view < len(analysis.views) else 0,
-            map_mode=self.view.map_mode if analysis.attention_tokens is not None else "cam",
+            map_mode=self.view.map_mode if analysis.attention_tokens is not None and (
+                analysis.lens is not None or self.view.map_mode not in LENS_MODES) else "cam",
         )
         if analysis.notes:
             # In full once, whatever the terminal's size; the panel and status line keep them.
@@ -298,8 +300,7 @@ class ExplorerScreen(ExportActions, PinActions):
                 severity="warning",
             )
             return
-        i = MAP_MODES.index(self.view.map_mode)
-        self._set_view(map_mode=MAP_MODES[(i + 1) % len(MAP_MODES)])
+        self._set_view(map_mode=self.next_map())
 
     def action_toggle_sinks(self) -> None:
         self._set_view(exclude_sinks=not self.view.exclude_sinks)

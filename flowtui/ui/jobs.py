@@ -26,6 +26,7 @@ from flowtui.ui.messages import (
     AnalysisReady,
     EngineProgress,
     EngineReady,
+    LensDone,
     SweepDone,
     TruncationDone,
     TruncationToken,
@@ -184,6 +185,14 @@ class EngineJobs:
             to.post_message(SweepDone(sweep))
 
         return self._start("sweep", job, to)
+
+    def lens(self, analysis: Analysis, word: str | None, *, to: MessagePump) -> bool:
+        def job(engine: Engine, cancel: threading.Event) -> None:
+            lens = engine.lens(analysis, word, progress=self._progress_fn("lens", cancel, to),
+                               cancel=cancel.is_set)
+            to.post_message(LensDone(lens))
+
+        return self._start("lens", job, to)
 
     def reconnect(self, *, to: MessagePump) -> bool:
         """Drop the engine (a remote one ends its session) and load it again."""

@@ -80,7 +80,15 @@ KEY_BINDINGS: list[Binding] = [
         "cycle_map",
         "Map",
         id="map.mode",
-        tooltip="Switch map: LLaVA-CAM / answer's attention per image token",
+        tooltip="Cycle map: LLaVA-CAM / answer's attention / logit lens word / lens words",
+    ),
+    Binding(
+        "slash",
+        "lens_word",
+        "Lens word",
+        show=False,
+        id="lens.word",
+        tooltip="Logit lens: map another word's probability (empty: the answer's first token)",
     ),
     Binding(
         "k",

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from flowtui.engine.analysis import Analysis, Progress, Sweep, TruncationRun
+from flowtui.engine.analysis import Analysis, Lens, Progress, Sweep, TruncationRun
 
 
 @dataclass
@@ -46,6 +46,13 @@ class TruncationDone(Message):
 @dataclass
 class SweepDone(Message):
     sweep: Sweep
+
+
+@dataclass
+class LensDone(Message):
+    """The logit lens of the analysis on screen, for the default or a typed word."""
+
+    lens: Lens
 
 
 @dataclass

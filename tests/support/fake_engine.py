@@ -15,6 +15,7 @@ import numpy as np
 from flowtui.engine.analysis import (
     GROUPS,
     Analysis,
+    Lens,
     ModelInfo,
     Progress,
     Sweep,
@@ -22,7 +23,7 @@ from flowtui.engine.analysis import (
     cliff_layer,
     grid_regions,
 )
-from flowtui.engine.errors import Cancelled, ModelLoadError
+from flowtui.engine.errors import Cancelled, InputError, ModelLoadError
 
 
 def make_image(size: int = 96, width: int | None = None) -> np.ndarray:
@@ -182,6 +183,49 @@ def _tile_maps(
     return cam, attention
 
 
+# The fake's vocabulary for the lens: the answer's tokens are ids 100.. (make_analysis).
+LENS_WORDS = {100: "Yes", 101: ".", 200: "the", 201: "picture", 202: "red", 203: "circle",
+              204: "blue", 205: "square", 206: "shape"}
+
+
+def make_lens(analysis: Analysis, word: str | None = None) -> Lens:
+    """A lens over make_analysis' image: background tokens read `the`; the red disc's tokens
+    `picture` in layers 0-2, `red` in 3-4, `circle` from 5; the blue square's `blue` from 4 and
+    `square` from 6 (relative to 8 layers). The word's probability is high where it is top;
+    the default word (`Yes`) grows with depth on the disc."""
+    L, N = analysis.num_layers, analysis.num_features
+    h, w = analysis.image.shape[:2]
+    r = np.nan_to_num(analysis.token_regions, nan=-1.0)
+    cx, cy = (r[:, 0] + r[:, 2]) / 2, (r[:, 1] + r[:, 3]) / 2
+    disc = (cy - h * 0.35) ** 2 + (cx - w * 0.3) ** 2 < (min(h, w) * 0.15) ** 2
+    square = (abs(cy - h * 0.7) < h * 0.12) & (abs(cx - w * 0.7) < w * 0.12)
+    ids = {v: k for k, v in LENS_WORDS.items()}
+    top = np.full((L, N), ids["the"], dtype=np.int32)
+    for layer in range(L):
+        t = layer * 8 / L
+        top[layer, disc] = ids["circle" if t >= 5 else "red" if t >= 3 else "picture"]
+        if t >= 4:
+            top[layer, square] = ids["square" if t >= 6 else "blue"]
+    others = np.array([ids["shape"], ids["picture"], ids["the"], 101], dtype=np.int32)
+    top_ids = np.zeros((L, N, 5), dtype=np.int32)
+    top_ids[:, :, 0] = top
+    for j in range(1, 5):  # the runners-up: any four others, distinct from the top
+        top_ids[:, :, j] = np.where(top == others[j - 1], ids["blue"], others[j - 1])
+    top_probs = np.tile(np.array([0.6, 0.15, 0.1, 0.05, 0.02], np.float32), (L, N, 1))
+    if word is None:
+        wid = analysis.answer_token_ids[0]
+        depth = np.linspace(0.01, 0.9, L, dtype=np.float32)[:, None]
+        word_prob = np.where(disc[None, :], depth, 0.01).astype(np.float32)
+        word_prob = np.broadcast_to(word_prob, (L, N)).copy()
+    else:
+        if word.strip() not in ids:
+            raise InputError(f"{word.strip()!r} is not in the model's vocabulary")
+        wid = ids[word.strip()]
+        word_prob = np.where(top == wid, 0.6, 0.01).astype(np.float32)
+    return Lens(word=LENS_WORDS.get(wid, "Yes"), word_id=int(wid), top_ids=top_ids,
+                top_probs=top_probs, word_prob=word_prob, strings=dict(LENS_WORDS))
+
+
 def save_version_1(analysis: Analysis, path) -> None:
     """Write a one-grid analysis as flowtui 0.1 did: manifest version 1, one grid `cam`, no
     per-token arrays, views or attention_tokens."""
@@ -318,6 +362,22 @@ class FakeEngine:
         return sweep
 
 
+    def lens(self, analysis, word=None, progress=None, cancel=None) -> Lens:
+        self.calls.append(f"lens:{word}")
+        self._maybe_fail("lens")
+        L = analysis.num_layers
+        for layer in range(L):
+            if cancel and cancel():
+                raise Cancelled("lens cancelled")
+            if progress:
+                progress(Progress("lens", layer, L, f"layer {layer}"))
+            time.sleep(self.delay)
+        result = make_lens(analysis, word)
+        if word is None:
+            analysis.lens = result
+        return result
+
+
 def fake_factory(engine: FakeEngine | None = None, fail: bool = False, delay: float = 0.0):
     """An engine_factory for run_explorer/FlowtuiApp: calls progress like a loader does."""
 
@@ -337,6 +397,7 @@ __all__ = [
     "FakeEngine",
     "fake_factory",
     "make_analysis",
+    "make_lens",
     "make_image",
     "save_version_1",
     "tiles_layout",

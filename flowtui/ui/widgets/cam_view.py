@@ -12,7 +12,14 @@ from textual.widget import Widget
 
 from flowtui.engine.analysis import Analysis
 from flowtui.render.cells import CamRenderer
-from flowtui.render.maps import TokenMap, attention_map, cam_map, map_threshold
+from flowtui.render.maps import (
+    LENS_MODES,
+    TokenMap,
+    attention_map,
+    cam_map,
+    lens_map,
+    map_threshold,
+)
 from flowtui.ui.state import ViewState
 from flowtui.ui.strips import grid_to_strips
 
@@ -27,6 +34,8 @@ def map_key(view: ViewState) -> MapKey:
 def analysis_map(a: Analysis, key: MapKey) -> TokenMap:
     """The per-token map `key` of an analysis (the attention map needs `attention_tokens`)."""
     name, sinks = key
+    if name in LENS_MODES and a.lens is not None:
+        return lens_map(a.lens.word_prob, a.token_views, len(a.views), name)
     if name == "attention" and a.attention_tokens is not None:
         return attention_map(a.attention_tokens, a.token_views, len(a.views), sinks)
     return cam_map(a.cam_tokens, a.token_views, len(a.views))
@@ -75,6 +84,13 @@ class CamView(Widget):
         if key != self._key:
             self._key = key
             self.refresh()
+
+    def forget_maps(self, names: tuple[str, ...]) -> None:
+        """Drop the drawn maps `names` (their values changed: a new lens word)."""
+        for key in [k for k in self._renderers if k[0] in names]:
+            del self._renderers[key]
+        self._frames.clear()
+        self.refresh()
 
     def set_view(self, view: ViewState) -> None:
         if view != self.view:

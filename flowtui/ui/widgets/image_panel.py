@@ -14,10 +14,11 @@ from textual.widgets import Static
 
 from flowtui.engine.analysis import Analysis
 from flowtui.render.cells import PEAK_RGB
-from flowtui.render.maps import MAP_TITLES, TokenMap
+from flowtui.render.maps import LENS_MODES, MAP_TITLES, TokenMap
 from flowtui.textsafe import visible
 from flowtui.ui.state import ViewState
 from flowtui.ui.widgets.cam_view import CamView, MapKey, analysis_map, map_key
+from flowtui.ui.widgets.lens_words import lens_legend
 from flowtui.ui.widgets.map_legend import first_fit, legend_text, sinks_text
 from flowtui.ui.widgets.text_view import TextView
 
@@ -93,6 +94,15 @@ class ImagePanel(Vertical):
             self._maps[key] = analysis_map(self.analysis, key)
         return self._maps[key]
 
+    def forget_lens(self) -> None:
+        """The analysis' lens changed (a new word): its maps are computed again."""
+        for key in [k for k in self._maps if k[0] in LENS_MODES]:
+            del self._maps[key]
+        self.cam_view.forget_maps(LENS_MODES)
+
+    def refresh_map(self) -> None:
+        self._sync()
+
     def peak_token(self, key: MapKey, layer: int, view: int) -> int | None:
         """The token the map `key` peaks on at `layer` in `view` (outlined on the image)."""
         tmap = self.token_map(key)
@@ -139,6 +149,9 @@ class ImagePanel(Vertical):
         v = self.view
         if tmap.name == "cam":
             legend.set_text(legend_text(v, width))
+            return
+        if tmap.name in LENS_MODES and self.analysis.lens is not None:
+            legend.set_text(lens_legend(self.analysis, v, width, tmap.name == "words"))
             return
         layer = min(v.layer, tmap.vmax.shape[0] - 1)
         sinks = (
