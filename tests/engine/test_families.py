@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from support.images import smooth_image
 from support.regions import (
     channels_last3,
     check_regions,
@@ -67,21 +68,11 @@ def _reduced_calls(engine) -> Iterator[list[int]]:
         del engine._logits_from_layer_kept  # the class's method again
 
 
-def _image(size: tuple[int, int], seed: int = 5):
-    from PIL import Image
-
-    w, h = size
-    rng = np.random.default_rng(seed)
-    # Smooth blobs, not noise: resampling then changes little, and answers depend on content.
-    base = rng.integers(0, 256, (max(2, h // 16), max(2, w // 16), 3), dtype=np.uint8)
-    return Image.fromarray(base).resize((w, h), Image.Resampling.BILINEAR)
-
-
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def fam(request, tiny_models):
     spec = FAMILIES[request.param]
     path, engine = tiny_models.path(request.param), tiny_models.engine(request.param)
-    a = engine.analyze(_image(spec.IMAGE_SIZE), spec.QUESTION,
+    a = engine.analyze(smooth_image(spec.IMAGE_SIZE), spec.QUESTION,
                        max_new_tokens=getattr(spec, "MAX_NEW_TOKENS", 4))
     return SimpleNamespace(name=request.param, spec=spec, path=path, engine=engine, a=a)
 
@@ -343,7 +334,7 @@ def test_every_supported_model_type_has_a_tiny_model_and_a_readme_row():
 def mistral3(tiny_models):
     spec = FAMILIES["mistral3"]
     engine = tiny_models.engine("mistral3")
-    return engine, engine.analyze(_image(spec.IMAGE_SIZE), spec.QUESTION, max_new_tokens=4,
+    return engine, engine.analyze(smooth_image(spec.IMAGE_SIZE), spec.QUESTION, max_new_tokens=4,
                                   cam=False, self_check=False)
 
 

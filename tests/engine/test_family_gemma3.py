@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import test_families as generic
 import torch
+from support.images import smooth_image
 from transformers import Gemma3ImageProcessorPil
 
 from flowtui.engine.families.gemma3 import pan_and_scan_boxes
@@ -44,7 +45,7 @@ def pas(tiny_models):
                            IMAGE_SIZE=gemma3.PAN_AND_SCAN_IMAGE_SIZE, BLOCK=gemma3.BLOCK,
                            TOLERANCE=gemma3.TOLERANCE)
     engine = tiny_models.engine("gemma3", pan_and_scan=True)
-    a = engine.analyze(generic._image(spec.IMAGE_SIZE), spec.QUESTION, max_new_tokens=4)
+    a = engine.analyze(smooth_image(spec.IMAGE_SIZE), spec.QUESTION, max_new_tokens=4)
     yield SimpleNamespace(name="gemma3_pas", spec=spec, path=path, engine=engine, a=a)
     patch.undo()
 
@@ -117,7 +118,7 @@ def test_the_tiny_models_masks_matter(tiny_models):
     """The window is shorter than the sequence and images attend within their block: dropping
     either changes the logits, so a rerun that lost them could not pass the family test."""
     path, engine = tiny_models.path("gemma3"), tiny_models.engine("gemma3")
-    a = engine.analyze(generic._image(gemma3.IMAGE_SIZE), gemma3.QUESTION, max_new_tokens=2)
+    a = engine.analyze(smooth_image(gemma3.IMAGE_SIZE), gemma3.QUESTION, max_new_tokens=2)
     model, processor = load_eager(path)
     inputs, P = full_inputs(processor, a)
     assert len(a.tokens) > 2 * model.config.text_config.sliding_window

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import test_families as generic
 import torch
+from support.images import smooth_image
 
 from flowtui.engine import compat
 from flowtui.selftest.reference import full_inputs, load_eager
@@ -17,7 +17,7 @@ from flowtui.selftest.tiny import paligemma
 @pytest.fixture(scope="module")
 def pg(tiny_models):
     path, engine = tiny_models.path("paligemma"), tiny_models.engine("paligemma")
-    a = engine.analyze(generic._image(paligemma.IMAGE_SIZE), paligemma.QUESTION, max_new_tokens=3)
+    a = engine.analyze(smooth_image(paligemma.IMAGE_SIZE), paligemma.QUESTION, max_new_tokens=3)
     return path, engine, a
 
 
@@ -30,7 +30,7 @@ def test_prompt_is_image_then_bos_prompt_newline(pg):
     assert a.groups["system"] == [] and a.groups["image"] == [(0, n)]
     assert a.groups["user"] == [(n, a.prompt_length)]
     assert a.views == ["image"] and a.image_grid == (6, 6)
-    _, inputs = engine.adapter.build_inputs(generic._image(paligemma.IMAGE_SIZE), "a")
+    _, inputs = engine.adapter.build_inputs(smooth_image(paligemma.IMAGE_SIZE), "a")
     assert "labels" not in inputs and "token_type_ids" in inputs
 
 

@@ -24,3 +24,12 @@ def png_declaring(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\0" * 64)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def smooth_image(size: tuple[int, int], seed: int = 5) -> Image.Image:
+    """Smooth blobs, not noise: resampling then changes little, and answers depend on content
+    (the family tests' image)."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (max(2, h // 16), max(2, w // 16), 3), dtype=np.uint8)
+    return Image.fromarray(base).resize((w, h), Image.Resampling.BILINEAR)

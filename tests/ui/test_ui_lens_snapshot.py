@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from fake_engine import make_analysis, make_lens
+from support.fake_engine import make_analysis, make_lens
 
 from flowtui.ui.app import FlowtuiApp
 

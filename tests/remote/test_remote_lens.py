@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import random_image
-from remote_util import PipeServer
+from support.images import random_image
+from support.remote_util import PipeServer
 
 from flowtui.engine.errors import InputError
 

@@ -4,8 +4,8 @@ each first tops a token; `/` maps another word; without a model the lens maps ar
 
 from __future__ import annotations
 
-from fake_engine import FakeEngine, fake_factory, make_analysis, make_lens
-from test_ui_app import frame_styles, notes, settle
+from support.fake_engine import FakeEngine, fake_factory, make_analysis, make_lens
+from support.pilot import frame_styles, notes, settle
 
 from flowtui.ui.app import FlowtuiApp
 from flowtui.ui.screens import PathPrompt

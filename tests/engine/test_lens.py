@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from support.images import smooth_image
 
-import flowtui
 from flowtui.engine import compat
 from flowtui.engine.errors import InputError
 from flowtui.engine.lens import lens_rows, word_token
@@ -20,21 +20,11 @@ from flowtui.selftest.lens_reference import lens_eager
 FAMILIES = tiny.discover()
 
 
-def _image(size: tuple[int, int], seed: int = 5):
-    from PIL import Image
-
-    w, h = size
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, (max(2, h // 16), max(2, w // 16), 3), dtype=np.uint8)
-    return Image.fromarray(base).resize((w, h), Image.Resampling.BILINEAR)
-
-
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
-def fam(request, tmp_path_factory):
+def fam(request, tiny_models):
     spec = FAMILIES[request.param]
-    path = spec.build(tmp_path_factory.mktemp(request.param))
-    engine = flowtui.load_engine(str(path), device="cpu", dtype="float32")
-    a = engine.analyze(_image(spec.IMAGE_SIZE), spec.QUESTION,
+    path, engine = tiny_models.path(request.param), tiny_models.engine(request.param)
+    a = engine.analyze(smooth_image(spec.IMAGE_SIZE), spec.QUESTION,
                        max_new_tokens=getattr(spec, "MAX_NEW_TOKENS", 4), cam=False,
                        self_check=False)
     return SimpleNamespace(name=request.param, spec=spec, path=path, engine=engine, a=a)

@@ -8,8 +8,8 @@ import json
 
 import numpy as np
 import pytest
-from dataset_helpers import samples
-from fake_engine import make_analysis, make_lens
+from support.dataset_helpers import samples
+from support.fake_engine import make_analysis, make_lens
 
 from flowtui.cli import main
 from flowtui.dataset.lens import lens_record, lens_summary, region_tokens

@@ -9,7 +9,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from fake_engine import make_analysis, make_lens, save_version_1
+from support.fake_engine import make_analysis, make_lens, save_version_1
 
 import flowtui
 from flowtui.engine import snapshot as snap
