@@ -1,0 +1,138 @@
+"""`flowtui web`'s server without a browser: the token guards every path, the page builds its
+URLs from the address the browser used and fetches nothing from elsewhere, the CLI's bad input is
+one line and exit code 2, and the engine daemon it starts goes away with it."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import socket
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from flowtui.cli import main
+from flowtui.engine.errors import InputError
+from flowtui.remote.local_daemon import LocalDaemon
+from flowtui.remote.server import connect_daemon
+from flowtui.web.run import tab_command
+from flowtui.web.server import WebServer, new_token
+
+ROOT = Path(__file__).parents[1]
+TOKEN = "T0ken-for_tests-0123456789abcdef"
+
+
+@pytest.fixture
+async def client():
+    # A command that is never run: no test here opens a websocket that is let in.
+    server = WebServer("false", token=TOKEN)
+    async with TestClient(TestServer(await server._make_app())) as c:
+        yield c
+
+
+@pytest.mark.parametrize("path", [
+    "/", "/static/js/textual.js", "/ws", "/wrong/", "/wrong/ws", f"/{TOKEN[:-1]}/",
+    f"/{TOKEN}x/", f"/{TOKEN}x/static/js/textual.js", "/download/abc", f"/x/{TOKEN}/",
+])
+async def test_a_request_without_the_token_is_refused(client, path):
+    r = await client.get(path, allow_redirects=False)
+    assert r.status == 403
+    assert "refused" in await r.text()
+
+
+async def test_the_page_and_its_files_are_under_the_token(client):
+    r = await client.get(f"/{TOKEN}/", headers={"Host": "localhost:9123"})
+    assert r.status == 200
+    page = await r.text()
+    # Built from the Host the browser sent: an ssh forward to any local port works.
+    assert f'data-session-websocket-url="ws://localhost:9123/{TOKEN}/ws"' in page
+    assert r.headers["Referrer-Policy"] == "no-referrer"
+    assert r.headers["Cache-Control"] == "no-store"
+    # Nothing from another site (textual-serve's own page loads a web font from the internet).
+    assert not re.search(r"(src|href)=\"(https?:)?//", page)
+    for asset in re.findall(rf'(?:src|href)="(/{TOKEN}/static/[^"]+)"', page):
+        assert (await client.get(asset)).status == 200, asset
+    assert (await client.get(f"/{TOKEN}/static/js/textual.js")).status == 200
+    r = await client.get(f"/{TOKEN}", allow_redirects=False)
+    assert r.status == 302 and r.headers["Location"] == f"/{TOKEN}/"
+
+
+async def test_a_websocket_from_another_sites_page_is_refused(client):
+    r = await client.get(f"/{TOKEN}/ws", headers={"Origin": "http://evil.example",
+                                                 "Connection": "Upgrade", "Upgrade": "websocket"})
+    assert r.status == 403
+
+
+def test_tokens_are_random_and_url_safe():
+    tokens = {new_token() for _ in range(50)}
+    assert len(tokens) == 50
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{32}", t) for t in tokens)
+
+
+def test_a_busy_port_is_one_line(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(InputError, match=f"cannot listen on 127.0.0.1:{port}.*--port"):
+            WebServer("false", port=port).serve()
+
+
+def test_the_tab_command_quotes_its_path(tmp_path):
+    odd = tmp_path / "a b'c" / "tab.json"
+    # textual-serve runs it with a shell: the words must come back exactly.
+    assert shlex.split(tab_command(odd, python="/x y/python")) == [
+        "/x y/python", "-m", "flowtui.web.tab", str(odd)]
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "required: image, question"),
+    (["missing.png", "q"], "image not found"),
+    (["sample_images/toy_scene_1.png", "  "], "the question is empty"),
+    (["sample_images/toy_scene_1.png", "q", "--port", "70000"], "a port is 0..65535"),
+    (["sample_images/toy_scene_1.png", "q", "--port", "x"], "expected a port number"),
+    (["sample_images/toy_scene_1.png", "q", "--theme", "nope"], "unknown theme"),
+    (["sample_images/toy_scene_1.png", "q", "--device", "tpu"], "device"),
+    (["open", "missing.flowtui"], "snapshot not found"),
+    (["dataset", "missing-run"], "missing-run"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert main(["web", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("flowtui: error:")
+    assert message in err
+
+
+def test_help_names_the_three_forms(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["web", "--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    for form in ("web IMAGE QUESTION", "web open SNAPSHOT", "web dataset RUN", "--host",
+                 "--port", "ssh -N -L", "token"):
+        assert form in out
+    assert main(["--help"]) == 0
+    assert "web" in capsys.readouterr().out
+
+
+def test_the_engine_daemon_lives_in_a_private_folder_and_goes_with_its_owner():
+    daemon = LocalDaemon().start()
+    try:
+        assert daemon.folder.stat().st_mode & 0o077 == 0
+        sock = connect_daemon(daemon.socket)
+        assert sock is not None
+        sock.close()
+    finally:
+        daemon.stop()
+    assert daemon.process is None and not daemon.folder.exists()
+
+
+def test_no_chromium_fails_the_browser_tests_saying_how_to_install_it(monkeypatch, tmp_path):
+    from web_browser import MISSING, chromium_binary
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(AssertionError, match="apt-get install -y chromium"):
+        chromium_binary()
+    assert "README" in MISSING
