@@ -136,3 +136,72 @@ def test_no_chromium_fails_the_browser_tests_saying_how_to_install_it(monkeypatc
     with pytest.raises(AssertionError, match="apt-get install -y chromium"):
         chromium_binary()
     assert "README" in MISSING
+
+
+@pytest.fixture
+def served_spec(monkeypatch):
+    """What `flowtui web ...` would serve, without serving it."""
+    import flowtui.web.run as web_run
+
+    calls = []
+    monkeypatch.setattr(web_run, "serve_web", lambda spec, **kw: calls.append((spec, kw)) or 0)
+    return calls
+
+
+def test_web_open_starts_an_engine_only_when_reruns_can_use_one(served_spec, tmp_path):
+    from fake_engine import make_analysis
+
+    from flowtui.engine.loading import TOY_NAME
+
+    other, toy = tmp_path / "other.flowtui", tmp_path / "toy.flowtui"
+    make_analysis().save(other)
+    a = make_analysis()
+    a.model.name = TOY_NAME
+    a.save(toy)
+    assert main(["web", "open", str(other), "--port", "0"]) == 0
+    assert main(["web", "open", str(toy), "--port", "0", "--host", "::1"]) == 0
+    (spec, kw), (toy_spec, toy_kw) = served_spec
+    assert spec == {"mode": "open", "snapshot": str(other.resolve()), "theme": None}
+    assert kw["model"] is None  # nothing to rerun with: no daemon
+    assert toy_kw["model"]["model"] == TOY_NAME  # as `flowtui open`: the toy reruns its own
+    assert (toy_kw["host"], toy_kw["port"]) == ("::1", 0)
+
+
+def test_web_live_serves_the_question_with_the_model_options(served_spec):
+    image = ROOT / "sample_images" / "toy_scene_1.png"
+    assert main(["web", str(image), "Is there a red circle?", "--max-new-tokens", "4",
+                 "--no-self-check", "--device", "cpu", "--theme", "flowtui-light"]) == 0
+    [(spec, kw)] = served_spec
+    assert spec == {"mode": "live", "image": str(image), "question": "Is there a red circle?",
+                    "max_new_tokens": 4, "self_check": False, "theme": "flowtui-light"}
+    assert kw["model"] == {"model": None, "device": "cpu", "dtype": "auto", "quantize": None,
+                           "trust_remote_code": False}
+    assert (kw["host"], kw["port"]) == ("127.0.0.1", 8710)
+
+
+def test_a_tab_opens_what_the_spec_names_with_the_shared_engine(monkeypatch, tmp_path):
+    """flowtui.web.tab: the explorer gets the snapshot, and an engine factory that connects
+    to the daemon's socket with the model options (the explorer itself is not started)."""
+    import json
+
+    from fake_engine import make_analysis
+
+    import flowtui.ui.app as app
+    from flowtui.web import tab
+
+    snap = tmp_path / "s.flowtui"
+    make_analysis().save(snap)
+    seen = {}
+    monkeypatch.setattr(app, "run_explorer", lambda **kw: seen.update(kw) or 0)
+    spec = tmp_path / "tab.json"
+    spec.write_text(json.dumps({"mode": "open", "snapshot": str(snap), "theme": None,
+                                "socket": str(tmp_path / "engine.sock"),
+                                "model": {"model": None, "device": "cpu"}}))
+    assert tab.main([str(spec)]) == 0
+    assert seen["analysis"].question == make_analysis().question
+    factory = seen["engine_factory"]
+    assert factory.location == "shared engine" and factory.model["device"] == "cpu"
+    from flowtui.engine.errors import RemoteError
+
+    with pytest.raises(RemoteError, match="no flowtui daemon answers"):
+        factory()  # nothing listens there

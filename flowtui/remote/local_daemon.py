@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -62,9 +63,11 @@ class LocalDaemon:
         raise RemoteError(f"the engine daemon did not listen on {self.socket} within "
                           f"{timeout:.0f} s")
 
-    def warm(self, model: str | None = None, **options: Any) -> None:
+    def warm(self, model: str | None = None, on_error: Callable[[str], None] | None = None,
+             **options: Any) -> None:
         """Load `model` in the daemon now, in a thread: one session that opens it and leaves
-        (the daemon keeps it). A failure is kept in `warm_error`; every tab reports it too."""
+        (the daemon keeps it). A failure is kept in `warm_error` and given to `on_error`; each
+        session that asks for the model later gets it as its own error too."""
 
         def load() -> None:
             from flowtui.remote.client import connect_socket
@@ -73,6 +76,8 @@ class LocalDaemon:
                 connect_socket(self.socket, model, name="engine daemon", **options).close()
             except FlowtuiError as exc:
                 self.warm_error = str(exc)
+                if on_error is not None:
+                    on_error(self.warm_error)
 
         self._warm_thread = threading.Thread(target=load, daemon=True, name="flowtui-warm")
         self._warm_thread.start()

@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 from flowtui.engine.filesafe import write_atomic
 from flowtui.remote.local_daemon import LocalDaemon
+from flowtui.textsafe import visible
 from flowtui.web.server import WebServer, announce
 
 
@@ -33,7 +34,9 @@ def serve_web(spec: dict[str, Any], *, host: str = "127.0.0.1", port: int = 0,
     try:
         if daemon is not None:
             daemon.start()
-            daemon.warm(**model)  # type: ignore[arg-type]
+            daemon.warm(on_error=lambda m: print(visible(f"flowtui web: the model did not "
+                                                         f"load: {m}"), file=sys.stderr),
+                        **model)  # type: ignore[arg-type]
             spec = {**spec, "socket": str(daemon.socket), "model": model}
         spec_path = folder / "tab.json"
         write_atomic(spec_path, lambda f: f.write(json.dumps(spec).encode()))
