@@ -9,6 +9,7 @@ its own tabs. Chromium missing fails with how to install it (web_browser.MISSING
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import subprocess
@@ -94,7 +95,10 @@ def served(tmp_path_factory):
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "flowtui", "web", str(SAMPLE), QUESTION, "--port", "0"],
-            cwd=d, stdout=out, stderr=subprocess.STDOUT)
+            cwd=d, stdout=out, stderr=subprocess.STDOUT,
+            # One torch thread: on busy shared cores OpenMP oversubscription alone can make the
+            # toy's analysis take seconds instead of a tenth of one (bench/README.md).
+            env={**os.environ, "OMP_NUM_THREADS": "1"})
     s = Served(process, "", log)
     try:
         wait_until(lambda: "flowtui web: open http" in s.text() or process.poll() is not None,

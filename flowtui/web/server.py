@@ -93,6 +93,8 @@ class WebServer(Server):
         app = web.Application(middlewares=[self._guard])
         aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(self.templates_path))
         base = f"/{self.token}"
+        # No /download route (textual-serve's, outside any prefix): flowtui never delivers a
+        # file to the browser; snapshots and exports are written on this machine.
         app.add_routes([
             web.get(base, self._to_index),
             web.get(f"{base}/", self.handle_index, name="index"),
