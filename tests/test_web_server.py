@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -205,3 +207,32 @@ def test_a_tab_opens_what_the_spec_names_with_the_shared_engine(monkeypatch, tmp
 
     with pytest.raises(RemoteError, match="no flowtui daemon answers"):
         factory()  # nothing listens there
+
+
+def test_the_engine_daemon_ends_when_its_owner_is_killed(tmp_path):
+    """SIGKILL gives the web server no chance to stop its daemon: the daemon goes anyway."""
+    import signal
+    import subprocess
+    import time
+
+    owner = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from flowtui.remote.local_daemon import LocalDaemon\n"
+         "d = LocalDaemon().start(); print(d.pid, d.folder, flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    pid, folder = owner.stdout.readline().split()
+    owner.send_signal(signal.SIGKILL)
+    owner.wait()
+    def running() -> bool:  # (a zombie has exited: only its parent has not read its status)
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 20
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running()
+    # SIGTERM: the daemon removed its socket on the way out (the empty folder, mode 700, stays).
+    assert not (Path(folder) / "engine.sock").exists()
+    shutil.rmtree(folder, ignore_errors=True)

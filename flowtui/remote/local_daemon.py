@@ -25,6 +25,16 @@ from flowtui.remote.server import connect_daemon
 START_TIMEOUT = 60.0
 
 
+def _end_with_parent() -> None:
+    """In the child, before exec: on Linux, SIGTERM when the process that started it dies, even
+    by SIGKILL, so a killed web server never leaves a model holding GPU memory behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+
+
 class LocalDaemon:
     """`python -m flowtui serve --daemon --socket <private folder>/engine.sock`, its log lines
     going to `log` (default: this process's stderr). `warm(**model)` loads the model in it in the
@@ -48,6 +58,7 @@ class LocalDaemon:
             # Its own process group: Ctrl+C in the terminal reaches the web server, which then
             # stops the daemon itself (after the sessions that use it).
             start_new_session=True,
+            preexec_fn=_end_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
