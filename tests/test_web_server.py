@@ -58,6 +58,8 @@ async def test_the_page_and_its_files_are_under_the_token(client):
     assert (await client.get(f"/{TOKEN}/static/js/textual.js")).status == 200
     r = await client.get(f"/{TOKEN}", allow_redirects=False)
     assert r.status == 302 and r.headers["Location"] == f"/{TOKEN}/"
+    r = await client.get(f"/{TOKEN}/", headers={"Host": 'x"><script>alert(1)</script>'})
+    assert "<script>alert" not in await r.text()  # what the page quotes from the request
 
 
 async def test_a_websocket_from_another_sites_page_is_refused(client):

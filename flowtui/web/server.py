@@ -69,7 +69,6 @@ class WebServer(Server):
         self._tasks: set[asyncio.Task] = set()  # one per open tab
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.sessions = 0  # tabs served so far
 
     # --- access ----------------------------------------------------------------------------
     def _allowed(self, request: web.Request) -> bool:
@@ -91,7 +90,9 @@ class WebServer(Server):
 
     async def _make_app(self) -> web.Application:
         app = web.Application(middlewares=[self._guard])
-        aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(self.templates_path))
+        # Escaped: the page quotes the Host header the request came with.
+        aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(self.templates_path),
+                             autoescape=True)
         base = f"/{self.token}"
         # No /download route (textual-serve's, outside any prefix): flowtui never delivers a
         # file to the browser; snapshots and exports are written on this machine.
@@ -120,7 +121,6 @@ class WebServer(Server):
         return aiohttp_jinja2.render_template("app_index.html", request, context)
 
     async def handle_websocket(self, request: web.Request) -> web.WebSocketResponse:
-        self.sessions += 1
         task = asyncio.current_task()
         self._tasks.add(task)  # type: ignore[arg-type]
         try:
@@ -135,9 +135,6 @@ class WebServer(Server):
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=10)
-
-    async def on_startup(self, app: web.Application) -> None:
-        """(textual-serve prints a banner here; the URL is printed once listening.)"""
 
     # --- running ---------------------------------------------------------------------------
     async def _run(self) -> None:
