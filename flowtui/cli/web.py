@@ -26,8 +26,9 @@ loaded once and stays warm (a second tab answers in the time of an analysis, not
   flowtui web dataset RUN [options]        browse a dataset run, as `flowtui dataset show`
 
 It prints the address to open: http://127.0.0.1:PORT/TOKEN/. The random token is the key: a
-request without it is refused. It listens on 127.0.0.1 only; from your own machine, forward the
-port over ssh (ssh -N -L PORT:127.0.0.1:PORT GPU-BOX) and open the same address there. The map
+request without it is refused. It listens on 127.0.0.1 unless --host says otherwise; from your
+own machine, forward the port over ssh (ssh -N -L PORT:127.0.0.1:PORT GPU-BOX) and open the same
+address there. The map
 is drawn in half-blocks (the page's terminal, xterm.js, shows no inline images). Snapshots and
 exports are written on this machine, in the folder flowtui web runs in. Ctrl+C stops the
 server, its tabs and its engine.
