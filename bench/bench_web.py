@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -110,6 +111,7 @@ def main() -> int:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
     loaded = re.search(r"loaded (\S+) in ([\d.]+) s", text)
     load, analysis = in_process(args.model, args.threads)
     print(f"model: {loaded.group(1) if loaded else args.model or 'flowtui-toy'}, CPU; "
