@@ -22,6 +22,7 @@ TESTED: dict[str, tuple[str, str]] = {
     "transformers": ("5.22.0", "5.25.0"),
     "accelerate": ("1.1.0", "1.16.0"),
     "textual": ("8.2.8", "8.2.8"),
+    "textual-serve": ("1.1.0", "1.1.3"),  # flowtui.web.server subclasses its Server
 }
 
 # Beyond these, a warning line at start-up; within them, silence.

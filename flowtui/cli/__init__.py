@@ -17,11 +17,12 @@ from flowtui.textsafe import visible
 from flowtui.version import __version__
 
 # Commands that may load a model (and so warn about an untested torch or transformers).
-LOADS_MODELS = {"analyze", "dataset", "serve"}
+LOADS_MODELS = {"analyze", "dataset", "serve", "web"}
 
 # name -> module under flowtui.cli; the first is the default command.
 COMMANDS: dict[str, str] = {"analyze": "analyze", "open": "open", "compare": "compare",
-                           "dataset": "dataset", "serve": "serve", "doctor": "doctor"}
+                           "dataset": "dataset", "serve": "serve", "web": "web",
+                           "doctor": "doctor"}
 
 USAGE = """\
 usage: flowtui IMAGE QUESTION [options]      analyse in the explorer (or --headless)

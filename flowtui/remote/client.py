@@ -5,9 +5,12 @@ flowtui.remote.connection (`connect(HOST, model=...)`), with the same calls as a
 from __future__ import annotations
 
 import contextlib
+import io
+import socket
 import sys
 import weakref
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -241,4 +244,38 @@ def connect_command(argv: Sequence[str], model: str | None = None, *, name: str 
     return RemoteEngine.open(conn, model, progress=progress, timeout=timeout, **options)
 
 
-__all__ = ["Connection", "RemoteEngine", "connect", "connect_command", "ssh_argv"]
+class _SendEnd(io.BufferedWriter):
+    """The sending half of a socket: closing it tells the daemon this session is over (a
+    shutdown, while the receiving half may still be open in the reader thread)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(socket.SocketIO(sock, "wb"))
+        self._sock = sock
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.flush()
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_WR)
+        super().close()
+
+
+def connect_socket(path: str | Path, model: str | None = None, *, name: str = "daemon",
+                   progress: ProgressFn | None = None, timeout: float = HELLO_TIMEOUT,
+                   **options: Any) -> RemoteEngine:
+    """An Engine served by the `flowtui serve --daemon` listening on `path` (one of this user's:
+    see server.connect_daemon), so the model it holds is shared and stays loaded. `name` is
+    what the explorer's status line calls the place the model runs. Closing ends only this
+    session; the daemon keeps serving."""
+    from flowtui.remote.server import connect_daemon
+
+    sock = connect_daemon(Path(path))
+    if sock is None:
+        raise RemoteError(f"no flowtui daemon answers on {path}")
+    conn = Connection(sock.makefile("rb"), _SendEnd(sock), name=name,  # type: ignore[arg-type]
+                      command=f"daemon at {path}")
+    return RemoteEngine.open(conn, model, progress=progress, timeout=timeout, **options)
+
+
+__all__ = ["Connection", "RemoteEngine", "connect", "connect_command", "connect_socket",
+           "ssh_argv"]

@@ -206,9 +206,12 @@ def serve_daemon(socket_path: str | Path | None = None, load: LoadFn | None = No
 def _daemon_session(conn: socket.socket, models: Models, limits: Limits, number: int) -> None:
     name = f"session {number}"
     log(f"{name} connected")
-    with conn, conn.makefile("rb") as rfile, conn.makefile("wb") as wfile:
-        session = Session(rfile, wfile, models, daemon=True, limits=limits, name=name)
-        session.serve()
+    try:
+        with conn, conn.makefile("rb") as rfile, conn.makefile("wb") as wfile:
+            session = Session(rfile, wfile, models, daemon=True, limits=limits, name=name)
+            session.serve()
+    except OSError:
+        pass  # the client left before reading what was sent (closing flushes): nothing lost
     log(f"{name} ended")
 
 

@@ -30,7 +30,8 @@ def test_local_build_tags_are_not_part_of_the_release():
 
 def _requirement(name: str) -> str:
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    (spec,) = [d for d in deps if re.match(rf"{name}\b", d)]
+    # The whole name: `textual` is not `textual-serve`.
+    (spec,) = [d for d in deps if re.match(rf"{re.escape(name)}(?![\w.-])", d)]
     return spec[len(name):]
 
 
