@@ -5,7 +5,7 @@ what a tab would cost if it loaded the model itself.
                                                    # needs Debian's chromium
 
 Starts `flowtui web SAMPLE QUESTION --port 0` (the built-in toy unless --model), opens tabs in
-headless Chromium (tests/web_browser.py) one after another, each kept open, and times each from
+headless Chromium (tests/support/web_browser.py) one after another, each kept open, and times each from
 opening the page to the answer on screen. Then, in this process: the model's load time and a
 warm analysis's time (the engine call a tab makes, with self-checks, as the explorer runs it),
 medians of 3. Target (issue 19): a second tab answers in about an analysis's time plus the
@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from web_browser import Browser  # noqa: E402
+from support.web_browser import Browser  # noqa: E402
 
 QUESTION = "Is there a red circle?"
 SAMPLE = ROOT / "sample_images" / "toy_scene_1.png"

@@ -21,7 +21,7 @@ from flowtui.remote.server import connect_daemon
 from flowtui.web.run import tab_command
 from flowtui.web.server import WebServer, new_token
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 TOKEN = "T0ken-for_tests-0123456789abcdef"
 
 
@@ -134,7 +134,7 @@ def test_the_engine_daemon_lives_in_a_private_folder_and_goes_with_its_owner():
 
 
 def test_no_chromium_fails_the_browser_tests_saying_how_to_install_it(monkeypatch, tmp_path):
-    from web_browser import MISSING, chromium_binary
+    from support.web_browser import MISSING, chromium_binary
 
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(AssertionError, match="apt-get install -y chromium"):
@@ -153,7 +153,7 @@ def served_spec(monkeypatch):
 
 
 def test_web_open_starts_an_engine_only_when_reruns_can_use_one(served_spec, tmp_path):
-    from fake_engine import make_analysis
+    from support.fake_engine import make_analysis
 
     from flowtui.engine.loading import TOY_NAME
 
@@ -188,7 +188,7 @@ def test_a_tab_opens_what_the_spec_names_with_the_shared_engine(monkeypatch, tmp
     to the daemon's socket with the model options (the explorer itself is not started)."""
     import json
 
-    from fake_engine import make_analysis
+    from support.fake_engine import make_analysis
 
     import flowtui.ui.app as app
     from flowtui.web import tab

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from web_browser import Browser, chromium_binary
+from support.web_browser import Browser, chromium_binary
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 SAMPLE = ROOT / "sample_images" / "toy_scene_1.png"
 QUESTION = "Is there a red circle?"
 ANSWERED = rf"Q {QUESTION}[\s\S]*A Yes[\s\S]*ready"
