@@ -30,6 +30,7 @@ from flowtui.render.cells import DISPLAY_MODES
 from flowtui.render.colormaps import next_colormap
 from flowtui.render.maps import LENS_MODES
 from flowtui.textsafe import visible
+from flowtui.ui.ask import AskActions
 from flowtui.ui.exports import ExportActions, ExportFailed
 from flowtui.ui.jobs import EngineJobs, report_worker_error
 from flowtui.ui.keys import HELP_NOTES, KEY_BINDINGS
@@ -65,7 +66,7 @@ def default_stem(image: str | None, snapshot_path: str | None) -> str:
     return "flowtui"
 
 
-class ExplorerScreen(ExportActions, PinActions, LensActions):
+class ExplorerScreen(ExportActions, PinActions, LensActions, AskActions):
     """One analysis, explored. Live: `image` + `question` are analysed on mount. Open: the
     `analysis` given (from a snapshot) is shown at once."""
 

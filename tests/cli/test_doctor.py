@@ -17,6 +17,9 @@ from flowtui import versions
 from flowtui.cli import main
 from flowtui.selftest import checks
 
+# Not in the fast lane (`-m "not slow"`): doctor in a subprocess over every family.
+pytestmark = pytest.mark.slow
+
 # Both fail loudly if the self-test reaches for the network: building must download nothing.
 NO_NETWORK = """
 import socket
@@ -32,6 +35,7 @@ socket.socket.connect = _refuse
 # everything computed from the cache afterwards is wrong.
 CORRUPT_CACHE = """
 from transformers.cache_utils import DynamicLayer
+
 _update = DynamicLayer.update
 def _corrupt(self, key_states, value_states, *args, **kwargs):
     keys, values = _update(self, key_states, value_states, *args, **kwargs)

@@ -36,6 +36,9 @@ from support.remote_util import ROOT, remote_cmd, subprocess_env
 
 import flowtui.cli
 
+# Not in the fast lane (`-m "not slow"`): the real console script in a pseudo-terminal.
+pytestmark = pytest.mark.slow
+
 COLS, ROWS = 100, 30
 SAMPLE = ROOT / "sample_images" / "toy_scene_1.png"
 QUESTION = "Is there a red circle?"

@@ -19,6 +19,9 @@ from flowtui.dataset import results
 from flowtui.dataset.compare import CSV_HEADER, PNG_MARK
 from flowtui.selftest.tiny_llava import build_tiny_llava
 
+# Not in the fast lane (`-m "not slow"`): dataset runs of tiny models.
+pytestmark = pytest.mark.slow
+
 
 def _run(data: Path, out: Path, *extra: str) -> Path:
     before = torch.get_num_threads()

@@ -28,6 +28,9 @@ from flowtui.dataset.summary import dataset_cliff, wilson
 from flowtui.engine.analysis import cliff_layer
 from flowtui.engine.images import load_image
 
+# Not in the fast lane (`-m "not slow"`): dataset runs of a tiny model, with 2 processes.
+pytestmark = pytest.mark.slow
+
 N = 7  # samples in the tiny model's dataset: odd, so the 2-process split is uneven
 STRATEGIES = "all,random:9,top:9"
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(

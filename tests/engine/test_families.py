@@ -34,6 +34,9 @@ from flowtui.selftest.reference import (
     shares_eager,
 )
 
+# Not in the fast lane (`-m "not slow"`): every family against the eager references.
+pytestmark = pytest.mark.slow
+
 FAMILIES = tiny.discover()
 
 # Families whose reruns keep the full pass (engine._kept_positions returns None), each for a

@@ -21,6 +21,9 @@ from flowtui.selftest import reference as references
 from flowtui.selftest.reference import full_inputs, load_eager
 from flowtui.selftest.tiny import gemma3
 
+# Not in the fast lane (`-m "not slow"`): Gemma 3's tiny model against the references.
+pytestmark = pytest.mark.slow
+
 
 class PanAndScan:
     """A processor whose every call asks for pan & scan, as a transformers user would."""

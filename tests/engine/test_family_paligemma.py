@@ -13,6 +13,9 @@ from flowtui.engine import compat
 from flowtui.selftest.reference import full_inputs, load_eager
 from flowtui.selftest.tiny import paligemma
 
+# Not in the fast lane (`-m "not slow"`): PaliGemma's tiny model against the references.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def pg(tiny_models):

@@ -17,6 +17,9 @@ import flowtui.selftest.tiny.idefics3 as spec
 from flowtui.engine.families.idefics3 import tile_geometry
 from flowtui.selftest.reference import load_eager
 
+# Not in the fast lane (`-m "not slow"`): tiles of a tiny Idefics3 by back-propagation.
+pytestmark = pytest.mark.slow
+
 SIZES = [(150, 97), (97, 150), (34, 34), (20, 33), (33, 20), (300, 31), (31, 300), (101, 100),
          (100, 101), (68, 67), (135, 69), (69, 135), (1, 40), (137, 136), (35, 35), (500, 499)]
 SETTINGS = [

@@ -17,6 +17,9 @@ from flowtui.engine.lens import lens_rows, word_token
 from flowtui.selftest import tiny
 from flowtui.selftest.lens_reference import lens_eager
 
+# Not in the fast lane (`-m "not slow"`): every family's lens against the eager reference.
+pytestmark = pytest.mark.slow
+
 FAMILIES = tiny.discover()
 
 

@@ -16,6 +16,9 @@ import pytest
 from flowtui.toy.evaluate import CARD_JSON, normalise, points_at
 from flowtui.toy.scenes import mask_to_grid, render_scene, sample_question
 
+# Not in the fast lane (`-m "not slow"`): the toy model's answers and its training script.
+pytestmark = pytest.mark.slow
+
 N_SCENES = 200  # enough that a 95% bar is not decided by one or two scenes
 N_TRUNCATED = 48
 

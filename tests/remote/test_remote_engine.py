@@ -20,6 +20,9 @@ from support.remote_util import subprocess_env as env_for
 from flowtui.engine.errors import Cancelled, ConnectionLost
 from flowtui.remote.client import connect_command
 
+# Not in the fast lane (`-m "not slow"`): a daemon in another process.
+pytestmark = pytest.mark.slow
+
 QUESTION = "Is there a red circle?"
 
 

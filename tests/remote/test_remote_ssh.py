@@ -27,6 +27,9 @@ from flowtui.cli.common import RemoteFactory, quiet_log
 from flowtui.engine.errors import ModelLoadError, RemoteError
 from flowtui.remote.protocol import progress_from
 
+# Not in the fast lane (`-m "not slow"`): a real sshd.
+pytestmark = pytest.mark.slow
+
 SAMPLE = ROOT / "sample_images" / "toy_scene_1.png"
 QUESTION = "Is there a red circle?"
 HOST = sshd_local.HOST
