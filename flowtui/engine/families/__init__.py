@@ -11,7 +11,7 @@ import pkgutil
 from functools import cache
 from typing import Any
 
-from torch import nn
+from transformers import PreTrainedModel
 
 from flowtui.engine.errors import ModelLoadError
 from flowtui.engine.families.base import FamilyAdapter, GridFamily, Layout
@@ -54,7 +54,7 @@ def supported_families() -> str:
     return ", ".join(supported_model_types())
 
 
-def adapter_for(model: nn.Module, processor: Any) -> FamilyAdapter:
+def adapter_for(model: PreTrainedModel, processor: Any) -> FamilyAdapter:
     model_type = getattr(model.config, "model_type", "?")
     cls = adapter_class(model_type)
     if cls is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
+from transformers import PreTrainedModel
 
 from flowtui.engine.families._tiles import tile_layout
 from flowtui.engine.families.base import FamilyAdapter, Layout
@@ -26,7 +26,7 @@ class InternVLAdapter(FamilyAdapter):
     close_markers = ("</img>",)
     reduced_rerun = True  # a Qwen2/Qwen3 decoder with a plain causal mask
 
-    def __init__(self, model: nn.Module, processor: Any) -> None:
+    def __init__(self, model: PreTrainedModel, processor: Any) -> None:
         super().__init__(model, processor)
         # The processor names its markers (from the tokenizer); the defaults are the hub's.
         start = getattr(processor, "start_image_token", None)
