@@ -17,7 +17,7 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from flowtui.selftest.tiny.common import finish, save, word_tokenizer
+from flowtui.selftest.tiny.common import finish, save, token_id, word_tokenizer
 
 FAMILY = "aya_vision"
 QUESTION = "Is there a red circle?"
@@ -61,7 +61,7 @@ def build(path: Path) -> Path:
                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                          pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
     config = AyaVisionConfig(vision_config=vision, text_config=text, downsample_factor=2,
-                             image_token_index=tok.convert_tokens_to_ids("<|IMG_PATCH|>"),
+                             image_token_index=token_id(tok, "<|IMG_PATCH|>"),
                              vision_feature_select_strategy="full", vision_feature_layer=-1,
                              tie_word_embeddings=False)
     torch.manual_seed(0)

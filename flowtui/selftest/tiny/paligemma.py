@@ -21,7 +21,7 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from flowtui.selftest.tiny.common import WORDS, finish, save, word_tokenizer
+from flowtui.selftest.tiny.common import WORDS, finish, save, token_id, word_tokenizer
 
 FAMILY = "paligemma"
 # The mix checkpoints take a task prefix ("answer en", "caption en"): part of the question.
@@ -50,7 +50,7 @@ def build(path: Path) -> Path:
     )
     config = PaliGemmaConfig(vision_config=vision, text_config=text, projection_dim=64,
                              hidden_size=64, vocab_size=len(tok),
-                             image_token_index=tok.convert_tokens_to_ids("<image>"),
+                             image_token_index=token_id(tok, "<image>"),
                              tie_word_embeddings=False)
     torch.manual_seed(0)
     model = PaliGemmaForConditionalGeneration(config)
