@@ -176,7 +176,9 @@ def _json_lines(text: str) -> list[dict[str, Any] | str]:
         try:
             obj = json.loads(line)
         except ValueError as exc:
-            rows.append(f"line {n} is not valid JSON ({exc.msg})")
+            # int() past Python's digit limit raises a plain ValueError, which has no msg
+            why = exc.msg if isinstance(exc, json.JSONDecodeError) else exc
+            rows.append(f"line {n} is not valid JSON ({why})")
             continue
         rows.append(obj if isinstance(obj, dict) else f"line {n} is not a JSON object")
     return rows
