@@ -179,7 +179,8 @@ def _mask_function() -> None:
     _check(mask is not None and mask.dtype == torch.bool and tuple(mask.shape[-2:]) == (3, 3),
            f"sdpa_mask returns {None if mask is None else (mask.dtype, tuple(mask.shape))}, "
            "not a boolean [.., q, kv] mask")
-    _check(mask is not None and torch.equal(mask[0, 0], torch.ones(3, 3, dtype=torch.bool).tril()),
+    _check(mask is not None
+           and torch.equal(mask[0, 0], torch.ones(3, 3, dtype=torch.bool).tril()),
            "sdpa_mask's mask is no longer causal")
 
 

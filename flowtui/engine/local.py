@@ -59,8 +59,8 @@ class _Streamer(compat.BaseStreamer):
 class LocalEngine(Recording, Reruns):
     """Implements flowtui.engine.interface.Engine on a model loaded in this process."""
 
-    def __init__(self, model: PreTrainedModel, processor: Any, adapter: FamilyAdapter, info: ModelInfo,
-                 question_forms: QuestionForms | None = None):
+    def __init__(self, model: PreTrainedModel, processor: Any, adapter: FamilyAdapter,
+                 info: ModelInfo, question_forms: QuestionForms | None = None):
         self.model = model
         # The questions the model says it answers (its folder's flowtui.json): others get a note.
         self.question_forms = question_forms

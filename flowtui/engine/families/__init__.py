@@ -9,12 +9,13 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from functools import cache
-from typing import Any
-
-from transformers import PreTrainedModel
+from typing import TYPE_CHECKING, Any
 
 from flowtui.engine.errors import ModelLoadError
 from flowtui.engine.families.base import FamilyAdapter, GridFamily, Layout
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = ["FamilyAdapter", "GridFamily", "Layout", "adapter_for", "adapters", "supported_families"]
 

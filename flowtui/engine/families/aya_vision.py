@@ -14,13 +14,15 @@ alone): the base `logits` follows whichever the installed model does (compat).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import PreTrainedModel
 
 from flowtui.engine.families._tiles import tile_layout
 from flowtui.engine.families.base import FamilyAdapter, Layout, field
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 class AyaVisionAdapter(FamilyAdapter):

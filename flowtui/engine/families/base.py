@@ -9,17 +9,19 @@ processor output, never typed-in offsets (the paper's scripts hard-code 34/35/36
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from transformers import PreTrainedModel
 
 from flowtui.engine import compat
 from flowtui.engine.analysis import grid_regions
 from flowtui.engine.errors import InputError, ModelLoadError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 @dataclass

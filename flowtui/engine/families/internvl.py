@@ -9,13 +9,15 @@ order: token (i, j) of a tile is built from the vision patches of rows 2i..2i+1 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import PreTrainedModel
 
 from flowtui.engine.families._tiles import tile_layout
 from flowtui.engine.families.base import FamilyAdapter, Layout
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 class InternVLAdapter(FamilyAdapter):

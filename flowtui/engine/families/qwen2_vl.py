@@ -23,7 +23,9 @@ from flowtui.engine.families.base import Affine, FamilyAdapter, Layout, field
 class Qwen2VLAdapter(FamilyAdapter):
     family = "qwen2_vl"
     model_types = ("qwen2_vl",)
-    examples: ClassVar[tuple[str, ...]] = ("Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2-VL-7B-Instruct")
+    examples: ClassVar[tuple[str, ...]] = (
+        "Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2-VL-7B-Instruct",
+    )
     open_markers = ("<|vision_start|>",)
     # Plain causal mask; the captured M-RoPE position_ids ([3, 1, N]) are cut on their last
     # axis, so every kept position keeps its temporal/height/width ids.
