@@ -95,8 +95,8 @@ def build_parser(prog: str = "flowtui") -> argparse.ArgumentParser:
 
 # Options only a headless run uses, with their defaults: given to the explorer they would do
 # nothing.
-HEADLESS_ONLY: dict[str, Any] = {"out": None, "sweep": False, "truncate": [], "strategy": "all", "keep": None,
-                 "seed": 0}
+HEADLESS_ONLY: dict[str, Any] = {"out": None, "sweep": False, "truncate": [], "strategy": "all",
+                                 "keep": None, "seed": 0}
 
 
 def _validate(args) -> None:
