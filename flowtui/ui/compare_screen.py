@@ -55,7 +55,8 @@ CompareScreen Footer.-compact FooterLabel { margin: 0 1 0 0; }
 class CompareScreen(Screen):
     """A and B on one layer cursor: `index` is the compared pair (`comparison.layers`) shown."""
 
-    BINDINGS = cast(list[BindingType], COMPARE_BINDINGS)  # lists are invariant: a Binding is a BindingType
+    # cast: lists are invariant, though every Binding is a BindingType
+    BINDINGS = cast(list[BindingType], COMPARE_BINDINGS)
     DEFAULT_CSS = CSS
 
     def __init__(self, comparison: Comparison, *, back: bool = False, stem: str = "compare"

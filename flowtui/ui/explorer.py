@@ -69,7 +69,8 @@ class ExplorerScreen(ExportActions, PinActions):
     """One analysis, explored. Live: `image` + `question` are analysed on mount. Open: the
     `analysis` given (from a snapshot) is shown at once."""
 
-    BINDINGS = cast(list[BindingType], KEY_BINDINGS)  # lists are invariant: a Binding is a BindingType
+    # cast: lists are invariant, though every Binding is a BindingType
+    BINDINGS = cast(list[BindingType], KEY_BINDINGS)
     # Size classes for app.tcss, set by Textual on every resize: -narrow below 100 columns,
     # -short below 30 rows.
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
