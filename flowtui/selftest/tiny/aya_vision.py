@@ -49,7 +49,8 @@ def build(path: Path) -> Path:
          "TILE_GLOBAL", *(f"TILE_{i}" for i in range(1, MAX_TILES + 1))],
         bos="<BOS_TOKEN>", eos="<|END_OF_TURN_TOKEN|>", pad="<PAD>",
     )
-    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    # transformers 5.22 leaves vision_use_head out of the signature (5.25 has it)
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,  # type: ignore[call-arg, unused-ignore]
                                 num_attention_heads=2, image_size=TILE, patch_size=8,
                                 vision_use_head=False)
     # ~150 positions: a 24-token window keeps the answer's sliding layers off the image.

@@ -36,7 +36,8 @@ def build(path: Path) -> Path:
     # <locXXXX>/<segXXX> tokens) itself.
     tok = word_tokenizer(["<pad>", "<eos>", "<bos>", "<image>"], bos="<bos>", eos="<eos>",
                          pad="<pad>", words=[*WORDS, "en"])
-    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    # transformers 5.22 leaves vision_use_head out of the signature (5.25 has it)
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,  # type: ignore[call-arg, unused-ignore]
                                 num_attention_heads=2, image_size=48, patch_size=8,
                                 vision_use_head=False)
     text = Gemma2Config(
