@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from flowtui.cli.common import (
     THEME_HELP,
@@ -98,8 +99,8 @@ def build_parser(prog: str = "flowtui") -> argparse.ArgumentParser:
 
 # Options only a headless run uses, with their defaults: given to the explorer they would do
 # nothing.
-HEADLESS_ONLY = {"out": None, "sweep": False, "truncate": [], "strategy": "all", "keep": None,
-                 "seed": 0, "lens": False}
+HEADLESS_ONLY: dict[str, Any] = {"out": None, "sweep": False, "truncate": [], "strategy": "all",
+                                 "keep": None, "seed": 0, "lens": False}
 
 
 def _validate(args) -> None:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from flowtui.cli.common import Parser, fail, say
 
@@ -133,7 +133,8 @@ def colour_item() -> Item:
         msg = (f"TEXTUAL_COLOR_SYSTEM={wanted!r} is not one of {', '.join(COLOR_SYSTEMS)}: the "
                "explorer will not start")
         return Item("terminal", "colours", FAIL, msg, failures=[msg])
-    system = Console(color_system=wanted, file=io.StringIO(), force_terminal=True,
+    # `wanted` is one of COLOR_SYSTEMS, rich's Literal names (just above)
+    system = Console(color_system=cast(Any, wanted), file=io.StringIO(), force_terminal=True,
                      legacy_windows=False, _environ=env).color_system
     data = {"color_system": system, "no_color": no_color, "forced": forced}
     if no_color:

@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from flowtui.dataset import results
 from flowtui.dataset.config import RunConfig
@@ -68,15 +68,16 @@ def parse_filter(text: str) -> Predicate:
             except ValueError:
                 raise InputError(f"filter {term!r}: {value!r} is not a number") from None
             if field == "cliff":
-                preds.append(lambda r, fn=fn, n=number: "error" not in r
-                             and r.get("cliff") is not None and fn(r["cliff"], n))
+                # cast: mypy cannot infer a lambda whose defaults bind the loop's values
+                preds.append(cast(Predicate, lambda r, fn=fn, n=number: "error" not in r
+                             and r.get("cliff") is not None and fn(r["cliff"], n)))
             else:
-                preds.append(lambda r, fn=fn, x=number: baseline_logprob(r) is not None
-                             and fn(baseline_logprob(r), x))
+                preds.append(cast(Predicate, lambda r, fn=fn, x=number: baseline_logprob(r)
+                             is not None and fn(baseline_logprob(r), x)))
             continue
         if term.startswith(("cliff", "logp")):
             raise InputError(f"filter {term!r}: use cliff=N, cliff<N, logp<X, ...")
-        preds.append(lambda r, t=low: t in _haystack(r))
+        preds.append(cast(Predicate, lambda r, t=low: t in _haystack(r)))
     return lambda r: all(p(r) for p in preds)
 
 

@@ -51,7 +51,7 @@ def weight_hashes(folder: Path, known: dict[str, Any] | None = None) -> dict[str
             continue
         real = f.resolve()
         st = real.stat()
-        entry = {"bytes": st.st_size, "mtime": st.st_mtime}
+        entry: dict[str, Any] = {"bytes": st.st_size, "mtime": st.st_mtime}
         old = known.get(f.name, {})
         if old.get("bytes") == st.st_size and old.get("mtime") == st.st_mtime and old.get("sha256"):
             entry["sha256"] = old["sha256"]

@@ -189,7 +189,9 @@ def _json_lines(text: str) -> list[dict[str, Any] | str]:
         try:
             obj = json.loads(line)
         except ValueError as exc:
-            rows.append(f"line {n} is not valid JSON ({exc.msg})")
+            # int() past Python's digit limit raises a plain ValueError, which has no msg
+            why = exc.msg if isinstance(exc, json.JSONDecodeError) else exc
+            rows.append(f"line {n} is not valid JSON ({why})")
             continue
         rows.append(obj if isinstance(obj, dict) else f"line {n} is not a JSON object")
     return rows
@@ -293,7 +295,7 @@ def _box(value: Any) -> tuple[float, float, float, float] | None:
     if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[0] >= box[2] \
             or box[1] >= box[3]:
         return None
-    return box  # type: ignore[return-value]
+    return box
 
 
 def _pick(name: str | None, role: str, available: list[str], required: bool) -> str | None:

@@ -53,9 +53,9 @@ def rescore_records(records: list[dict[str, Any]], rule: Rule, where: str = "the
                 rule.score(a, ref, bool(f)) for a, f in zip(s["answers"], same, strict=True)])
         out.append(new)
     if bad:
-        rec, exc = bad[0]
+        rec, err = bad[0]
         raise InputError(f"--scoring {rule.name} cannot score {len(bad)} of the {scored} scored "
-                         f"samples' references in {where} (sample {rec.get('id')}: {exc})")
+                         f"samples' references in {where} (sample {rec.get('id')}: {err})")
     return out
 
 

@@ -128,7 +128,7 @@ def cut_torn_tail(path: Path) -> int:
 
 def read_records(path: Path) -> list[dict[str, Any]]:
     """The complete records of one file; a torn or corrupt line is skipped, never fatal."""
-    out = []
+    out: list[dict[str, Any]] = []
     try:
         raw = Path(path).read_bytes()
     except FileNotFoundError:

@@ -307,7 +307,7 @@ class Progress:
 def _model_provenance(engine: Engine, config: RunConfig, previous: dict[str, Any] | None
                       ) -> dict[str, Any]:
     info = engine.info
-    out = {"name": info.name, "family": info.family, "num_layers": info.num_layers,
+    out: dict[str, Any] = {"name": info.name, "family": info.family, "num_layers": info.num_layers,
            "num_heads": info.num_heads, "dtype": info.dtype, "device": info.device,
            "path": config.model.get("path"), "revision": None, "weights": {}}
     path = config.model.get("path")

@@ -144,7 +144,7 @@ def summarise(
     }
     labels = _pope_labels(ok, scoring)
     predict = RULES[scoring].predict if labels is not None else None
-    if predict is not None and ok:
+    if predict is not None and labels is not None and ok:
         base_pope = pope_metrics([predict(r["baseline"]["answer"]) for r in ok], labels)
         out.update({f"baseline_{m}": base_pope[m] for m in POPE_METRICS})
     if num_layers is None:
@@ -167,7 +167,7 @@ def summarise(
             "cliff_histogram": [int(cliffs.get(k, 0)) for k in range(L + 1)],
             "cliff_none": int(cliffs.get(None, 0)),
         }
-        if predict is not None:
+        if predict is not None and labels is not None:
             mine = [lab for r, lab in zip(ok, labels, strict=True)
                     if name in r.get("strategies", {})]
             per_k = [pope_metrics([predict(s["answers"][k]) for s in have], mine)

@@ -296,8 +296,8 @@ def grid_regions(
     x0, y0, x1, y1 = (float(v) for v in box)
     xs = np.linspace(x0, x1, cols + 1, dtype=np.float64)
     ys = np.linspace(y0, y1, rows + 1, dtype=np.float64)
-    r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-    r, c = r.reshape(-1), c.reshape(-1)
+    rr, cc = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    r, c = rr.reshape(-1), cc.reshape(-1)
     return np.stack([xs[c], ys[r], xs[c + 1], ys[r + 1]], axis=1).astype(np.float32)
 
 

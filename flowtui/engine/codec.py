@@ -55,7 +55,7 @@ def _manifest(a: Analysis) -> dict:
 
 
 def _arrays(a: Analysis) -> dict[str, np.ndarray]:
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "shares": np.asarray(a.shares, dtype=np.float32),
         "head_shares": np.asarray(a.head_shares, dtype=np.float32),
         "answer_logprobs": np.asarray(a.answer_logprobs, dtype=np.float32),

@@ -90,7 +90,7 @@ CACHE_NAMES = ("cache", "past_key_values")
 
 
 @cache
-def _forward_parameters(cls: type) -> tuple[str, ...]:
+def _forward_parameters(cls: type[nn.Module]) -> tuple[str, ...]:
     # inspect.signature follows functools.wraps through transformers' decorators
     # (deprecate_kwarg, capture_outputs, ...) to the real forward.
     return tuple(inspect.signature(cls.forward).parameters)
@@ -99,7 +99,8 @@ def _forward_parameters(cls: type) -> tuple[str, ...]:
 def cache_kwarg(module: nn.Module) -> str:
     """The keyword `module.forward` takes its cache by: `cache` from transformers 5.24 on,
     `past_key_values` before. Passing the other name warns (5.24–5.39) or fails (5.40+)."""
-    params = _forward_parameters(type(module))
+    # mypy reads a class's own __hash__ as the instance method: classes are hashable.
+    params = _forward_parameters(type(module))  # type: ignore[arg-type]
     for name in CACHE_NAMES:
         if name in params:
             return name
@@ -191,7 +192,8 @@ def _mask_function() -> None:
     _check(mask is not None and mask.dtype == torch.bool and tuple(mask.shape[-2:]) == (3, 3),
            f"sdpa_mask returns {None if mask is None else (mask.dtype, tuple(mask.shape))}, "
            "not a boolean [.., q, kv] mask")
-    _check(torch.equal(mask[0, 0], torch.ones(3, 3, dtype=torch.bool).tril()),
+    _check(mask is not None
+           and torch.equal(mask[0, 0], torch.ones(3, 3, dtype=torch.bool).tril()),
            "sdpa_mask's mask is no longer causal")
 
 

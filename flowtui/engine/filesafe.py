@@ -40,7 +40,7 @@ class WriteError(OSError):
     """A write that failed, with a one-line reason (callers turn it into their own error)."""
 
 
-def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+def write_atomic(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Write `path` through `write(fh)` atomically: a reader sees the old file or the whole new
     one, never half. A new file gets the mode the umask gives; a replaced one keeps its mode; a
     link is followed (its target is replaced, the link kept). Raises WriteError."""

@@ -16,6 +16,9 @@ so that only chunk x vocabulary logits exist at a time; what is kept is O(N * 5)
 
 from __future__ import annotations
 
+import threading
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import torch
 
@@ -23,6 +26,10 @@ from flowtui.engine import compat
 from flowtui.engine.analysis import Analysis, Lens, Progress, ProgressFn, no_progress
 from flowtui.engine.errors import Cancelled, InputError
 from flowtui.engine.interface import CancelFn
+
+if TYPE_CHECKING:
+    from flowtui.engine.families import FamilyAdapter
+    from flowtui.engine.recording import State
 
 TOP_K = 5
 # Logits held at once, in float32 elements (64 MiB): the chunk is this over the vocabulary.
@@ -89,6 +96,14 @@ def lens_rows(norm, head, stream: torch.Tensor, word_id: int, k: int = TOP_K,
 
 class Lenses:
     """The logit lens, for LocalEngine (mixed in beside Recording and Reruns)."""
+
+    # What LocalEngine (and Recording) provide (declared for the type checker only).
+    adapter: FamilyAdapter
+    _lock: threading.RLock
+    if TYPE_CHECKING:
+        @property
+        def tokenizer(self) -> Any: ...
+        def _state(self, a: Analysis, report: ProgressFn) -> State: ...
 
     def lens(self, analysis: Analysis, word: str | None = None,
              progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Lens:

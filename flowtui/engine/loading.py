@@ -83,8 +83,8 @@ def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
         device = f"cuda:{index}"
     else:
         raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
-    if DTYPES[dtype] is not None:
-        torch_dtype = getattr(torch, DTYPES[dtype])
+    if (dtype_name := DTYPES[dtype]) is not None:
+        torch_dtype = getattr(torch, dtype_name)
     elif device.startswith("cuda"):
         torch_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     else:
@@ -238,7 +238,8 @@ def load_model(
     except Exception as exc:  # noqa: BLE001 - any failure here is the folder's, not a bug
         raise ModelLoadError(_weights_error(path, exc)) from None
     if "device_map" not in kwargs:
-        model = model.to(placement.device)
+        # transformers wraps `to` with functools.wraps, which mypy types as an unbound method
+        model = model.to(placement.device)  # type: ignore[arg-type]
     model.eval()
     model.requires_grad_(False)  # CAM needs activation gradients only, never parameter ones
     return model, processor

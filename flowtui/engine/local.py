@@ -10,11 +10,10 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from flowtui import versions
 from flowtui.engine import attention, compat, selfcheck
@@ -29,12 +28,15 @@ from flowtui.engine.analysis import (
 from flowtui.engine.errors import FlowtuiError, InputError
 from flowtui.engine.families import FamilyAdapter, Layout
 from flowtui.engine.images import load_image, load_image_notes
-from flowtui.engine.interface import ImageInput
+from flowtui.engine.interface import ImageInput, LogFn
 from flowtui.engine.lens import Lenses
 from flowtui.engine.notes import QuestionForms, question_notes
 from flowtui.engine.recording import Recording, State
 from flowtui.engine.reruns import Reruns
 from flowtui.version import __version__
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 class _Streamer(compat.BaseStreamer):
@@ -59,13 +61,13 @@ class _Streamer(compat.BaseStreamer):
 class LocalEngine(Recording, Reruns, Lenses):
     """Implements flowtui.engine.interface.Engine on a model loaded in this process."""
 
-    def __init__(self, model: nn.Module, processor: Any, adapter: FamilyAdapter, info: ModelInfo,
-                 question_forms: QuestionForms | None = None):
+    def __init__(self, model: PreTrainedModel, processor: Any, adapter: FamilyAdapter,
+                 info: ModelInfo, question_forms: QuestionForms | None = None):
         self.model = model
         # The questions the model says it answers (its folder's flowtui.json): others get a note.
         self.question_forms = question_forms
         self.location: str | None = None  # this process
-        self.on_log = None  # an in-process engine logs nothing of its own
+        self.on_log: LogFn | None = None  # an in-process engine logs nothing of its own
         self.processor = processor
         self.adapter = adapter
         self.info = info
@@ -108,7 +110,8 @@ class LocalEngine(Recording, Reruns, Lenses):
         if on_ids is not None:
             kwargs["streamer"] = _Streamer(on_ids)
         with torch.no_grad():
-            out = self.model.generate(
+            # generate comes from GenerationMixin, which every image-text-to-text model mixes in
+            out = self.model.generate(  # type: ignore[operator]
                 **inputs,
                 max_new_tokens=max_new_tokens,
                 do_sample=False,

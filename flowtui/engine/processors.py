@@ -20,7 +20,10 @@ import sys
 import types
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import ProcessorMixin
 
 log = logging.getLogger("flowtui")
 
@@ -33,7 +36,7 @@ def _needs_video_backend(exc: BaseException) -> bool:
 
 
 @cache
-def image_only(cls: type) -> type:
+def image_only(cls: type[ProcessorMixin]) -> type[ProcessorMixin]:
     """`cls` without its video processor: same __call__, same files, images only."""
 
     class ImageOnly(cls):  # type: ignore[misc, valid-type]
@@ -89,7 +92,7 @@ def _is_processor_class(obj: Any) -> bool:
         return False
 
 
-def processor_class(name: str) -> type | None:
+def processor_class(name: str) -> type[ProcessorMixin] | None:
     """The transformers processor class `name`: the real one, also where the package's lazy
     import hands out a placeholder because the class is marked as needing torchvision."""
     import transformers
@@ -131,7 +134,7 @@ def load_processor(path: Path, model_type: str, trust_remote_code: bool = False)
     """AutoProcessor, or the image-only build of the same class where the video part fails."""
     from transformers import AutoProcessor
 
-    kwargs = {"trust_remote_code": trust_remote_code, "local_files_only": True}
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "local_files_only": True}
     try:
         return AutoProcessor.from_pretrained(path, **kwargs)
     except (ImportError, OSError) as exc:
@@ -142,7 +145,7 @@ def load_processor(path: Path, model_type: str, trust_remote_code: bool = False)
 
     name = processor_class_name(path, model_type)
     cls = processor_class(name) if name else None
-    if cls is None:
+    if cls is None or name is None:  # no name, no class
         raise first_error
     if any(a in VIDEO_ATTRIBUTES for a in cls.get_attributes()):
         log.info("building %s without its video processor (torchvision is not installed)", name)
@@ -151,7 +154,8 @@ def load_processor(path: Path, model_type: str, trust_remote_code: bool = False)
         for attr in VIDEO_ATTRIBUTES:
             if attr in params and params[attr].default is inspect.Parameter.empty:
                 kwargs[attr] = None
-        return image_only(cls).from_pretrained(path, **kwargs)
+        # mypy reads a class's own __hash__ as the instance method: classes are hashable.
+        return image_only(cls).from_pretrained(path, **kwargs)  # type: ignore[arg-type]
     if _is_processor_class(getattr(transformers, name, None)):
         raise first_error  # the class imports fine: torchvision is needed for more than video
     log.info("building %s with PIL image helpers (torchvision is not installed)", name)

@@ -9,8 +9,9 @@ rerun from K replays layers K..L-1 exactly (docs/definitions.md, "Truncation").
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +25,12 @@ from flowtui.engine.analysis import (
 )
 from flowtui.engine.errors import InputError
 from flowtui.engine.images import load_image
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from flowtui.engine.analysis import ModelInfo
+    from flowtui.engine.families import FamilyAdapter
 
 # Per layer: its keys and values over the whole sequence.
 _KV = dict[int, tuple[torch.Tensor, torch.Tensor]]
@@ -65,6 +72,15 @@ def _detached(x: Any) -> Any:
 
 class Recording:
     """The recording pass and the per-analysis state, for LocalEngine (mixed in)."""
+
+    # What LocalEngine provides (declared for the type checker only).
+    adapter: FamilyAdapter
+    model: PreTrainedModel
+    info: ModelInfo
+    _states: OrderedDict[str, State]
+    _max_states: int
+    if TYPE_CHECKING:
+        def _inputs(self, image: Any, question: str) -> tuple[str, dict[str, torch.Tensor]]: ...
 
     def _forward_recording(self, full: dict[str, torch.Tensor], T: int, with_cam: bool) -> dict:
         """One teacher-forced forward that keeps every layer's input, (for CAM) every site's
@@ -203,7 +219,7 @@ class Recording:
                 f"loaded model {self.info.name} ({a.prompt_length} vs {P} tokens)"
             )
         feats = self.adapter.feature_positions(prompt_ids)
-        if not np.array_equal(feats, a.feature_positions):
+        if a.feature_positions is None or not np.array_equal(feats, a.feature_positions):
             raise InputError(
                 f"this analysis was made with {a.model.name}; its image tokens do not match "
                 f"the loaded model {self.info.name}"

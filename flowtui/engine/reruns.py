@@ -9,10 +9,11 @@ to the first token where the argmax differs; only from there on does it decode, 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,6 +32,9 @@ from flowtui.engine.analysis import (
 from flowtui.engine.errors import Cancelled, FlowtuiError, InputError
 from flowtui.engine.interface import CancelFn, TokenFn
 from flowtui.engine.recording import State
+
+if TYPE_CHECKING:
+    from flowtui.engine.families import FamilyAdapter
 
 STRATEGIES = ("all", "top", "random")
 
@@ -60,6 +64,15 @@ def _without_cache(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 class Reruns:
     """Truncation, sweeps and cached decoding, for LocalEngine (mixed in)."""
+
+    # What LocalEngine (and Recording) provide (declared for the type checker only).
+    adapter: FamilyAdapter
+    device: torch.device
+    _lock: threading.RLock
+    if TYPE_CHECKING:
+        def _decode(self, ids: list[int]) -> str: ...
+        def _split_eos(self, ids: list[int]) -> tuple[list[int], bool]: ...
+        def _state(self, a: Analysis, report: ProgressFn) -> State: ...
 
     def _truncation(
         self, a: Analysis, st: State, layer: int, strategy: str, keep: int | None, seed: int
@@ -323,7 +336,7 @@ class Reruns:
             return b, float(lp.sum()), True
         logits, kv_of = self._logits_from_layer(st, trunc)
         logprob, j, token = self._compare(a, logits)
-        if j is None:
+        if j is None or token is None:  # both or neither
             if on_token:
                 on_token(self._decode(b))
             return b, logprob, True

@@ -98,7 +98,8 @@ def save_snapshot(a: Analysis, path: str | Path, screen_svg: str | None = None,
     # What is written must read back: the same checks as on read, before any byte is written.
     decode_analysis(manifest, arrays, np.asarray(image))
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    # numpy's stub types **kwds as its own keyword arguments (allow_pickle: bool)
+    np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
     png = io.BytesIO()
     image.save(png, format="PNG")
 

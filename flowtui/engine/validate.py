@@ -8,7 +8,7 @@ uses or raises SnapshotError naming the field and what it must be: no message ev
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal, TypeGuard, overload
 
 import numpy as np
 
@@ -28,7 +28,7 @@ MISSING = object()
 SLACK = 1e-3
 
 
-def is_int(v: Any) -> bool:
+def is_int(v: Any) -> TypeGuard[int | np.integer]:
     return isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_)
 
 
@@ -90,6 +90,12 @@ def strings(v: Any, name: str) -> list[str]:
     return [string(s, f"{name}[{i}]") for i, s in enumerate(list_of(v, name))]
 
 
+@overload
+def array(arrays: dict[str, np.ndarray], name: str, shape: list[tuple[str, int]], kinds: str,
+          required: Literal[True] = ...) -> np.ndarray: ...
+@overload
+def array(arrays: dict[str, np.ndarray], name: str, shape: list[tuple[str, int]], kinds: str,
+          required: bool) -> np.ndarray | None: ...
 def array(arrays: dict[str, np.ndarray], name: str, shape: list[tuple[str, int]], kinds: str,
            required: bool = True) -> np.ndarray | None:
     """arrays[name] with the expected shape (named sizes, e.g. [("L", 4), ("4", 4)]) and a dtype
@@ -109,6 +115,12 @@ def array(arrays: dict[str, np.ndarray], name: str, shape: list[tuple[str, int]]
     return np.array(a)
 
 
+@overload
+def floats(arrays: dict[str, np.ndarray], name: str, shape: list[tuple[str, int]],
+           lo: float = ..., hi: float = ..., required: Literal[True] = ...) -> np.ndarray: ...
+@overload
+def floats(arrays: dict[str, np.ndarray], name: str, shape: list[tuple[str, int]],
+           lo: float = ..., hi: float = ..., *, required: bool) -> np.ndarray | None: ...
 def floats(arrays: dict[str, np.ndarray], name: str, shape: list[tuple[str, int]],
             lo: float = -math.inf, hi: float = math.inf, required: bool = True
             ) -> np.ndarray | None:

@@ -272,7 +272,7 @@ def connect_socket(path: str | Path, model: str | None = None, *, name: str = "d
     sock = connect_daemon(Path(path))
     if sock is None:
         raise RemoteError(f"no flowtui daemon answers on {path}")
-    conn = Connection(sock.makefile("rb"), _SendEnd(sock), name=name,  # type: ignore[arg-type]
+    conn = Connection(sock.makefile("rb"), _SendEnd(sock), name=name,
                       command=f"daemon at {path}")
     return RemoteEngine.open(conn, model, progress=progress, timeout=timeout, **options)
 

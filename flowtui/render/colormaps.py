@@ -46,7 +46,8 @@ def colormap_lut(name: str) -> np.ndarray:
         lut = np.stack([np.interp(x, pos, anchors[:, c]) for c in range(3)], axis=1)
     elif name == "jet":
         lut = np.stack(
-            [np.interp(x, *zip(*_JET[c], strict=True)) * 255.0 for c in "rgb"], axis=1
+            [np.interp(x, [p for p, _ in _JET[c]], [v for _, v in _JET[c]]) * 255.0
+             for c in "rgb"], axis=1
         )
     elif name in ("grey", "gray"):
         lut = np.repeat(x[:, None] * 255.0, 3, axis=1)

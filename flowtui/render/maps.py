@@ -83,7 +83,7 @@ class TokenMap:
         return int(tokens[i]) if vals[i] > 0 else None
 
 
-def _views(token_views: np.ndarray, n: int, num_views: int | None) -> tuple[np.ndarray, int]:
+def _views(token_views: np.ndarray | None, n: int, num_views: int | None) -> tuple[np.ndarray, int]:
     tv = np.zeros(n, dtype=np.int64) if token_views is None else np.asarray(token_views)
     count = int(tv.max()) + 1 if tv.size else 1
     return tv, max(count, num_views or 1)

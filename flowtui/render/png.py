@@ -83,7 +83,7 @@ def figure_png(
 
     h, w = rgb.shape[:2]
     fig = Figure(figsize=(w / 100 + 1.6, h / 100 + 0.9), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
+    canvas = FigureCanvasAgg(fig)  # fig.canvas, typed as the Agg canvas it is
     ax = fig.add_subplot()
     ax.imshow(rgb, interpolation="nearest")
     ax.set_axis_off()
@@ -107,8 +107,8 @@ def figure_png(
     if peak:
         ax.text(1.0, -0.02, peak, transform=ax.transAxes, fontsize=8, va="top", ha="right",
                 color=tuple(c / 255 for c in PEAK_RGB), parse_math=False)
-    fig.canvas.draw()
-    pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3]
+    canvas.draw()
+    pixels = np.asarray(canvas.buffer_rgba())[..., :3]
     info = PngInfo()  # what is drawn, also as text a program can read back
     info.add_text("Title", title)
     info.add_text("Colorbar", label)

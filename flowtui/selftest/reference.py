@@ -124,7 +124,7 @@ def cam_per_layer_loop(path, analysis) -> np.ndarray:
     emb = model.get_input_embeddings()
     cams = []
     for layer in language_model(model).layers:
-        saved = {}
+        saved: dict[str, torch.Tensor] = {}
 
         def hook(_m, _a, out, saved=saved):
             out.retain_grad()
@@ -141,7 +141,9 @@ def cam_per_layer_loop(path, analysis) -> np.ndarray:
         for h in handles:
             h.remove()
         a = saved["a"][0, img].detach().double()
-        g = saved["a"].grad[0, img].double()
+        grad = saved["a"].grad
+        assert grad is not None  # retained by the hook
+        g = grad[0, img].double()
         w = torch.relu(g).mean(0)
         cam = torch.relu((w * a).mean(1))
         cams.append((cam / cam.max() if cam.max() > 0 else cam).numpy())
@@ -155,7 +157,7 @@ class MaskedEager:
     image keys are removed on top of it. Attention logits are soft-capped where the layer asks.
     """
 
-    def __init__(self, path):
+    def __init__(self, path) -> None:
         self.model, self.processor = load_eager(path)
         self.model_type = self.model.config.model_type
         self.K = None
@@ -204,7 +206,7 @@ class MaskedEager:
             row[t] = float("-inf")  # never generated
         return int(row.argmax())
 
-    def greedy(self, analysis, K, masked, max_new_tokens, eos):
+    def greedy(self, analysis, K, masked, max_new_tokens, eos) -> list[int]:
         self.K, self.masked = K, list(masked)
         out: list[int] = []
         for _ in range(max_new_tokens):

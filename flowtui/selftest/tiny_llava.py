@@ -21,6 +21,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from flowtui.selftest.tiny.common import token_id
+
 WORDS = (
     "system user assistant : . , ? a the is there an of in on what colour color shape "
     "red green blue yellow circle square triangle horse cat dog yes no how many one two three "
@@ -89,7 +91,7 @@ def build_tiny_llava(path: Path, geometry: str | Geometry = "a", seed: int = 0) 
     """Build, save and return the folder of a tiny random LLaVA with its processor."""
     g = GEOMETRIES[geometry] if isinstance(geometry, str) else geometry
     tokenizer = _tokenizer()
-    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    image_token_id = token_id(tokenizer, "<image>")
     vision = CLIPVisionConfig(
         hidden_size=g.vision_hidden,
         intermediate_size=g.vision_hidden * 2,
@@ -115,7 +117,7 @@ def build_tiny_llava(path: Path, geometry: str | Geometry = "a", seed: int = 0) 
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,
-        image_token_id=image_token_id,
+        image_token_index=image_token_id,
         vision_feature_select_strategy="default",
         vision_feature_layer=-1,
         projector_hidden_act="gelu",

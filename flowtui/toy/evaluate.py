@@ -46,10 +46,12 @@ class Report:
 
     @property
     def pointing(self) -> np.ndarray:
+        assert self.pointing_hits is not None, "no scene evaluated yet"
         return self.pointing_hits / max(1, self.pointing_n)
 
     @property
     def truncation_accuracy(self) -> np.ndarray:
+        assert self.truncated_correct is not None, "no scene evaluated yet"
         return self.truncated_correct / max(1, self.n)
 
     def cliff_layer(self, tolerance: float = 0.01) -> int:
@@ -93,6 +95,7 @@ def evaluate(engine, n: int = 1000, seed: int = HELD_OUT_SEED, sweep: bool = Tru
             rep.pointing_n += 1
             rep.pointing_hits += [points_at(a.cam[k], grid) for k in range(L)]
         if sweep:
+            assert rep.truncated_correct is not None  # set with pointing_hits, just above
             s = engine.sweep(a)
             rep.truncated_correct += [normalise(ans) == q.answer.lower() for ans in s.answers]
         if progress and (i + 1) % 100 == 0:

@@ -125,6 +125,7 @@ class Batcher:
 
 def object_patches(scene: Scene, q: Question, min_cover: float = 0.25) -> torch.Tensor:
     """[144] float mask of the patches the asked object covers (at least `min_cover`)."""
+    assert q.target is not None, "the question asks about no object"
     cover = mask_to_grid(scene.objects[q.target].mask, GRID).reshape(-1)
     return torch.from_numpy(cover >= min_cover).float()
 
@@ -144,7 +145,7 @@ def sample_batch(
             else:
                 qs.append(sample_question(rng, sc, yes=yes))
         questions.append(qs)
-    batch = batcher.make(scenes, questions)
+    batch: dict[str, Any] = batcher.make(scenes, questions)
     batch["scenes"] = scenes
     return batch
 
@@ -353,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     # The grounding term reads attention probabilities, which only eager attention returns.
     model.set_attn_implementation("eager")
     model.train()
-    aux_head = AuxHead(model.config.text_config.hidden_size)
+    aux_head = AuxHead(model.config.get_text_config().hidden_size)
     params = list(model.parameters()) + list(aux_head.parameters())
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]

@@ -4,13 +4,27 @@ the pinned one in the compare screen. Mixed into ExplorerScreen."""
 
 from __future__ import annotations
 
-from PIL import Image
+from typing import TYPE_CHECKING, Any
 
+from PIL import Image
+from textual.screen import Screen
+
+from flowtui.engine.analysis import Analysis
 from flowtui.ui.screens import PathPrompt
 
+if TYPE_CHECKING:
+    from flowtui.ui.jobs import EngineJobs
 
-class AskActions:
+
+class AskActions(Screen):
     """Ask actions for the explorer (uses its analysis, jobs and analyze())."""
+
+    analysis: Analysis | None
+    image_path: str | None
+    if TYPE_CHECKING:
+        @property
+        def jobs(self) -> EngineJobs: ...
+        def analyze(self, image: Any, question: str) -> bool: ...
 
     def _can_ask(self, what: str) -> bool:
         if self.analysis is None:
@@ -22,28 +36,29 @@ class AskActions:
             return False
         return True
 
-    def _image_on_screen(self):
+    def _image_on_screen(self, analysis: Analysis) -> str | Image.Image:
         """The image of the analysis on screen: its file where it came from one, else the
         pixels it holds (a snapshot's, a dataset sample's)."""
         if self.image_path is not None:
             return self.image_path
-        return Image.fromarray(self.analysis.image)
+        return Image.fromarray(analysis.image)
 
     def action_ask(self) -> None:
-        if not self._can_ask("asking another question"):
+        if self.analysis is None or not self._can_ask("asking another question"):
             return
-        image = self._image_on_screen()
+        analysis = self.analysis
+        image = self._image_on_screen(analysis)
 
         def asked(question: str | None) -> None:
             if question:
                 self.analyze(image, question)
 
         self.app.push_screen(PathPrompt("Ask another question about this image",
-                                        self.analysis.question, "Enter asks · Esc cancels"),
+                                        analysis.question, "Enter asks · Esc cancels"),
                              asked)
 
     def action_ask_image(self) -> None:
-        if not self._can_ask("another image"):
+        if self.analysis is None or not self._can_ask("another image"):
             return
         question = self.analysis.question
 

@@ -11,12 +11,13 @@ from collections.abc import Iterable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rich.text import Text
 from textual import events, work
 from textual.actions import parse as parse_action
 from textual.app import ComposeResult, SystemCommand
+from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer
@@ -54,7 +55,8 @@ CompareScreen Footer.-compact FooterLabel { margin: 0 1 0 0; }
 class CompareScreen(Screen):
     """A and B on one layer cursor: `index` is the compared pair (`comparison.layers`) shown."""
 
-    BINDINGS = COMPARE_BINDINGS
+    # cast: lists are invariant, though every Binding is a BindingType
+    BINDINGS = cast(list[BindingType], COMPARE_BINDINGS)
     DEFAULT_CSS = CSS
 
     def __init__(self, comparison: Comparison, *, back: bool = False, stem: str = "compare"
@@ -103,7 +105,7 @@ class CompareScreen(Screen):
 
     # --- what is shown ----------------------------------------------------------------------
     @property
-    def layers(self) -> tuple[int, int]:
+    def shown_layers(self) -> tuple[int, int]:
         """The layer of A and the layer of B on screen."""
         lc = self.comparison.layers[self.index]
         return lc.layer_a, lc.layer_b
@@ -120,7 +122,7 @@ class CompareScreen(Screen):
             shares_text(c, self.index, width))
         self.query_one("#cmp-corr", TextView).set_text(self._legend(width))
         name = MAP_TITLES.get(v.map_mode, v.map_mode)
-        for side, tag, an, layer in zip(self.sides(), "ab", (c.a, c.b), self.layers,
+        for side, tag, an, layer in zip(self.sides(), "ab", (c.a, c.b), self.shown_layers,
                                         strict=True):
             if v.map_mode == "attention":
                 values = self.joint()[0 if tag == "a" else 1]

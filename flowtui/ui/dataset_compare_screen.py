@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import partial
+from typing import cast
 
+import numpy as np
 from rich.style import Style
 from rich.text import Text
 from textual import events, work
 from textual.app import ComposeResult, SystemCommand
+from textual.binding import BindingType
 from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer
@@ -69,7 +72,7 @@ def curve_text(curve: RunCurve, k: int, cw: int, rows: int, colour: str) -> Text
     K) and the K axis with the cursor highlighted and the dataset cliff ▲."""
     n = len(curve.accuracy)
     out = Text(no_wrap=True, overflow="crop")
-    for r, levels in enumerate(spark_rows(curve.accuracy, 0.0, 1.0, rows)):
+    for r, levels in enumerate(spark_rows(np.asarray(curve.accuracy), 0.0, 1.0, rows)):
         label = "acc " if rows == 1 else ("1.0 " if r == 0 else ("0   " if r == rows - 1 else ""))
         out.append(f"{label:<{LABEL}}", "dim")
         for j, level in enumerate(levels):
@@ -118,7 +121,7 @@ class DatasetCompareScreen(Screen):
     """Runs on one K cursor; `position` is the relative depth K/L of the cursor, so runs of
     different depths follow it at their nearest K."""
 
-    BINDINGS = DATASET_COMPARE_BINDINGS
+    BINDINGS = cast(list[BindingType], DATASET_COMPARE_BINDINGS)
     DEFAULT_CSS = CSS
 
     def __init__(self, curves: list[RunCurve], delta: float) -> None:

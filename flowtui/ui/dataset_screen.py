@@ -104,7 +104,8 @@ class DatasetScreen(Screen):
         self.reverse = False
         self.predicate = parse_filter("")
         self.shown: list[dict[str, Any]] = []
-        self._by_key = {str(r["index"]): r for r in run.records}
+        # Looked up by Textual row keys, whose value is typed Optional
+        self._by_key: dict[str | None, dict[str, Any]] = {str(r["index"]): r for r in run.records}
         self._cells: dict[str, tuple] = {}  # each record's row, built once (records never change)
 
     def compose(self) -> ComposeResult:

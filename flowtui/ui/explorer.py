@@ -18,6 +18,7 @@ import numpy as np
 from textual import events, work
 from textual.actions import parse as parse_action
 from textual.app import ComposeResult, SystemCommand
+from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.reactive import var
@@ -70,7 +71,8 @@ class ExplorerScreen(ExportActions, PinActions, LensActions, AskActions):
     """One analysis, explored. Live: `image` + `question` are analysed on mount. Open: the
     `analysis` given (from a snapshot) is shown at once."""
 
-    BINDINGS = KEY_BINDINGS
+    # cast: lists are invariant, though every Binding is a BindingType
+    BINDINGS = cast(list[BindingType], KEY_BINDINGS)
     # Size classes for app.tcss, set by Textual on every resize: -narrow below 100 columns,
     # -short below 30 rows.
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
@@ -368,13 +370,14 @@ class ExplorerScreen(ExportActions, PinActions, LensActions, AskActions):
 
     def on_truncation_panel_requested(self, message: TruncationPanel.Requested) -> None:
         message.stop()
-        if self._can_rerun() and self.jobs.truncate(
+        if self._can_rerun() and self.analysis is not None and self.jobs.truncate(
             self.analysis, message.layer, message.strategy, message.keep, to=self
         ):
             self.rerun = Rerun("truncation", message.layer, message.strategy, message.keep)
 
     def action_sweep(self) -> None:
-        if self._can_rerun() and self.jobs.sweep(self.analysis, to=self):
+        if self._can_rerun() and self.analysis is not None and self.jobs.sweep(
+                self.analysis, to=self):
             self.rerun = Rerun("sweep", total=self.analysis.num_layers + 1)
 
     @work(thread=True, exit_on_error=False, group="preview")

@@ -62,7 +62,7 @@ class DaemonExecutor(ThreadPoolExecutor):
     cannot be interrupted.
     """
 
-    def submit(self, fn, /, *args, **kwargs) -> Future:  # type: ignore[override]
+    def submit(self, fn, /, *args, **kwargs) -> Future:
         future: Future = Future()
 
         def run() -> None:

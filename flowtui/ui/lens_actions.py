@@ -4,19 +4,39 @@ in the status line, x cancels); `/` asks for another word. Mixed into ExplorerSc
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from textual.screen import Screen
+
+from flowtui.engine.analysis import Analysis
 from flowtui.render.maps import LENS_MODES, MAP_MODES
 from flowtui.ui.messages import LensDone
 from flowtui.ui.screens import PathPrompt
+from flowtui.ui.state import ViewState
+
+if TYPE_CHECKING:
+    from flowtui.ui.jobs import EngineJobs
+    from flowtui.ui.widgets.image_panel import ImagePanel
 
 
-class LensActions:
+class LensActions(Screen):
     """Lens map actions for the explorer (uses its analysis, view, jobs and image panel)."""
+
+    analysis: Analysis | None
+    view: ViewState
+    if TYPE_CHECKING:
+        @property
+        def jobs(self) -> EngineJobs: ...
+        @property
+        def image_panel(self) -> ImagePanel: ...
+        def set_activity(self, text: str, kind: str = "busy") -> None: ...
+        def _set_view(self, **changes: Any) -> None: ...
 
     def next_map(self) -> str:
         """The map after the current one; the lens maps start the lens where it is missing."""
         i = MAP_MODES.index(self.view.map_mode)
         nxt = MAP_MODES[(i + 1) % len(MAP_MODES)]
-        if nxt in LENS_MODES and self.analysis.lens is None:
+        if nxt in LENS_MODES and self.analysis is not None and self.analysis.lens is None:
             if not self.jobs.can_load:
                 self.app.notify("the logit lens needs a model: reopen with `flowtui open FILE "
                                 "--model M` (or a snapshot made with --lens)", severity="warning")
@@ -34,13 +54,14 @@ class LensActions:
             self.app.notify("another lens word needs a model: reopen with `flowtui open FILE "
                             "--model M`", severity="warning")
             return
-        current = self.analysis.lens.word if self.analysis.lens is not None else ""
+        analysis = self.analysis
+        current = analysis.lens.word if analysis.lens is not None else ""
 
         def chosen(word: str | None) -> None:
             if word is None:
                 return
             word = word.strip() or None  # empty: the answer's first token again
-            if self.jobs.lens(self.analysis, word, to=self):
+            if self.jobs.lens(analysis, word, to=self):
                 self.set_activity(f"logit lens for {word or 'the answer'}… (x cancels)")
 
         self.app.push_screen(PathPrompt("Lens word (empty: the answer's first token)", current,

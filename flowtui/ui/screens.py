@@ -87,7 +87,7 @@ class HelpScreen(ModalScreen[None]):
         rows = h * 95 // 100 - 3
         self.query_one("#help-keys", Static).update(keys_table(self._keys, width, rows))
 
-    def action_dismiss(self) -> None:
+    async def action_dismiss(self, result: None = None) -> None:  # as Screen's, always None
         self.dismiss(None)
 
 

@@ -50,7 +50,7 @@ def _builtin_specs() -> list[dict[str, Any]]:
 
 def _user_specs(errors: list[str] | None = None) -> list[dict[str, Any]]:
     folder = user_theme_dir()
-    specs = []
+    specs: list[dict[str, Any]] = []
     if not folder.is_dir():
         return specs
     for path in sorted(folder.iterdir()):

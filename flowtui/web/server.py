@@ -108,7 +108,7 @@ class WebServer(Server):
     async def _to_index(self, request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound(f"/{self.token}/")
 
-    async def handle_index(self, request: web.Request) -> web.StreamResponse:  # type: ignore[override]
+    async def handle_index(self, request: web.Request) -> web.StreamResponse:
         """The page, its URLs built from the address the browser used (`Host`), so it works
         through a port-forward to any local port."""
         scheme = "wss" if request.secure else "ws"
@@ -126,7 +126,7 @@ class WebServer(Server):
         try:
             return await super().handle_websocket(request)
         finally:
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._tasks.discard(task)
 
     async def on_shutdown(self, app: web.Application) -> None:
         """Each open tab is told the session is over and its explorer quits (textual-serve's
@@ -167,7 +167,7 @@ class WebServer(Server):
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._stop.set)
 
-    def serve(self, debug: bool = False) -> None:  # type: ignore[override]
+    def serve(self, debug: bool = False) -> None:
         """Serve until SIGINT/SIGTERM (or stop()); tabs still open are ended first."""
         self.debug = debug
         logging.basicConfig(level=logging.WARNING, format="flowtui web: %(message)s")

@@ -53,7 +53,7 @@ async def test_the_layer_cursor_moves_both_sides():
         await pilot.press("right", "right", "right")
         await pilot.pause()
         side_a, side_b = screen.sides()
-        assert screen.layers == (3, 3)
+        assert screen.shown_layers == (3, 3)
         assert side_a.cam_view.view.layer == 3 and side_b.cam_view.view.layer == 3
         assert "layer 3/7" in str(side_a.border_subtitle) and "layer 3/7" in str(
             side_b.border_subtitle)
@@ -63,10 +63,10 @@ async def test_the_layer_cursor_moves_both_sides():
         await pilot.press("end")
         await pilot.press("right")  # past the last layer: stays
         await pilot.pause()
-        assert screen.layers == (7, 7)
+        assert screen.shown_layers == (7, 7)
         await pilot.press("home")
         await pilot.pause()
-        assert screen.layers == (0, 0)
+        assert screen.shown_layers == (0, 0)
         assert "relative depth" not in str(screen.query_one("#cmp-shares").border_title)
 
 
@@ -117,7 +117,7 @@ async def test_different_depths_pair_by_relative_depth():
         screen = app.screen
         for la in range(4):
             lb = nearest_layer(la, 8, 12)
-            assert screen.layers == (la, lb)
+            assert screen.shown_layers == (la, lb)
             side_a, side_b = screen.sides()
             assert (side_a.cam_view.view.layer, side_b.cam_view.view.layer) == (la, lb)
             title = str(screen.query_one("#cmp-shares").border_title)
@@ -223,7 +223,7 @@ async def test_pin_in_the_explorer_then_the_next_analysis_opens_the_compare():
         assert "by relative depth l/L" in str(screen.query_one("#cmp-shares").border_title)
         await pilot.press("right")
         await pilot.pause()
-        assert screen.layers == (1, nearest_layer(1, 8, 12))
+        assert screen.shown_layers == (1, nearest_layer(1, 8, 12))
         await pilot.press("escape")
         await pilot.pause()
         assert app.screen is app.explorer and app.analysis is b

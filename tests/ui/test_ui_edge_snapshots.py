@@ -92,7 +92,7 @@ async def _press_everything(app, pilot, rounds: int) -> None:
     for _ in range(rounds):  # the second round runs in the modes the first one set
         for key in KEYS:
             await pilot.press(key)
-            if key in ("e", "p", "question_mark"):  # a prompt or the help: close it again
+            if key in ("e", "p", "a", "i", "slash", "question_mark"):  # a prompt or the help
                 await pilot.press("escape")
             elif key == "t":  # the truncation panel: run at K, then leave it
                 await pilot.press("enter", "escape")

@@ -9,12 +9,13 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from functools import cache
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from flowtui.engine.errors import ModelLoadError
 from flowtui.engine.families.base import FamilyAdapter, GridFamily, Layout
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = ["FamilyAdapter", "GridFamily", "Layout", "adapter_for", "adapters", "supported_families"]
 
@@ -54,7 +55,7 @@ def supported_families() -> str:
     return ", ".join(supported_model_types())
 
 
-def adapter_for(model: nn.Module, processor: Any) -> FamilyAdapter:
+def adapter_for(model: PreTrainedModel, processor: Any) -> FamilyAdapter:
     model_type = getattr(model.config, "model_type", "?")
     cls = adapter_class(model_type)
     if cls is None:

@@ -14,13 +14,15 @@ alone): the base `logits` follows whichever the installed model does (compat).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 from flowtui.engine.families._tiles import tile_layout
 from flowtui.engine.families.base import FamilyAdapter, Layout, field
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 class AyaVisionAdapter(FamilyAdapter):
@@ -29,12 +31,12 @@ class AyaVisionAdapter(FamilyAdapter):
     examples = ("CohereLabs/aya-vision-8b", "CohereLabs/aya-vision-32b")
     open_markers = ("<|START_OF_IMG|>",)
     close_markers = ("<|END_OF_IMG|>",)
-    inner_markers = ("TILE_GLOBAL", "<|IMG_LINE_BREAK|>")
+    inner_markers: tuple[str, ...] = ("TILE_GLOBAL", "<|IMG_LINE_BREAK|>")
     # No reduced rerun: Cohere 2 interleaves sliding-window layers (RoPE only there), whose
     # window counts positions; not established for a window shorter than the sequence.
     reduced_rerun = False
 
-    def __init__(self, model: nn.Module, processor: Any) -> None:
+    def __init__(self, model: PreTrainedModel, processor: Any) -> None:
         super().__init__(model, processor)
         # Markers as the processor names them; one tile tag per possible tile.
         p = processor

@@ -9,7 +9,7 @@ processor output, never typed-in offsets (the paper's scripts hard-code 34/35/36
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from torch import nn
 from flowtui.engine import compat
 from flowtui.engine.analysis import grid_regions
 from flowtui.engine.errors import InputError, ModelLoadError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 @dataclass
@@ -142,10 +145,11 @@ class FamilyAdapter:
     # Example hub ids, for help texts and the README's support table.
     examples: ClassVar[tuple[str, ...]] = ()
     # Tokens that open / close an image block, and tokens inside it between runs of features
-    # (row breaks, tile tags). They belong to the image group, not the user's text.
-    open_markers: ClassVar[tuple[str, ...]] = ()
-    close_markers: ClassVar[tuple[str, ...]] = ()
-    inner_markers: ClassVar[tuple[str, ...]] = ()
+    # (row breaks, tile tags). They belong to the image group, not the user's text. Not class
+    # constants: a family may read them from its processor (InternVL, Aya Vision).
+    open_markers: tuple[str, ...] = ()
+    close_markers: tuple[str, ...] = ()
+    inner_markers: tuple[str, ...] = ()
     # Per-token processor outputs extended over the answer in teacher-forced passes: the value
     # answer tokens get (text is 0; PaliGemma marks the answer 1).
     answer_token_type: ClassVar[dict[str, int]] = {}
@@ -166,7 +170,7 @@ class FamilyAdapter:
         {"use_cache", "return_dict", "logits_to_keep", "output_router_logits"}
     )
 
-    def __init__(self, model: nn.Module, processor: Any) -> None:
+    def __init__(self, model: PreTrainedModel, processor: Any) -> None:
         self.model = model
         self.processor = processor
 
@@ -181,7 +185,7 @@ class FamilyAdapter:
 
     @property
     def layers(self) -> nn.ModuleList:
-        return self.text_model.layers
+        return cast(nn.ModuleList, self.text_model.layers)  # nn.Module's __getattr__ is untyped
 
     def cam_site_name(self, layer: nn.Module) -> str:
         """The norm whose output is the MLP input: the paper's LLaVA-CAM site.

@@ -9,13 +9,15 @@ order: token (i, j) of a tile is built from the vision patches of rows 2i..2i+1 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 from flowtui.engine.families._tiles import tile_layout
 from flowtui.engine.families.base import FamilyAdapter, Layout
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 class InternVLAdapter(FamilyAdapter):
@@ -26,7 +28,7 @@ class InternVLAdapter(FamilyAdapter):
     close_markers = ("</img>",)
     reduced_rerun = True  # a Qwen2/Qwen3 decoder with a plain causal mask
 
-    def __init__(self, model: nn.Module, processor: Any) -> None:
+    def __init__(self, model: PreTrainedModel, processor: Any) -> None:
         super().__init__(model, processor)
         # The processor names its markers (from the tokenizer); the defaults are the hub's.
         start = getattr(processor, "start_image_token", None)

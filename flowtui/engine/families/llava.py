@@ -71,7 +71,7 @@ class LlavaAdapter(FamilyAdapter):
         if n == side * side:
             return Layout.through(aff, side, side, (0, 0, w, h), width, height)
         regions = regions_through(aff, side, side, (0, 0, w, h), width, height)
-        if n == side * side + 1:
-            # The "full" feature strategy keeps the CLS token first: it has no region.
-            regions = np.concatenate([np.full((1, 4), np.nan, np.float32), regions])
-            return Layout(regions, ["image"], np.zeros(n, dtype=np.int16))
+        # n == side * side + 1: the "full" feature strategy keeps the CLS token first: it has
+        # no region.
+        regions = np.concatenate([np.full((1, 4), np.nan, np.float32), regions])
+        return Layout(regions, ["image"], np.zeros(n, dtype=np.int16))

@@ -12,6 +12,8 @@ its M-RoPE positions; reruns reuse the captured positions, so nothing here handl
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from flowtui.engine.errors import InputError
@@ -21,7 +23,9 @@ from flowtui.engine.families.base import Affine, FamilyAdapter, Layout, field
 class Qwen2VLAdapter(FamilyAdapter):
     family = "qwen2_vl"
     model_types = ("qwen2_vl",)
-    examples = ("Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2-VL-7B-Instruct")
+    examples: ClassVar[tuple[str, ...]] = (
+        "Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2-VL-7B-Instruct",
+    )
     open_markers = ("<|vision_start|>",)
     # Plain causal mask; the captured M-RoPE position_ids ([3, 1, N]) are cut on their last
     # axis, so every kept position keeps its temporal/height/width ids.

@@ -10,7 +10,7 @@ features to the kept image positions (`reduced_text_kwargs`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -22,7 +22,7 @@ DEEPSTACK = ("visual_pos_masks", "deepstack_visual_embeds")
 class Qwen3VLAdapter(Qwen2VLAdapter):
     family = "qwen3_vl"
     model_types = ("qwen3_vl",)
-    examples = (
+    examples: ClassVar[tuple[str, ...]] = (
         "Qwen/Qwen3-VL-2B-Instruct",
         "Qwen/Qwen3-VL-4B-Instruct",
         "Qwen/Qwen3-VL-8B-Instruct",
@@ -40,7 +40,7 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
         where, feats = kwargs.get("visual_pos_masks"), kwargs.get("deepstack_visual_embeds")
         if out is None or (where is None) != (feats is None):
             return None
-        if where is None:
+        if where is None or feats is None:  # both or neither (just above)
             return out
         if not isinstance(where, torch.Tensor) or where.dim() != 2 or where.shape[0] != 1:
             return None

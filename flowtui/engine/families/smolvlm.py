@@ -3,6 +3,8 @@ classes. (SmolVLM v1 checkpoints are `idefics3` models and use that adapter.)"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from flowtui.engine.compat import ProcessorMixin
 from flowtui.engine.families.idefics3 import Idefics3Adapter
 
@@ -19,7 +21,7 @@ class SmolVLMAdapter(Idefics3Adapter):
     def build_prompt(self, question: str) -> str:
         # SmolVLMProcessor.apply_chat_template only adds video sampling defaults, read from its
         # video processor, which the image-only build (no torchvision) does not have.
-        conversation = [
+        conversation: list[dict[str, Any]] = [
             {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
         ]
         return ProcessorMixin.apply_chat_template(

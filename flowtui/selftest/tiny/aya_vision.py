@@ -17,7 +17,7 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from flowtui.selftest.tiny.common import finish, save, word_tokenizer
+from flowtui.selftest.tiny.common import finish, save, token_id, word_tokenizer
 
 FAMILY = "aya_vision"
 QUESTION = "Is there a red circle?"
@@ -49,7 +49,8 @@ def build(path: Path) -> Path:
          "TILE_GLOBAL", *(f"TILE_{i}" for i in range(1, MAX_TILES + 1))],
         bos="<BOS_TOKEN>", eos="<|END_OF_TURN_TOKEN|>", pad="<PAD>",
     )
-    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    # transformers 5.22 leaves vision_use_head out of the signature (5.25 has it)
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,  # type: ignore[call-arg, unused-ignore]
                                 num_attention_heads=2, image_size=TILE, patch_size=8,
                                 vision_use_head=False)
     # ~150 positions: a 24-token window keeps the answer's sliding layers off the image.
@@ -61,7 +62,7 @@ def build(path: Path) -> Path:
                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                          pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
     config = AyaVisionConfig(vision_config=vision, text_config=text, downsample_factor=2,
-                             image_token_index=tok.convert_tokens_to_ids("<|IMG_PATCH|>"),
+                             image_token_index=token_id(tok, "<|IMG_PATCH|>"),
                              vision_feature_select_strategy="full", vision_feature_layer=-1,
                              tie_word_embeddings=False)
     torch.manual_seed(0)

@@ -7,13 +7,20 @@ from pathlib import Path
 
 import torch
 from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 WORDS = (
     "system user assistant model : . , ? a the is there an of in on what colour color shape "
     "red green blue yellow circle square triangle horse cat dog yes no how many one two three "
     "you are helpful answer question image photo describe this picture here crops"
 ).split()
+
+
+def token_id(tok: PreTrainedTokenizerBase, token: str) -> int:
+    """The id of one token (convert_tokens_to_ids is typed for a list of them too)."""
+    ident = tok.convert_tokens_to_ids(token)
+    assert isinstance(ident, int)
+    return ident
 
 
 def word_tokenizer(
@@ -29,7 +36,7 @@ def word_tokenizer(
     Special tokens are matched whole before splitting (as real tokenizers' added tokens are);
     "\\n" is a word of its own, so templates can put newlines where the real ones do.
     """
-    vocab = {}
+    vocab: dict[str, int] = {}
     for w in ["<unk>", *specials, *(words or WORDS), "\n"]:
         vocab.setdefault(w, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))

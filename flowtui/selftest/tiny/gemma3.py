@@ -9,7 +9,9 @@ the original image plus crops, one image block each (tests/test_family_gemma3.py
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -21,7 +23,7 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from flowtui.selftest.tiny.common import finish, save, word_tokenizer
+from flowtui.selftest.tiny.common import finish, save, token_id, word_tokenizer
 
 FAMILY = "gemma3"
 QUESTION = "Is there a red circle?"
@@ -29,7 +31,7 @@ IMAGE_SIZE = (150, 97)
 BLOCK = ("<start_of_image>", "<end_of_image>")
 TOLERANCE = 3.0
 # Pan & scan in the family test: a long image gives three crops, the last one narrower.
-PAN_AND_SCAN = {"do_pan_and_scan": True, "pan_and_scan_min_crop_size": 32,
+PAN_AND_SCAN: dict[str, Any] = {"do_pan_and_scan": True, "pan_and_scan_min_crop_size": 32,
                 "pan_and_scan_max_num_crops": 4, "pan_and_scan_min_ratio_to_activate": 1.2}
 PAN_AND_SCAN_IMAGE_SIZE = (230, 80)
 
@@ -55,7 +57,7 @@ def build(path: Path, pan_and_scan: bool = False) -> Path:
         extra={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
                "image_token": "<image_soft_token>"},
     )
-    ids = tok.convert_tokens_to_ids
+    ids = partial(token_id, tok)
     # 12x12 patches pooled 3x3 into 4x4 tokens.
     vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                 num_attention_heads=2, image_size=48, patch_size=4)

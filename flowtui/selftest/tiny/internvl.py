@@ -17,7 +17,7 @@ from transformers import (
 )
 
 from flowtui.engine.processors import image_only
-from flowtui.selftest.tiny.common import finish, save, word_tokenizer
+from flowtui.selftest.tiny.common import finish, save, token_id, word_tokenizer
 
 FAMILY = "internvl"
 QUESTION = "What colour is the shape?"
@@ -54,7 +54,7 @@ def build(path: Path) -> Path:
                        pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
     per_tile = (TILE // 8 // 2) ** 2
     config = InternVLConfig(vision_config=vision, text_config=text,
-                            image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"),
+                            image_token_id=token_id(tok, "<IMG_CONTEXT>"),
                             image_seq_length=per_tile, downsample_ratio=0.5,
                             tie_word_embeddings=False)
     torch.manual_seed(0)

@@ -13,7 +13,14 @@ from transformers import (
     LlavaProcessor,
 )
 
-from flowtui.selftest.tiny.common import clip_vision, finish, llama_text, save, word_tokenizer
+from flowtui.selftest.tiny.common import (
+    clip_vision,
+    finish,
+    llama_text,
+    save,
+    token_id,
+    word_tokenizer,
+)
 
 FAMILY = "llava"
 QUESTION = "Is there a red circle?"
@@ -36,7 +43,7 @@ def build(path: Path) -> Path:
     vision = clip_vision(image_size=56, patch_size=8)
     text = llama_text(tok)
     config = LlavaConfig(vision_config=vision, text_config=text,
-                         image_token_id=tok.convert_tokens_to_ids("<image>"),
+                         image_token_index=token_id(tok, "<image>"),
                          vision_feature_select_strategy="default", vision_feature_layer=-1)
     torch.manual_seed(1)
     model = finish(LlavaForConditionalGeneration(config), tok)

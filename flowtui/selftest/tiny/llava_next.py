@@ -14,7 +14,14 @@ from transformers import (
     LlavaNextProcessor,
 )
 
-from flowtui.selftest.tiny.common import clip_vision, finish, llama_text, save, word_tokenizer
+from flowtui.selftest.tiny.common import (
+    clip_vision,
+    finish,
+    llama_text,
+    save,
+    token_id,
+    word_tokenizer,
+)
 
 FAMILY = "llava_next"
 QUESTION = "Is there a red circle?"
@@ -41,7 +48,7 @@ def build(path: Path) -> Path:
     vision = clip_vision(image_size=28, patch_size=7)
     text = llama_text(tok)
     config = LlavaNextConfig(vision_config=vision, text_config=text,
-                             image_token_id=tok.convert_tokens_to_ids("<image>"),
+                             image_token_index=token_id(tok, "<image>"),
                              image_grid_pinpoints=PINPOINTS,
                              vision_feature_select_strategy="default", vision_feature_layer=-1)
     torch.manual_seed(0)

@@ -16,7 +16,7 @@ from transformers import (
 )
 
 from flowtui.engine.processors import image_only, processor_class
-from flowtui.selftest.tiny.common import finish, save, word_tokenizer
+from flowtui.selftest.tiny.common import finish, save, token_id, word_tokenizer
 
 FAMILY = "llava_onevision"
 QUESTION = "Is there a red circle?"
@@ -49,8 +49,8 @@ def build(path: Path) -> Path:
                        max_position_embeddings=512, eos_token_id=tok.eos_token_id,
                        pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
     config = LlavaOnevisionConfig(vision_config=vision, text_config=text,
-                                  image_token_id=tok.convert_tokens_to_ids("<image>"),
-                                  video_token_id=tok.convert_tokens_to_ids("<video>"),
+                                  image_token_index=token_id(tok, "<image>"),
+                                  video_token_index=token_id(tok, "<video>"),
                                   image_grid_pinpoints=PINPOINTS, vision_aspect_ratio=ASPECT,
                                   vision_feature_select_strategy="full", vision_feature_layer=-1,
                                   tie_word_embeddings=False)
@@ -59,7 +59,10 @@ def build(path: Path) -> Path:
     ip = LlavaOnevisionImageProcessorPil(size={"height": 28, "width": 28},
                                          image_grid_pinpoints=PINPOINTS)
     # The real class minus its video processor (no torchvision here), saved under its name.
-    processor = image_only(processor_class("LlavaOnevisionProcessor"))(
+    onevision = processor_class("LlavaOnevisionProcessor")
+    assert onevision is not None  # transformers has it (its module imports without torchvision)
+    # mypy reads a class's own __hash__ as the instance method: classes are hashable.
+    processor = image_only(onevision)(  # type: ignore[arg-type]
         image_processor=ip, tokenizer=tok, num_image_tokens=16,
         vision_feature_select_strategy="full", vision_aspect_ratio=ASPECT,
         chat_template=TEMPLATE, image_token="<image>", video_token="<video>")

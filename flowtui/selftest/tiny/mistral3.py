@@ -17,7 +17,7 @@ from transformers import (
 )
 
 from flowtui.engine.processors import processor_class
-from flowtui.selftest.tiny.common import finish, save, word_tokenizer
+from flowtui.selftest.tiny.common import finish, save, token_id, word_tokenizer
 
 FAMILY = "mistral3"
 QUESTION = "Is there a red circle?"
@@ -43,22 +43,25 @@ def build(path: Path) -> Path:
     tok = word_tokenizer(SPECIALS, bos="<s>")
     patch, merge = 4, 2
     vision = PixtralVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                 num_attention_heads=2, head_dim=16, image_size=56,
-                                 patch_size=patch)
+                                 # head_dim reaches the config through **kwargs, unannotated
+                                 num_attention_heads=2, head_dim=16,  # type: ignore[call-arg]
+                                 image_size=56, patch_size=patch)
     text = MistralConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
                          num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
                          head_dim=16, max_position_embeddings=512, sliding_window=None,
                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                          pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
     config = Mistral3Config(vision_config=vision, text_config=text,
-                            image_token_index=tok.convert_tokens_to_ids("[IMG]"),
+                            image_token_index=token_id(tok, "[IMG]"),
                             spatial_merge_size=merge, vision_feature_layer=-1,
                             tie_word_embeddings=False)
     torch.manual_seed(0)
     model = finish(Mistral3ForConditionalGeneration(config), tok)
     ip = PixtralImageProcessorPil(size={"longest_edge": 56}, patch_size={"height": patch,
                                                                          "width": patch})
-    processor = processor_class("PixtralProcessor")(
+    pixtral = processor_class("PixtralProcessor")
+    assert pixtral is not None  # transformers has it (importable without torchvision)
+    processor = pixtral(
         image_processor=ip, tokenizer=tok, patch_size=patch, spatial_merge_size=merge,
         chat_template=TEMPLATE, image_token="[IMG]", image_break_token="[IMG_BREAK]",
         image_end_token="[IMG_END]")

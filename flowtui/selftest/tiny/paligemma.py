@@ -21,7 +21,7 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from flowtui.selftest.tiny.common import WORDS, finish, save, word_tokenizer
+from flowtui.selftest.tiny.common import WORDS, finish, save, token_id, word_tokenizer
 
 FAMILY = "paligemma"
 # The mix checkpoints take a task prefix ("answer en", "caption en"): part of the question.
@@ -36,7 +36,8 @@ def build(path: Path) -> Path:
     # <locXXXX>/<segXXX> tokens) itself.
     tok = word_tokenizer(["<pad>", "<eos>", "<bos>", "<image>"], bos="<bos>", eos="<eos>",
                          pad="<pad>", words=[*WORDS, "en"])
-    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    # transformers 5.22 leaves vision_use_head out of the signature (5.25 has it)
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,  # type: ignore[call-arg, unused-ignore]
                                 num_attention_heads=2, image_size=48, patch_size=8,
                                 vision_use_head=False)
     text = Gemma2Config(
@@ -50,7 +51,7 @@ def build(path: Path) -> Path:
     )
     config = PaliGemmaConfig(vision_config=vision, text_config=text, projection_dim=64,
                              hidden_size=64, vocab_size=len(tok),
-                             image_token_index=tok.convert_tokens_to_ids("<image>"),
+                             image_token_index=token_id(tok, "<image>"),
                              tie_word_embeddings=False)
     torch.manual_seed(0)
     model = PaliGemmaForConditionalGeneration(config)

@@ -9,6 +9,7 @@ is 3 x 5. Also the shared builder of the Qwen2.5-VL and Qwen3-VL tiny models.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -53,7 +54,7 @@ def tokenizer():
                           extra={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"})
 
 
-def token_ids(tok) -> dict[str, int]:
+def token_ids(tok) -> dict[str, Any]:  # config kwargs (ints)
     return {
         "image_token_id": tok.convert_tokens_to_ids("<|image_pad|>"),
         "video_token_id": tok.convert_tokens_to_ids("<|video_pad|>"),

@@ -43,7 +43,8 @@ def cliff_label(a: Analysis, relative: bool) -> str:
 def logp_bottom(c: Comparison) -> float:
     """The bottom of both sides' log p rows: one scale for A and B (the explorer's ladder)."""
     lows = [float(np.nanmin(np.minimum(an.sweep_logprob, 0.0))) for an in (c.a, c.b)
-            if an.sweep_same is not None and len(an.sweep_logprob)]
+            if an.sweep_same is not None and an.sweep_logprob is not None
+            and len(an.sweep_logprob)]
     return logp_scale(min(lows) if lows else 0.0)
 
 

@@ -45,7 +45,7 @@ def curves_text(summary: dict[str, Any], width: int, height: int = 10) -> Text:
             grid[r][cliff * cw + cw // 2] = ("│", "#e03131")
     # `all` last, so where curves meet the curve the cliff is defined on stays visible.
     for i, s in reversed(list(enumerate(strategies.values()))):
-        style = Style(color=STRATEGY_STYLES[i % len(STRATEGY_STYLES)], bold=True)
+        style: Style | str = Style(color=STRATEGY_STYLES[i % len(STRATEGY_STYLES)], bold=True)
         for k, v in enumerate(s["accuracy"]):
             grid[row_of(v)][k * cw + cw // 2] = (MARKERS[i % len(MARKERS)], style)
     ticks = {0: 1.0, height - 1: lo, (height - 1) // 2: 1.0 - (1.0 - lo) * ((height - 1) // 2)
@@ -72,8 +72,8 @@ def curves_text(summary: dict[str, Any], width: int, height: int = 10) -> Text:
             out.append("\n")
     legend: list[list[tuple[str, Style | str]]] = []
     for i, (name, s) in enumerate(strategies.items()):
-        colour = Style(color=STRATEGY_STYLES[i % len(STRATEGY_STYLES)], bold=True)
-        legend.append([(f"{MARKERS[i % len(MARKERS)]} {name}", colour),
+        mark = Style(color=STRATEGY_STYLES[i % len(STRATEGY_STYLES)], bold=True)
+        legend.append([(f"{MARKERS[i % len(MARKERS)]} {name}", mark),
                        (f" cliff {s['dataset_cliff']}", "dim")])
     if base is not None:
         lo95, hi95 = summary["baseline_ci95"]

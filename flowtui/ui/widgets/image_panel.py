@@ -206,7 +206,7 @@ def _peak(a: Analysis, tmap: TokenMap, layer: int, view: int) -> str:
     i = peak_token(a, tmap, layer, view)
     if i is None:
         return "all-zero map"
-    if a.cam is not None:
+    if a.cam is not None and a.image_grid is not None:  # a CAM grid has both
         r, c = np.unravel_index(i, a.image_grid)
         return f"□ max patch ({r},{c})"
     x0, y0, x1, y1 = (int(round(float(v))) for v in a.token_regions[i])
