@@ -354,7 +354,8 @@ async def test_model_load_failure_keeps_the_app_usable(image_path):
 
 async def test_bad_image_is_reported(tmp_path):
     class Picky(FakeEngine):
-        def analyze(self, image, question, max_new_tokens=32, progress=None, self_check=True):
+        def analyze(self, image, question, max_new_tokens=32, progress=None, self_check=True,
+                    per_token=False):
             raise InputError(f"cannot read image {image}: not an image file")
 
     bad = tmp_path / "bad.png"

@@ -13,20 +13,24 @@ from textual.widget import Widget
 from flowtui.engine.analysis import Analysis
 from flowtui.render.cells import CamRenderer
 from flowtui.render.maps import TokenMap, attention_map, cam_map, map_threshold
-from flowtui.ui.state import ViewState
+from flowtui.ui.state import ViewState, focused
 from flowtui.ui.strips import grid_to_strips
 
-MapKey = tuple[str, bool]
+MapKey = tuple[str, bool, int | None]
 
 
 def map_key(view: ViewState) -> MapKey:
-    """Which TokenMap a view draws: the map mode, and the sink toggle where it applies."""
-    return view.map_mode, view.map_mode == "attention" and view.exclude_sinks
+    """Which TokenMap a view draws: the map mode, the sink toggle where it applies, and the
+    answer token it follows (None: the whole answer)."""
+    return (view.map_mode, view.map_mode == "attention" and view.exclude_sinks,
+            view.answer_token)
 
 
 def analysis_map(a: Analysis, key: MapKey) -> TokenMap:
-    """The per-token map `key` of an analysis (the attention map needs `attention_tokens`)."""
-    name, sinks = key
+    """The per-token map `key` of an analysis (the attention map needs `attention_tokens`), for
+    the answer token the key names (state.focused)."""
+    name, sinks, token = key
+    a = focused(a, token)
     if name == "attention" and a.attention_tokens is not None:
         return attention_map(a.attention_tokens, a.token_views, len(a.views), sinks)
     return cam_map(a.cam_tokens, a.token_views, len(a.views))
@@ -44,7 +48,7 @@ class CamView(Widget):
         self.renderer: CamRenderer | None = None
         self.view = ViewState()
         self._renderers: dict[MapKey, CamRenderer] = {}
-        self._key: MapKey = ("cam", False)
+        self._key: MapKey = ("cam", False, None)
         self._frames: OrderedDict[tuple, list[Strip]] = OrderedDict()
         # (map, layer, view) -> the token to outline as the map's peak (None: no outline).
         self.peak_of: Callable[[MapKey, int, int], int | None] | None = None
