@@ -85,3 +85,24 @@ def test_inconsistent_token_shares_are_refused(analyses, tmp_path):
     arrays["token_shares"] = arrays["token_shares"][:, :, ::-1].copy()
     with pytest.raises(SnapshotError, match="token_shares"):
         decode_analysis(m, arrays, analyses["a"].image)
+
+
+def test_per_token_crosses_the_remote_protocol():
+    from fake_engine import FakeEngine, make_analysis
+    from remote_util import PipeServer
+
+    seen = []
+    full = make_analysis(num_layers=4, answer_tokens=("A", " red", " circle"), per_token=True)
+
+    class Recording(FakeEngine):
+        def analyze(self, image, question, max_new_tokens=32, progress=None, cam=True,
+                    self_check=True, per_token=False):
+            seen.append(per_token)
+            return full
+
+    engine = PipeServer(Recording()).engine()
+    got = engine.analyze(full.image, full.question, per_token=True)
+    engine.analyze(full.image, full.question)
+    assert seen == [True, False]
+    for name in ("token_head_shares", "token_attention", "token_cam"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(full, name), err_msg=name)
