@@ -8,7 +8,9 @@ runs (one recording forward with share capture, then batched backwards over the 
 `--chunk` at a time); `separate` is T recording passes, each a forward and a backward with one
 answer token's logit as the target (what T separate analyses would spend on the CAM). Times are
 medians after a warm-up; memory is each side's peak RSS (CPU) or peak CUDA memory above a warm
-plain forward, in a fresh process. See bench/README.md for recorded results.
+plain forward, in a fresh process (on a CPU with a model this small both stay under the peak of
+loading the model, and read 0: then the by-design sizes printed beside them are what counts). See
+bench/README.md for recorded results.
 """
 
 from __future__ import annotations
@@ -150,6 +152,12 @@ def main() -> None:
                       args.repeat)
             res[f"all_token_chunk{chunk}_s"] = t
             res[f"ratio_chunk{chunk}"] = t / t_sep
+        # What the all-token pass holds beyond one analysis, by design: the feature-token
+        # gradients of every layer for one chunk of targets (float32), while the backward runs
+        # with `chunk` cotangents at once (its activation gradients grow by the same factor).
+        D, L, N = engine.adapter.text_config.hidden_size, args.layers, len(feats)
+        for chunk in (8, 16):
+            res[f"held_gradients_chunk{chunk}_mb_by_design"] = chunk * L * N * D * 4 / 2**20
         if not args.skip_memory:
             for chunk in (8, 16):
                 m = memory(path, args.device, T, chunk)

@@ -418,7 +418,10 @@ async def test_help_screen_and_palette_commands():
         await pilot.press("escape")
         # The palette offers what applies now: the threshold to the CAM, sinks to attention.
         # Reconnect applies only to a remote engine (--remote), which this app has not.
-        only = {"CAM": {"Thr −", "Thr +", "Reconnect"}, "attention": {"Sinks", "Reconnect"}}
+        # The token cursor applies only to answers with per-token arrays, which this has not.
+        tokens = {"Token ◀", "Token ▶", "Whole answer"}
+        only = {"CAM": {"Thr −", "Thr +", "Reconnect", *tokens},
+                "attention": {"Sinks", "Reconnect", *tokens}}
         for hidden in ("attention", "CAM"):  # map on screen: CAM, then attention
             titles = palette_titles(app)
             for b in KEY_BINDINGS:
