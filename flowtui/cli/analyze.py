@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from flowtui.cli.common import (
     positive_int,
     quiet_log,
     summary,
+    summary_json,
     supported_model_types,
 )
 from flowtui.textsafe import visible
@@ -77,6 +79,10 @@ def build_parser(prog: str = "flowtui") -> argparse.ArgumentParser:
     add_remote_options(p)
     ui = p.add_argument_group("explorer")
     ui.add_argument("--theme", default=None, help=THEME_HELP)
+    ui.add_argument("--no-per-token", dest="explorer_per_token", action="store_false",
+                    help="skip each answer token's own LLaVA-CAM (batched backwards over the "
+                         "answer): the token cursor (, .) then shows per-token shares and "
+                         "attention, and the whole answer's CAM")
     h = p.add_argument_group("headless (no UI: analyze, write a snapshot, print a summary)")
     h.add_argument("--headless", action="store_true", help="run without the explorer")
     h.add_argument("--out", "-o", metavar="FILE", default=None,
@@ -94,13 +100,21 @@ def build_parser(prog: str = "flowtui") -> argparse.ArgumentParser:
     h.add_argument("--lens", action="store_true",
                    help="also read every layer's image tokens through the logit lens (top-5 "
                         "words, and the answer's first token's probability) into the snapshot")
+    h.add_argument("--per-token", action="store_true",
+                   help="also analyse every answer token on its own: its shares, attention on "
+                        "each image token and LLaVA-CAM (token_shares [T, L, 4], "
+                        "token_attention and token_cam [T, L, N] in the snapshot, and in the "
+                        "--json output)")
+    h.add_argument("--json", action="store_true",
+                   help="print the summary as one JSON object instead of text")
     return p
 
 
 # Options only a headless run uses, with their defaults: given to the explorer they would do
 # nothing.
 HEADLESS_ONLY: dict[str, Any] = {"out": None, "sweep": False, "truncate": [], "strategy": "all",
-                                 "keep": None, "seed": 0, "lens": False}
+                                 "keep": None, "seed": 0, "lens": False, "per_token": False,
+                                 "json": False}
 
 
 def _validate(args) -> None:
@@ -113,10 +127,14 @@ def _validate(args) -> None:
         raise InputError("the question is empty")
     load_image(args.image)
     if not args.headless:
-        given = [f"--{o}" for o, default in HEADLESS_ONLY.items() if getattr(args, o) != default]
+        given = [f"--{o.replace('_', '-')}" for o, default in HEADLESS_ONLY.items() if getattr(args, o) != default]
         if given:
             raise InputError(f"{', '.join(given)}: only for --headless runs (the explorer "
-                             "exports snapshots with e and truncates with t)")
+                             "exports snapshots with e and truncates with t, and follows each "
+                             "answer token with , and .)")
+    elif not args.explorer_per_token:
+        raise InputError("--no-per-token: only for the explorer (a headless run computes "
+                         "per-token CAMs only with --per-token)")
     check_model_options(args)
     if args.keep is not None and args.strategy == "all":
         raise InputError("--keep R needs --strategy top or random (all hides every image token)")
@@ -144,7 +162,8 @@ def _run_headless(args) -> int:
         if args.keep is not None:
             _check_keep(engine, args.image, args.keep)
         a = engine.analyze(args.image, args.question, max_new_tokens=args.max_new_tokens,
-                           progress=progress, self_check=args.self_check)
+                           progress=progress, self_check=args.self_check,
+                           per_token=args.per_token)
         for k in args.truncate:
             engine.truncate(a, k, strategy=args.strategy, keep=args.keep, seed=args.seed,
                             progress=progress)
@@ -156,7 +175,10 @@ def _run_headless(args) -> int:
         progress.done()
         engine.close()  # a remote engine: end the ssh session
     a.save(out, inputs=[args.image])
-    print(summary(a, out))
+    if args.json:
+        print(json.dumps(summary_json(a, out, args.per_token)))
+    else:
+        print(summary(a, out))
     if a.failed_checks:
         # Written first: the snapshot keeps the evidence. Exit 3, not 2: the input was fine.
         failed = "; ".join(c.describe() for c in a.failed_checks)
@@ -192,4 +214,5 @@ def run(argv: list[str], prog: str = "flowtui") -> int:
         max_new_tokens=args.max_new_tokens,
         theme=args.theme,
         self_check=args.self_check,
+        per_token=args.explorer_per_token,
     )

@@ -204,6 +204,41 @@ def lens_line(a) -> str:
             f"({mean[peak]:.3f}); {where}")
 
 
+def summary_json(a, path: Path | None = None, per_token: bool = False) -> dict:
+    """What `--headless --json` prints: the summary's facts as JSON, and with `per_token`
+    every answer token on its own (docs/definitions.md, "Per-token quantities"): its piece,
+    `token_shares` [T][L][4], `token_attention` and `token_cam` [T][L][N] (N in the order of
+    the snapshot's cam_tokens; token_cam null where it was not computed)."""
+    s, e = a.groups["output"][0] if a.groups["output"] else (0, 0)
+    out = {
+        "model": {"name": a.model.name, "family": a.model.family,
+                  "num_layers": a.model.num_layers, "num_heads": a.model.num_heads,
+                  "dtype": a.model.dtype, "device": a.model.device},
+        "question": a.question,
+        "answer": a.answer,
+        "answer_token_ids": [int(t) for t in a.answer_token_ids],
+        "answer_tokens": list(a.tokens[s:e]),
+        "answer_logprobs": a.answer_logprobs.tolist(),
+        "groups": ["system", "image", "user", "output"],
+        "shares": a.shares.tolist(),
+        "truncations": [{"layer": r.layer, "strategy": r.strategy, "keep": r.keep,
+                         "answer": r.answer, "same": r.same,
+                         "baseline_logprob": r.baseline_logprob} for r in a.truncations],
+        "cliff_layer": a.cliff_layer,
+        "checks": {c.name: bool(c.passed) for c in a.checks},
+        "notes": list(a.notes),
+        "snapshot": None if path is None else str(path),
+    }
+    if per_token:
+        out["per_token"] = {
+            "token_shares": None if a.token_shares is None else a.token_shares.tolist(),
+            "token_attention": (None if a.token_attention is None
+                                else a.token_attention.tolist()),
+            "token_cam": None if a.token_cam is None else a.token_cam.tolist(),
+        }
+    return out
+
+
 def quiet_log(_line: str) -> None:
     """For the explorer: a remote server's log lines never go to stderr, which would draw over
     the screen; the explorer shows them itself once connected."""

@@ -188,6 +188,14 @@ class Analysis:
     # The answer's attention on each feature token, per layer [L, N]: mean over heads and
     # answer queries (the second map mode beside the CAM).
     attention_tokens: np.ndarray | None = None
+    # Every answer token on its own (docs/definitions.md, "Per-token quantities"), answer token
+    # first: `token_head_shares` [T, L, H, 4] (its query row of the head shares; `token_shares`
+    # is their head mean), `token_attention` [T, L, N] (head-mean attention of its query on each
+    # feature token) and `token_cam` [T, L, N] (the LLaVA-CAM of its own logit; None unless
+    # asked for: analyze(per_token=True)). None in snapshots older than version 3.
+    token_head_shares: np.ndarray | None = None
+    token_attention: np.ndarray | None = None
+    token_cam: np.ndarray | None = None
     cam_settings: CamSettings = field(default_factory=CamSettings)
     truncations: list[TruncationRun] = field(default_factory=list)
     sweep_logprob: np.ndarray | None = None
@@ -230,6 +238,17 @@ class Analysis:
     @property
     def num_heads(self) -> int:
         return int(self.head_shares.shape[1])
+
+    @property
+    def token_shares(self) -> np.ndarray | None:
+        """[T, L, 4]: each answer token's shares (its head shares, mean over heads)."""
+        if self.token_head_shares is None:
+            return None
+        return self.token_head_shares.mean(axis=2)
+
+    @property
+    def num_answer_tokens(self) -> int:
+        return len(self.answer_token_ids)
 
     @property
     def num_features(self) -> int:

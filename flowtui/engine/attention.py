@@ -47,6 +47,11 @@ class ShareCapture:
     rank_attention: dict[int, torch.Tensor] = field(default_factory=dict)
     # layer -> [N_feat]: attention of the answer, mean over heads and answer queries
     answer_attention: dict[int, torch.Tensor] = field(default_factory=dict)
+    # Per answer token (docs/definitions.md, "Per-token quantities"): layer -> [H, T, G], the
+    # head shares before the mean over answer queries, and layer -> [T, N_feat], the head-mean
+    # attention of each answer query on each feature token.
+    token_head_shares: dict[int, torch.Tensor] = field(default_factory=dict)
+    token_attention: dict[int, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
     def for_groups(
@@ -214,8 +219,10 @@ def _record_shares(
         probs = torch.softmax(scores, dim=-1)  # [H, T, N]
         per_group = torch.matmul(probs, cap.group_onehot.to(probs.device))  # [H, T, G]
         cap.head_shares[layer] = per_group.mean(dim=1).cpu()
+        cap.token_head_shares[layer] = per_group.cpu()
         feats = probs[:, :, cap.feature_positions.to(probs.device)]  # [H, T, N_feat]
         cap.rank_attention[layer] = feats[:, 0].mean(dim=0).cpu()
+        cap.token_attention[layer] = feats.mean(dim=0).cpu()  # [T, N_feat]
         cap.answer_attention[layer] = feats.mean(dim=(0, 1)).cpu()
 
 

@@ -17,7 +17,8 @@ from flowtui.engine.lens_codec import decode_lens, encode_lens
 from flowtui.version import __version__
 
 FORMAT = "flowtui.snapshot"
-# 3: the logit lens (manifest `lens`, arrays lens_top_ids, lens_top_probs, lens_word_prob).
+# 3: the logit lens (manifest `lens`, arrays lens_top_ids, lens_top_probs, lens_word_prob) and
+# the per-answer-token arrays (token_shares, token_head_shares, token_attention, token_cam).
 VERSION = 3
 
 
@@ -70,6 +71,14 @@ def _arrays(a: Analysis) -> dict[str, np.ndarray]:
         arrays["image_attention"] = np.asarray(a.image_attention, dtype=np.float32)
     if a.attention_tokens is not None:
         arrays["attention_tokens"] = np.asarray(a.attention_tokens, dtype=np.float32)
+    if a.token_head_shares is not None:  # per answer token (version 3)
+        arrays["token_head_shares"] = np.asarray(a.token_head_shares, dtype=np.float32)
+        # The head mean too, for readers of arrays.npz without flowtui.
+        arrays["token_shares"] = np.asarray(a.token_shares, dtype=np.float32)
+    if a.token_attention is not None:
+        arrays["token_attention"] = np.asarray(a.token_attention, dtype=np.float32)
+    if a.token_cam is not None:
+        arrays["token_cam"] = np.asarray(a.token_cam, dtype=np.float32)
     if a.sweep_logprob is not None:
         arrays["sweep_logprob"] = np.asarray(a.sweep_logprob, dtype=np.float32)
     if a.sweep_same is not None:
@@ -122,6 +131,7 @@ def decode_analysis(m: dict, arrays: dict[str, np.ndarray], image: np.ndarray) -
                 or (np.diff(feats) <= 0).any()):
             raise SnapshotError("array 'feature_positions' must be increasing positions inside "
                                 "the image group")
+    per_token = _per_token(arrays, T, L, H, N)
     sweep_logprob = v.floats(arrays, "sweep_logprob", [("L+1", L + 1)], required=False)
     sweep_same = v.array(arrays, "sweep_same", [("L+1", L + 1)], "b", required=False)
     if (sweep_logprob is None) != (sweep_same is None):
@@ -153,6 +163,7 @@ def decode_analysis(m: dict, arrays: dict[str, np.ndarray], image: np.ndarray) -
         attention_tokens=v.floats(arrays, "attention_tokens", [("L", L), ("N", N)], 0.0, 1.0,
                                  required=False),
         cam_settings=v.cam_settings(m.get("cam", {})),
+        **per_token,
         truncations=v.truncations(m.get("truncations", []), L, N),
         sweep_logprob=sweep_logprob,
         sweep_same=sweep_same,
@@ -167,3 +178,21 @@ def decode_analysis(m: dict, arrays: dict[str, np.ndarray], image: np.ndarray) -
         lens=decode_lens(m.get("lens"), arrays, L, N),
         **tokens_part,
     )
+
+
+def _per_token(arrays: dict[str, np.ndarray], T: int, L: int, H: int, N: int) -> dict:
+    """The per-answer-token arrays of version 3 (each optional; absent from older snapshots)."""
+    head = v.floats(arrays, "token_head_shares", [("T", T), ("L", L), ("H", H), ("4", 4)],
+                    0.0, 1.0, required=False)
+    shares = v.floats(arrays, "token_shares", [("T", T), ("L", L), ("4", 4)], 0.0, 1.0,
+                      required=False)
+    if shares is not None and (head is None
+                               or not np.allclose(shares, head.mean(axis=2), atol=1e-4)):
+        raise SnapshotError("array 'token_shares' must be the head mean of 'token_head_shares'")
+    return {
+        "token_head_shares": head,
+        "token_attention": v.floats(arrays, "token_attention", [("T", T), ("L", L), ("N", N)],
+                                    0.0, 1.0, required=False),
+        "token_cam": v.floats(arrays, "token_cam", [("T", T), ("L", L), ("N", N)], 0.0, 1.0,
+                              required=False),
+    }

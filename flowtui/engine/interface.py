@@ -52,9 +52,11 @@ class Engine(Protocol):
         progress: ProgressFn | None = None,
         cam: bool = True,
         self_check: bool = True,
+        per_token: bool = False,
     ) -> Analysis:
         """Answer, shares and (unless cam=False, which skips the backward pass) LLaVA-CAM;
-        with the self-checks (analysis.checks) unless self_check=False."""
+        with the self-checks (analysis.checks) unless self_check=False. Per answer token, the
+        shares and attention always, and with per_token=True its own CAM too (token_cam)."""
         ...
 
     def truncate(

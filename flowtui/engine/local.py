@@ -183,6 +183,7 @@ class LocalEngine(Recording, Reruns, Lenses):
         progress: ProgressFn | None = None,
         cam: bool = True,
         self_check: bool = True,
+        per_token: bool = False,
     ) -> Analysis:
         report = progress or no_progress
         if not isinstance(question, str) or not question.strip():
@@ -211,7 +212,7 @@ class LocalEngine(Recording, Reruns, Lenses):
             full = self.adapter.teacher_forced(inputs, answer_ids)
             groups = self._groups(prompt_ids, T)
             report(Progress("capturing", 0, 1))
-            result = self._capture(full, P, T, groups, feats, report, cam)
+            result = self._capture(full, P, T, groups, feats, report, cam, per_token)
 
         L = self.adapter.num_layers
         analysis = Analysis(
@@ -234,6 +235,9 @@ class LocalEngine(Recording, Reruns, Lenses):
             image_grid=layout.grid,
             image_attention=result["rank_attention"],
             attention_tokens=result["answer_attention"],
+            token_head_shares=result["token_head_shares"],
+            token_attention=result["token_attention"],
+            token_cam=result["token_cam"],
             cam_settings=CamSettings(
                 site=self.adapter.cam_site_name(self.adapter.layers[0]), computed=cam
             ),

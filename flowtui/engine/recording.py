@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from flowtui.engine import attention, compat
+from flowtui.engine import attention, compat, tokens
 from flowtui.engine.analysis import (
     GROUPS,
     Analysis,
@@ -136,7 +136,8 @@ class Recording:
                 "text_args": call["args"], "text_kwargs": call["kwargs"],
                 "final": call.get("final")}
 
-    def _capture(self, full, P, T, groups, feats, report, cam: bool = True) -> dict[str, Any]:
+    def _capture(self, full, P, T, groups, feats, report, cam: bool = True,
+                 per_token: bool = False) -> dict[str, Any]:
         cap = attention.ShareCapture.for_groups(groups, GROUPS, T, feats)
         with attention.capturing(cap):
             rec = self._forward_recording(full, T, with_cam=cam)
@@ -145,7 +146,15 @@ class Recording:
         answer = full["input_ids"][0, P:].to(logits.device)
         idx = torch.arange(T, device=logits.device)
         cams = np.zeros((L, len(feats)), dtype=np.float32)
-        if cam:
+        token_cam = None
+        if cam and per_token:
+            # One batched backward per chunk of answer tokens; the whole-answer CAM is the same
+            # gradients summed (docs/definitions.md, "Per-token quantities").
+            report(Progress("cam", 0, 1, "every answer token"))
+            pos = torch.as_tensor(feats, dtype=torch.long)
+            token_cam, cams = tokens.token_cams(logits, answer, sites, pos)
+            report(Progress("cam", 1, 1))
+        elif cam:
             report(Progress("cam", 0, 1))
             # The paper's target: the raw logit of each answer token at its query, summed.
             target = logits[idx, answer].sum()
@@ -161,6 +170,9 @@ class Recording:
         head_shares = torch.stack([cap.head_shares[i] for i in range(L)]).numpy()
         rank = torch.stack([cap.rank_attention[i] for i in range(L)]).numpy()
         answer_attention = torch.stack([cap.answer_attention[i] for i in range(L)]).numpy()
+        # [T, L, H, G] and [T, L, N]: answer token first (the cursor's axis).
+        token_head = torch.stack([cap.token_head_shares[i] for i in range(L)]).permute(2, 0, 1, 3)
+        token_attention = torch.stack([cap.token_attention[i] for i in range(L)]).transpose(0, 1)
         state = State(
             full=full,
             prompt_len=P,
@@ -178,6 +190,9 @@ class Recording:
             "answer_logprobs": logprobs.cpu().numpy().astype(np.float32),
             "rank_attention": rank.astype(np.float32),
             "answer_attention": answer_attention.astype(np.float32),
+            "token_head_shares": token_head.numpy().astype(np.float32),
+            "token_attention": token_attention.numpy().astype(np.float32),
+            "token_cam": token_cam,
             "state": state,
         }
 

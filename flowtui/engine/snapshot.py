@@ -125,6 +125,7 @@ MAX_MANIFEST = 16 << 20
 # unread.
 ARRAY_NAMES = ("shares", "head_shares", "answer_logprobs", "cam_tokens", "token_regions",
                "token_views", "feature_positions", "cam", "image_attention", "attention_tokens",
+               "token_shares", "token_head_shares", "token_attention", "token_cam",
                "sweep_logprob", "sweep_same", "lens_top_ids", "lens_top_probs",
                "lens_word_prob")
 

@@ -130,15 +130,17 @@ class RemoteEngine:
     # --- the Engine interface --------------------------------------------------------------
     def analyze(self, image: ImageInput, question: str, max_new_tokens: int = 32,
                 progress: ProgressFn | None = None, cam: bool = True,
-                self_check: bool = True) -> Analysis:
+                self_check: bool = True, per_token: bool = False) -> Analysis:
         # Read and decode here: the server gets pixels, never a path, and both sides then hold
         # exactly the same image.
         pil, notes = load_image_notes(image)
         pixels = np.asarray(pil, dtype=np.uint8)
+        params = {"question": question, "max_new_tokens": _int(max_new_tokens), "cam": bool(cam),
+                  "self_check": bool(self_check)}
+        if per_token:  # only when asked: a server older than it still takes every other call
+            params["per_token"] = True
         frame = self.conn.call(
-            "analyze",
-            {"question": question, "max_new_tokens": _int(max_new_tokens), "cam": bool(cam),
-             "self_check": bool(self_check)},
+            "analyze", params,
             {"image": pixels}, progress=progress,
         )
         manifest = self._result(frame, "analysis")

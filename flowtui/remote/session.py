@@ -340,12 +340,13 @@ def _analyze(s: Session, rid: int, params: dict, parts: dict) -> Callable:
     max_new_tokens = param(params, "max_new_tokens", (int,), 32, rid)
     cam = param(params, "cam", (bool,), True, rid)
     self_check = param(params, "self_check", (bool,), True, rid)
+    per_token = param(params, "per_token", (bool,), False, rid)
     image = image_part(parts, rid)
     engine = s.need_engine(rid)
 
     def call(event, progress, on_token):
         a = engine.analyze(image, question, max_new_tokens=max_new_tokens, progress=progress,
-                           cam=cam, self_check=self_check)
+                           cam=cam, self_check=self_check, per_token=per_token)
         manifest, arrays = analysis_to(a, with_image=False)  # the client holds the pixels
         return {"key": s.remember(a), "analysis": manifest}, arrays
 

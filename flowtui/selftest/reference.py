@@ -114,9 +114,32 @@ def cam_site(layer) -> torch.nn.Module:
     return layer.input_layernorm  # parallel attention + MLP blocks (Cohere 2)
 
 
-def cam_per_layer_loop(path, analysis) -> np.ndarray:
+def token_rows_eager(path, analysis) -> tuple[np.ndarray, np.ndarray]:
+    """Per answer token t (its query row P-1+t, nothing averaged over queries), from eager
+    output_attentions: (head shares [T, L, H, 4], head-mean attention on each feature token
+    [T, L, N])."""
+    model, processor = load_eager(path)
+    inputs, P = full_inputs(processor, analysis, model_type=model.config.model_type)
+    T = len(analysis.answer_token_ids)
+    feats = np.flatnonzero(inputs["input_ids"][0, :P].numpy() == image_token_id(model))
+    with torch.no_grad():
+        out = model(**inputs, output_attentions=True)
+    shares = np.zeros((T, len(out.attentions), out.attentions[0].shape[1], 4))
+    attn = np.zeros((T, len(out.attentions), len(feats)))
+    for layer, A in enumerate(out.attentions):
+        for t in range(T):
+            row = A[0, :, P - 1 + t, :].double()  # [H, S]
+            for gi, g in enumerate(GROUP_ORDER):
+                cols = [k for s, e in analysis.groups[g] for k in range(s, e)]
+                shares[t, layer, :, gi] = row[:, cols].sum(-1).numpy()
+            attn[t, layer] = row[:, feats].mean(0).numpy()
+    return shares, attn
+
+
+def cam_per_layer_loop(path, analysis, token: int | None = None) -> np.ndarray:
     """The paper's loop: one forward + backward per layer, gradient at that layer's MLP input,
-    over the feature tokens. Returns [L, N]."""
+    over the feature tokens. The target is the sum of the answer tokens' logits, or with `token`
+    the logit of that one answer token at its query. Returns [L, N]."""
     model, processor = load_eager(path)
     inputs, P = full_inputs(processor, analysis, model_type=model.config.model_type)
     T = len(analysis.answer_token_ids)
@@ -136,7 +159,8 @@ def cam_per_layer_loop(path, analysis) -> np.ndarray:
             emb.register_forward_hook(lambda _m, _a, out: out.detach().requires_grad_(True)),
         ]
         logits = model(**inputs).logits[0]
-        target = sum(logits[P - 1 + t, analysis.answer_token_ids[t]] for t in range(T))
+        chosen = range(T) if token is None else [token]
+        target = sum(logits[P - 1 + t, analysis.answer_token_ids[t]] for t in chosen)
         target.backward()
         for h in handles:
             h.remove()

@@ -65,9 +65,10 @@ class FlowtuiApp(App[int]):
         theme: str | None = None,
         snapshot_path: str | None = None,
         self_check: bool = True,
+        per_token: bool = True,
     ) -> None:
         super().__init__()
-        self.jobs = EngineJobs(self, engine_factory, self_check=self_check)
+        self.jobs = EngineJobs(self, engine_factory, self_check=self_check, per_token=per_token)
         self.explorer = self.EXPLORER(
             analysis=analysis,
             image=image,
@@ -200,6 +201,7 @@ def run_explorer(
     theme: str | None = None,
     snapshot_path: str | None = None,
     self_check: bool = True,
+    per_token: bool = True,
 ) -> int:
     """Live mode: engine_factory + image + question (the app loads the engine in a worker via
     engine_factory(progress), then analyzes). Open mode: analysis (from a snapshot), and
@@ -214,6 +216,7 @@ def run_explorer(
         theme=theme,
         snapshot_path=snapshot_path,
         self_check=self_check,
+        per_token=per_token,
     )
     result = app.run()
     return int(result) if isinstance(result, int) else (app.return_code or 0)

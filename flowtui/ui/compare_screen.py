@@ -126,9 +126,9 @@ class CompareScreen(Screen):
                                         strict=True):
             if v.map_mode == "attention":
                 values = self.joint()[0 if tag == "a" else 1]
-                side.cam_view.set_map((f"attention-joint-{v.view}", False), values)
+                side.cam_view.set_map((f"attention-joint-{v.view}", False, None), values)
             else:
-                side.cam_view.set_map(("cam", False), an.cam_tokens)
+                side.cam_view.set_map(("cam", False, None), an.cam_tokens)
             shown = min(v.view, len(an.views) - 1)  # a side with fewer views: its last
             side.cam_view.set_view(replace(v, layer=layer, view=shown))
             room = max(8, (side.size.width or 40) - 4)

@@ -48,7 +48,7 @@ from flowtui.ui.messages import (
 )
 from flowtui.ui.pin import PinActions
 from flowtui.ui.screens import HelpScreen
-from flowtui.ui.state import THRESHOLD_STEP, Rerun, ViewState
+from flowtui.ui.state import THRESHOLD_STEP, Rerun, ViewState, has_token_cursor
 from flowtui.ui.widgets.answer_panel import AnswerPanel
 from flowtui.ui.widgets.flow_panel import FlowPanel
 from flowtui.ui.widgets.image_panel import ImagePanel
@@ -124,7 +124,7 @@ class ExplorerScreen(ExportActions, PinActions, LensActions, AskActions):
         with Horizontal(id="main"):
             with Vertical(id="left"):
                 yield ImagePanel(id="image-panel").data_bind(*state)
-                yield AnswerPanel(id="answer-panel").data_bind(ExplorerScreen.analysis)
+                yield AnswerPanel(id="answer-panel").data_bind(*state)
             with Vertical(id="right"):
                 yield FlowPanel(id="flow-panel").data_bind(*state)
                 yield TruncationPanel(id="truncation-panel").data_bind(
@@ -198,6 +198,7 @@ class ExplorerScreen(ExportActions, PinActions, LensActions, AskActions):
             view=self.view.view if self.view.view < len(analysis.views) else 0,
             map_mode=self.view.map_mode if analysis.attention_tokens is not None and (
                 analysis.lens is not None or self.view.map_mode not in LENS_MODES) else "cam",
+            answer_token=None,  # a new answer: the panels show all of it first
         )
         if analysis.notes:
             # In full once, whatever the terminal's size; the panel and status line keep them.
@@ -253,7 +254,7 @@ class ExplorerScreen(ExportActions, PinActions, LensActions, AskActions):
         # The footer shows only the keys that apply (check_action); it recomposes on every
         # refresh, so refresh only when that set changes, not on every layer step.
         a = self.analysis
-        applicable = (self.view.map_mode, a is not None and len(a.views))
+        applicable = (self.view.map_mode, a is not None and len(a.views), has_token_cursor(a))
         if applicable != self._applicable:
             self._applicable = applicable
             self.refresh_bindings()
@@ -311,6 +312,21 @@ class ExplorerScreen(ExportActions, PinActions, LensActions, AskActions):
     def action_toggle_heads(self) -> None:
         self._set_view(show_heads=not self.view.show_heads)
 
+    def action_answer_token(self, delta: int) -> None:
+        """Move the token cursor through the answer; from the whole answer, `delta` > 0 picks
+        the first token and < 0 the last."""
+        a = self.analysis
+        if not has_token_cursor(a):
+            return
+        T, t = len(a.answer_token_ids), self.view.answer_token
+        t = (0 if delta > 0 else T - 1) if t is None else max(0, min(T - 1, t + delta))
+        if t != self.view.answer_token:
+            self._set_view(answer_token=t)
+
+    def action_whole_answer(self) -> None:
+        if self.view.answer_token is not None:
+            self._set_view(answer_token=None)
+
     def action_toggle_per_token(self) -> None:
         self._set_view(per_token=not self.view.per_token)
 
@@ -323,6 +339,8 @@ class ExplorerScreen(ExportActions, PinActions, LensActions, AskActions):
             return self.view.map_mode == "attention"
         if action == "threshold":
             return self.view.map_mode == "cam"
+        if action in ("answer_token", "whole_answer"):
+            return has_token_cursor(self.analysis)
         if action == "reconnect":  # only a remote engine (--remote) has a connection
             return self.jobs.remote
         return True

@@ -105,11 +105,15 @@ class EngineJobs:
     """
 
     def __init__(
-        self, app: App, engine_factory: EngineFactory | None, self_check: bool = True
+        self, app: App, engine_factory: EngineFactory | None, self_check: bool = True,
+        per_token: bool = True,
     ) -> None:
         self._app = app
         self.engine_factory = engine_factory
         self.self_check = self_check
+        # Every answer token's own CAM for the token cursor (batched backwards; the explorer's
+        # default, off with --no-per-token).
+        self.per_token = per_token
         self.engine: Engine | None = None
         self.busy: str | None = None
         self.disconnected = False  # a remote engine's connection dropped
@@ -150,6 +154,7 @@ class EngineJobs:
                 max_new_tokens=max_new_tokens,
                 progress=self._progress_fn("analysis", cancel, to),
                 self_check=self.self_check,
+                per_token=self.per_token,
             )
             to.post_message(AnalysisReady(analysis))
 

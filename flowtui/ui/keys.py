@@ -10,6 +10,7 @@ from textual.binding import Binding
 # Footer groups: one label for a pair of keys, so the footer fits 80 columns.
 _LAYER_KEYS = Binding.Group("Layer", compact=True)
 _THRESHOLD_KEYS = Binding.Group("Thr", compact=True)
+_TOKEN_KEYS = Binding.Group("Token", compact=True)
 
 KEY_BINDINGS: list[Binding] = [
     Binding(
@@ -35,6 +36,33 @@ KEY_BINDINGS: list[Binding] = [
     ),
     Binding(
         "end", "layer_edge(1)", "Last layer", show=False, id="layer.last", tooltip="Last layer"
+    ),
+    Binding(
+        "comma",
+        "answer_token(-1)",
+        "Token ◀",
+        key_display=",",
+        id="answer.token-prev",
+        group=_TOKEN_KEYS,
+        tooltip="Previous answer token (every panel follows; from the whole answer: the last)",
+    ),
+    Binding(
+        "full_stop",
+        "answer_token(1)",
+        "Token ▶",
+        key_display=".",
+        id="answer.token-next",
+        group=_TOKEN_KEYS,
+        tooltip="Next answer token (every panel follows; from the whole answer: the first)",
+    ),
+    Binding(
+        "A",
+        "whole_answer",
+        "Whole answer",
+        key_display="A",
+        show=False,
+        id="answer.whole",
+        tooltip="Back to the whole answer (every panel shows all answer tokens together)",
     ),
     Binding(
         "left_square_bracket",
@@ -192,6 +220,8 @@ KEY_BINDINGS: list[Binding] = [
 ]
 
 HELP_NOTES = (
+    "Answer tokens: , and . move a cursor through the answer (every panel shows that token's\n"
+    "  shares, head shares, attention and CAM; titles name it); A returns to the whole answer.\n"
     "In the truncation panel: ⏎ runs at K (empty K follows the current layer), Esc returns.\n"
     "The attention map is scaled 0..max per layer and view; the threshold applies to the CAM.\n"
     "A sink token: above 10x the view's median attention, at most the largest 2% of the view.\n"

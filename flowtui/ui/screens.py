@@ -12,6 +12,7 @@ from textual.widgets import Input, Label, Static
 _KEY_NAMES = {
     "left": "←", "right": "→", "up": "↑", "down": "↓", "home": "Home", "end": "End",
     "left_square_bracket": "[", "right_square_bracket": "]", "question_mark": "?",
+    "comma": ",", "full_stop": ".", "slash": "/", "escape": "Esc", "enter": "⏎",
 }
 
 

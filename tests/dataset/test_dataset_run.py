@@ -273,7 +273,7 @@ def test_per_sample_errors_are_recorded_and_counted(tmp_path, capsys):
         """Reads the image as a real engine does, and fails on one question."""
 
         def analyze(self, image, question, max_new_tokens=32, progress=None, cam=True,
-                    self_check=True):
+                    self_check=True, per_token=False):
             load_image(image)
             if "horse" in question:
                 raise RuntimeError("CUDA error: device-side assert triggered\nmore lines")

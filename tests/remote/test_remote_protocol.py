@@ -335,7 +335,7 @@ def test_results_are_exact_for_a_large_analysis():
 
     class Big(FakeEngine):
         def analyze(self, image, question, max_new_tokens=32, progress=None, cam=True,
-                    self_check=True):
+                    self_check=True, per_token=False):
             return big
 
     engine = PipeServer(Big()).engine()

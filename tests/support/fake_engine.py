@@ -75,6 +75,7 @@ def make_analysis(
     answer_tokens: tuple[str, ...] = ("Yes", "."),
     seed: int = 0,
     layout: str = "grid",
+    per_token: bool = False,
 ) -> Analysis:
     """`layout="grid"`: one view, a `grid` of patches over a square image (as LLaVA-1.5).
     `layout="tiles"`: a 128x96 image seen as a global view plus 2x2 tiles (`tiles_layout`),
@@ -130,6 +131,7 @@ def make_analysis(
         image_attention = rng.random((L, n_img)).astype(np.float32)
         cam, attention = _tile_maps(image.shape[:2], regions, token_views, L, rng)
     cam[-1] = 0.0  # an all-zero map stays zero
+    token_arrays = _token_arrays(head_shares, cam, attention, T, rng) if per_token else {}
     return Analysis(
         model=ModelInfo("fake-lvlm", "fake", L, H, "float32", "cpu"),
         question=question,
@@ -151,7 +153,24 @@ def make_analysis(
         attention_tokens=attention,
         created="2025-01-01T00:00:00+00:00",
         flowtui_version="0.1.0",
+        **token_arrays,
     )
+
+
+def _token_arrays(head_shares, cam, attention, T, rng) -> dict:
+    """Per-token arrays whose means over the answer are the whole-answer ones: token t's image
+    share leans one way, the next token's the other; its maps roll across the image."""
+    L, H, _ = head_shares.shape
+    tilt = np.linspace(-0.6, 0.6, T) if T > 1 else np.zeros(1)
+    head = np.empty((T, L, H, 4), dtype=np.float32)
+    for t in range(T):
+        w = head_shares * np.array([1.0, 1.0 + tilt[t], 1.0, 1.0 - tilt[t] / 2])
+        head[t] = w / w.sum(-1, keepdims=True)
+    shift = [int(round(s)) for s in np.linspace(-cam.shape[1] // 6, cam.shape[1] // 6, T)]
+    token_cam = np.stack([np.roll(cam, s, axis=1) for s in shift]).astype(np.float32)
+    token_attention = np.stack([np.roll(attention, -s, axis=1) for s in shift]).astype(np.float32)
+    return {"token_head_shares": head, "token_attention": token_attention,
+            "token_cam": token_cam}
 
 
 def _tile_maps(
@@ -290,7 +309,7 @@ class FakeEngine:
             raise self.fail_exc or RuntimeError(f"{name} exploded")
 
     def analyze(self, image, question, max_new_tokens=32, progress=None, cam=True,
-                self_check=True) -> Analysis:
+                self_check=True, per_token=False) -> Analysis:
         self.calls.append("analyze")
         for stage in ("generating", "capturing", "cam"):
             if progress:

@@ -21,7 +21,7 @@ class VaryingFake(FakeEngine):
     """A fake whose cliff depends on the question, so samples differ."""
 
     def analyze(self, image, question, max_new_tokens=32, progress=None, cam=True,
-                    self_check=True):
+                    self_check=True, per_token=False):
         self.cliff = len(question) % 4
         return super().analyze(image, question, max_new_tokens, progress, cam)
 

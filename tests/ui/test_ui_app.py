@@ -340,7 +340,8 @@ async def test_model_load_failure_keeps_the_app_usable(image_path):
 
 async def test_bad_image_is_reported(tmp_path):
     class Picky(FakeEngine):
-        def analyze(self, image, question, max_new_tokens=32, progress=None, self_check=True):
+        def analyze(self, image, question, max_new_tokens=32, progress=None, self_check=True,
+                    per_token=False):
             raise InputError(f"cannot read image {image}: not an image file")
 
     bad = tmp_path / "bad.png"
@@ -403,7 +404,10 @@ async def test_help_screen_and_palette_commands():
         await pilot.press("escape")
         # The palette offers what applies now: the threshold to the CAM, sinks to attention.
         # Reconnect applies only to a remote engine (--remote), which this app has not.
-        only = {"CAM": {"Thr −", "Thr +", "Reconnect"}, "attention": {"Sinks", "Reconnect"}}
+        # The token cursor applies only to answers with per-token arrays, which this has not.
+        tokens = {"Token ◀", "Token ▶", "Whole answer"}
+        only = {"CAM": {"Thr −", "Thr +", "Reconnect", *tokens},
+                "attention": {"Sinks", "Reconnect", *tokens}}
         for hidden in ("attention", "CAM"):  # map on screen: CAM, then attention
             titles = palette_titles(app)
             for b in KEY_BINDINGS:

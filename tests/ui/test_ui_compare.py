@@ -136,7 +136,7 @@ async def test_attention_maps_share_one_scale():
         va, vb, vmax = joint_attention(c)
         side_a, side_b = app.screen.sides()
         for side, values in ((side_a, va), (side_b, vb)):
-            assert side.cam_view._key == ("attention-joint-0", False)
+            assert side.cam_view._key == ("attention-joint-0", False, None)
             np.testing.assert_array_equal(side.cam_view._renderers[side.cam_view._key].values,
                                           values)
         assert f"one scale 0..{vmax[1]:.3g}" in text(app.screen, "#cmp-corr")
@@ -144,7 +144,7 @@ async def test_attention_maps_share_one_scale():
         assert vmax[1] == pytest.approx(raw)
         await pilot.press("m")
         await pilot.pause()
-        assert side_a.cam_view._key == ("cam", False)
+        assert side_a.cam_view._key == ("cam", False, None)
 
 
 async def test_help_lists_the_compare_keys_and_q_quits():

@@ -154,7 +154,7 @@ async def test_notes_of_a_live_analysis_reach_the_status_line(tmp_path):
 
     class Noting(FakeEngine):
         def analyze(self, image, question, max_new_tokens=32, progress=None, cam=True,
-                    self_check=True):
+                    self_check=True, per_token=False):
             a = super().analyze(image, question, max_new_tokens, progress, cam)
             a.notes = ["the toy model only answers 'Is there a {colour} {shape}?'"]
             return a

@@ -11,6 +11,7 @@ from textual.widgets import Static
 from flowtui.engine.analysis import Analysis
 from flowtui.render.colormaps import logprob_rgb
 from flowtui.textsafe import visible
+from flowtui.ui.state import ViewState, has_token_cursor
 
 _SPACE_MARKS = {"▁": " ", "Ġ": " ", "Ċ": "⏎"}
 
@@ -35,12 +36,39 @@ def answer_tokens(a: Analysis) -> list[str]:
     return shown
 
 
-def answer_text(a: Analysis) -> Text:
+def answer_text(a: Analysis, token: int | None = None) -> Text:
+    """The answer's tokens on their log-prob colours; the chosen `token` (the token cursor)
+    underlined, in bold and framed by ▸ ◂."""
     text = Text()
-    for piece, lp in zip(answer_tokens(a), a.answer_logprobs.tolist(), strict=False):
+    for i, (piece, lp) in enumerate(zip(answer_tokens(a), a.answer_logprobs.tolist(),
+                                        strict=False)):
         r, g, b = logprob_rgb(lp)
-        text.append(piece or "∅", Style(color="black", bgcolor=f"rgb({r},{g},{b})"))
+        chosen = i == token
+        if chosen:
+            text.append("▸", "bold")
+        text.append(piece or "∅", Style(color="black", bgcolor=f"rgb({r},{g},{b})",
+                                        bold=chosen, underline=chosen))
+        if chosen:
+            text.append("◂", "bold")
     return text
+
+
+def token_label(a: Analysis, token: int | None) -> str:
+    """'token 2/6 “red”' for a chosen answer token, 'whole answer' for none."""
+    if token is None:
+        return "whole answer"
+    pieces = answer_tokens(a)
+    piece = pieces[token].strip() if token < len(pieces) else ""
+    return f"token {token + 1}/{len(a.answer_token_ids)} “{piece or '∅'}”"
+
+
+def cursor_line(a: Analysis, token: int | None, width: int) -> Text:
+    """Which part of the answer the panels show, and the keys that move the token cursor."""
+    what = token_label(a, token)
+    keys = ", . token · a whole answer" if token is not None else ", . pick a token"
+    return first_fit([Text.assemble(("panels: ", "dim"), (what, "bold"), (f" · {keys}", "dim")),
+                      Text.assemble((what, "bold"), (" · , . a", "dim")),
+                      Text(what, "bold")], width)
 
 
 def first_fit(candidates: list[Text], width: int) -> Text:
@@ -101,6 +129,7 @@ class AnswerPanel(Static):
 
     # Bound to the explorer's state (data_bind); a sweep's edit comes as the same object again.
     analysis: var[Analysis | None] = var(None, always_update=True, init=False)
+    view: var[ViewState] = var(ViewState, init=False)
 
     def __init__(self, **kwargs) -> None:
         super().__init__("", **kwargs)
@@ -108,6 +137,10 @@ class AnswerPanel(Static):
 
     def watch_analysis(self) -> None:
         self.refresh_content()
+
+    def watch_view(self, old: ViewState, view: ViewState) -> None:
+        if old.answer_token != view.answer_token:
+            self.refresh_content()
 
     def set_pending(self, question: str | None, status: str) -> None:
         self.analysis = None
@@ -128,10 +161,15 @@ class AnswerPanel(Static):
         width = self._width()
         total = float(np.sum(a.answer_logprobs))
         question = Text.assemble(("Q ", "bold"), visible(a.question))
-        answer = Text.assemble(("A ", "bold"), answer_text(a), (f"   log p {total:+.2f}", "dim"))
+        cursor = has_token_cursor(a)
+        token = self.view.answer_token if cursor else None
+        answer = Text.assemble(("A ", "bold"), answer_text(a, token),
+                               (f"   log p {total:+.2f}", "dim"))
         if not a.ended_with_eos:
             answer.append(" (cut at max tokens)", "dim")
         lines = [question, answer]
+        if cursor:
+            lines.append(cursor_line(a, token, width))
         for check in a.failed_checks:
             lines.append(Text.assemble(("✗ self-check failed: ", "bold red"),
                                        (visible(check.describe()), "red")))

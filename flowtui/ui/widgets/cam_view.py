@@ -20,22 +20,26 @@ from flowtui.render.maps import (
     lens_map,
     map_threshold,
 )
-from flowtui.ui.state import ViewState
+from flowtui.ui.state import ViewState, focused
 from flowtui.ui.strips import grid_to_strips
 
-MapKey = tuple[str, bool]
+MapKey = tuple[str, bool, int | None]
 
 
 def map_key(view: ViewState) -> MapKey:
-    """Which TokenMap a view draws: the map mode, and the sink toggle where it applies."""
-    return view.map_mode, view.map_mode == "attention" and view.exclude_sinks
+    """Which TokenMap a view draws: the map mode, the sink toggle where it applies, and the
+    answer token it follows (None: the whole answer)."""
+    return (view.map_mode, view.map_mode == "attention" and view.exclude_sinks,
+            view.answer_token)
 
 
 def analysis_map(a: Analysis, key: MapKey) -> TokenMap:
-    """The per-token map `key` of an analysis (the attention map needs `attention_tokens`)."""
-    name, sinks = key
+    """The per-token map `key` of an analysis (the attention map needs `attention_tokens`), for
+    the answer token the key names (state.focused; the lens is the whole answer's)."""
+    name, sinks, token = key
     if name in LENS_MODES and a.lens is not None:
         return lens_map(a.lens.word_prob, a.token_views, len(a.views), name)
+    a = focused(a, token)
     if name == "attention" and a.attention_tokens is not None:
         return attention_map(a.attention_tokens, a.token_views, len(a.views), sinks)
     return cam_map(a.cam_tokens, a.token_views, len(a.views))
@@ -53,7 +57,7 @@ class CamView(Widget):
         self.renderer: CamRenderer | None = None
         self.view = ViewState()
         self._renderers: dict[MapKey, CamRenderer] = {}
-        self._key: MapKey = ("cam", False)
+        self._key: MapKey = ("cam", False, None)
         self._frames: OrderedDict[tuple, list[Strip]] = OrderedDict()
         # (map, layer, view) -> the token to outline as the map's peak (None: no outline).
         self.peak_of: Callable[[MapKey, int, int], int | None] | None = None
@@ -70,8 +74,8 @@ class CamView(Widget):
             values = np.zeros((1, 0), dtype=np.float32)
             regions = np.zeros((0, 4), dtype=np.float32)
         self.renderer = CamRenderer(image, values, regions, token_views)
-        self._renderers = {("cam", False): self.renderer}
-        self._key = ("cam", False)
+        self._renderers = {("cam", False, None): self.renderer}
+        self._key = ("cam", False, None)
         self._frames.clear()
         self.refresh()
 

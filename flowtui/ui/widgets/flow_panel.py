@@ -12,7 +12,8 @@ from textual.widget import Widget
 from flowtui.engine.analysis import GROUPS, Analysis
 from flowtui.render.colormaps import apply_colormap
 from flowtui.render.sparkline import BLOCKS, spark_rows
-from flowtui.ui.state import ViewState
+from flowtui.ui.state import ViewState, focused, has_token_cursor
+from flowtui.ui.widgets.answer_panel import token_label
 
 # Fixed mid-luminance hues that read on dark and light themes alike.
 GROUP_COLORS = {"system": "#9a9996", "image": "#e5a50a", "user": "#3d8fe0", "output": "#2ec27e"}
@@ -92,15 +93,26 @@ class FlowPanel(Widget):
     def watch_view(self, old: ViewState, view: ViewState) -> None:
         self.refresh(layout=view.show_heads != old.show_heads)
 
+    def _title(self) -> None:
+        """The title names the answer token shown (docs/definitions.md, "Per-token
+        quantities"), where one is chosen."""
+        a, token = self.analysis, self.view.answer_token
+        title = "Flow · attention shares"
+        if token is not None and has_token_cursor(a):
+            title = f"{title} · {token_label(a, token)}"
+        if self.border_title != title:
+            self.border_title = title
+
     def spark_height(self) -> int:
         """Taller sparklines when the terminal has the rows for them."""
         h = self.app.size.height
         return 3 if h >= 50 else 2 if h >= 36 else 1
 
     def render(self) -> Text:
-        a = self.analysis
-        if a is None:
+        if self.analysis is None:
             return Text("waiting for the analysis…", style="dim")
+        self._title()
+        a = focused(self.analysis, self.view.answer_token)
         width = max(10, self.content_region.width or self.size.width)
         L, layer = a.num_layers, self.view.layer
         values = per_token_shares(a) if self.view.per_token else a.shares

@@ -16,7 +16,8 @@ from flowtui.engine.analysis import Analysis
 from flowtui.render.cells import PEAK_RGB
 from flowtui.render.maps import LENS_MODES, MAP_TITLES, TokenMap
 from flowtui.textsafe import visible
-from flowtui.ui.state import ViewState
+from flowtui.ui.state import ViewState, has_token_cursor, token_cam_missing
+from flowtui.ui.widgets.answer_panel import token_label
 from flowtui.ui.widgets.cam_view import CamView, MapKey, analysis_map, map_key
 from flowtui.ui.widgets.lens_words import lens_legend
 from flowtui.ui.widgets.map_legend import first_fit, legend_text, sinks_text
@@ -175,6 +176,21 @@ def view_label(a: Analysis, view: int) -> str:
 
 
 def panel_titles(a: Analysis, v: ViewState, name: str) -> list[str]:
+    """The image panel's title, longest first; with a chosen answer token, each form names it
+    (and says where the CAM is the whole answer's because no per-token CAM was computed)."""
+    base = _panel_titles(a, v, name)
+    token = v.answer_token
+    if token is None or not has_token_cursor(a):
+        return base
+    label = token_label(a, token)
+    short = f"t{token + 1}/{len(a.answer_token_ids)}"
+    if name == "cam" and token_cam_missing(a, token):
+        label += " · whole-answer CAM (no per-token CAM: --per-token)"
+        short += " whole-answer CAM"
+    return [f"{t} · {label}" for t in base] + [f"{t} · {short}" for t in base] + base
+
+
+def _panel_titles(a: Analysis, v: ViewState, name: str) -> list[str]:
     """The image panel's title, longest first: e.g. 'CAM · tiles (2/2) · layer 3/27' (no view
     part for a single view), then shorter forms for narrow panels."""
     title = MAP_TITLES.get(name, name)

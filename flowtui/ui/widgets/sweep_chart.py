@@ -8,6 +8,7 @@ from rich.style import Style
 from rich.text import Text
 
 from flowtui.engine.analysis import Analysis, TruncationRun
+from flowtui.engine.tokens import token_overlap, word_changes, words
 from flowtui.render.sparkline import BLOCKS, spark_rows
 from flowtui.textsafe import visible
 from flowtui.ui.widgets.answer_panel import first_fit
@@ -24,6 +25,27 @@ def quoted(text: str) -> str:
     return f"'{visible(text)}'"
 
 
+def many_words(answer: str) -> bool:
+    """Whether an answer has more than one word (punctuation aside): only then is "how much
+    of it survived" more than same/different."""
+    return sum(w[0].isalnum() for w in words(answer)) > 1
+
+
+def changed_words(baseline: str, truncated: str) -> Text:
+    """The truncated answer with the words that differ from the baseline marked (bold red,
+    underlined), and the token overlap (docs/definitions.md, "Token overlap")."""
+    text = Text()
+    for i, (word, changed) in enumerate(word_changes(baseline, truncated)):
+        if i and word[0].isalnum():
+            text.append(" ")
+        text.append(visible(word), Style(color="red", bold=True, underline=True) if changed
+                    else "")
+    if not text.plain:
+        text.append("∅", "dim")
+    text.append(f"  kept {100 * token_overlap(baseline, truncated):.0f}%", "dim")
+    return text
+
+
 def run_line(run: TruncationRun, baseline: float) -> Text:
     strat = run.strategy if run.keep is None or run.strategy == "all" else f"{run.strategy}-{run.keep}"
     delta = run.baseline_logprob - baseline
@@ -35,6 +57,14 @@ def run_line(run: TruncationRun, baseline: float) -> Text:
     line.append(f"{run.baseline_logprob:+.2f} ", "dim")
     line.append(f"(Δ{delta:+.2f})", "red" if delta < -0.5 else "dim")
     return line
+
+
+def sweep_overlap(a: Analysis) -> np.ndarray | None:
+    """Token overlap of each K's answer with the baseline [L+1], where the sweep kept its
+    answers and the baseline has many words; None otherwise."""
+    if a.sweep_answers is None or not many_words(a.answer):
+        return None
+    return np.array([token_overlap(a.answer, ans) for ans in a.sweep_answers])
 
 
 def logp_scale(lowest: float) -> float:
@@ -67,10 +97,26 @@ def sweep_text(a: Analysis, width: int, current: int) -> Text:
     for k in range(n):
         out.append(("●" if same[k] else "✗").ljust(cw), "green" if same[k] else "bold red")
     out.append("\n")
+    kept = sweep_overlap(a)
+    if kept is not None:  # how much of a many-word answer survived at each K
+        out.append(f"{'kept':<{LABEL_WIDTH}}", "dim")
+        for k, level in enumerate(spark_rows(kept, 0.0, 1.0, 1)[0]):
+            level = max(level, 1) if kept[k] > 0 else 0  # any word kept shows a sliver
+            style = Style(color="#2ec27e", bgcolor="grey30" if k == current else None)
+            out.append((BLOCKS[level] * cw) if level else "·".ljust(cw), style)
+        out.append(f" {100 * kept[min(current, n - 1)]:.0f}%", "dim")
+        out.append("\n")
     out.append(f"{'K':<{LABEL_WIDTH}}", "dim")
     marks = {a.cliff_layer: "▲"} if a.cliff_layer is not None else {}
     out.append_text(axis_text(n, cw, current, marks))
     out.append("\n")
+    if kept is not None:
+        out.append_text(first_fit([
+            Text("kept: share of the baseline's words the answer at K keeps (token overlap)",
+                 "dim"),
+            Text("kept: token overlap with the baseline", "dim"), Text("kept: overlap", "dim")],
+            width))
+        out.append("\n")
     if a.cliff_layer is not None:
         out.append("cliff layer ", "bold")
         out.append(str(a.cliff_layer), "bold red")

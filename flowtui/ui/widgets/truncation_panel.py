@@ -21,7 +21,9 @@ from flowtui.ui.widgets.flow_panel import layer_columns
 from flowtui.ui.widgets.sweep_chart import (
     LABEL_WIDTH,
     LOGP_SCALES,
+    changed_words,
     logp_scale,
+    many_words,
     quoted,
     run_line,
     sweep_text,
@@ -266,6 +268,13 @@ class TruncationPanel(VerticalScroll):
 
     def show_idle(self, note: str = "") -> None:
         live = self._baseline_line()
+        a = self.analysis
+        if a is not None and a.truncations and many_words(a.answer):
+            # The latest run's answer under the baseline, its changed words marked.
+            run = a.truncations[-1]
+            strat = run.strategy if run.keep is None else f"{run.strategy}-{run.keep}"
+            live.append(f"\nK={run.layer} {strat}  ", "bold")
+            live.append_text(changed_words(a.answer, run.answer))
         if note:
             live.append("\n" + visible(note), "red")
         self.query_one("#trunc-live", Static).update(live)
