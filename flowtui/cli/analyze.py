@@ -11,6 +11,7 @@ from flowtui.cli.common import (
     Parser,
     StderrProgress,
     add_model_options,
+    add_pixel_options,
     add_remote_options,
     check_model_options,
     check_out,
@@ -19,6 +20,7 @@ from flowtui.cli.common import (
     engine_factory,
     keep_count,
     layer_number,
+    pixel_settings,
     positive_int,
     quiet_log,
     summary,
@@ -75,6 +77,7 @@ def build_parser(prog: str = "flowtui") -> argparse.ArgumentParser:
     add_remote_options(p)
     ui = p.add_argument_group("explorer")
     ui.add_argument("--theme", default=None, help=THEME_HELP)
+    add_pixel_options(ui)
     h = p.add_argument_group("headless (no UI: analyze, write a snapshot, print a summary)")
     h.add_argument("--headless", action="store_true", help="run without the explorer")
     h.add_argument("--out", "-o", metavar="FILE", default=None,
@@ -185,4 +188,5 @@ def run(argv: list[str], prog: str = "flowtui") -> int:
         max_new_tokens=args.max_new_tokens,
         theme=args.theme,
         self_check=args.self_check,
+        **pixel_settings(args),
     )

@@ -49,7 +49,13 @@ from flowtui.ui.state import THRESHOLD_STEP, Rerun, ViewState
 from flowtui.ui.widgets.answer_panel import AnswerPanel
 from flowtui.ui.widgets.flow_panel import FlowPanel
 from flowtui.ui.widgets.image_panel import ImagePanel
-from flowtui.ui.widgets.status_line import StatusLine, progress_text, ready_text, where_text
+from flowtui.ui.widgets.status_line import (
+    StatusLine,
+    pixels_label,
+    progress_text,
+    ready_text,
+    where_text,
+)
 from flowtui.ui.widgets.truncation_panel import TruncationPanel
 
 if TYPE_CHECKING:
@@ -255,7 +261,11 @@ class ExplorerScreen(ExportActions, PinActions):
 
     def _update_where(self) -> None:
         host = self.jobs.location
-        self.status.set_where(where_text(self.analysis, self.view, host, self.jobs.disconnected))
+        where = where_text(self.analysis, self.view, host, self.jobs.disconnected)
+        graphics = getattr(self.app, "graphics", None)
+        if where and graphics is not None:  # how the map is drawn (render/terminal.py)
+            where += f" · {pixels_label(graphics, getattr(self.app, 'map_style', 'regions'))}"
+        self.status.set_where(where)
 
     def _ready_text(self, what: str = "ready") -> str:
         return ready_text(self.analysis, what)
@@ -304,6 +314,16 @@ class ExplorerScreen(ExportActions, PinActions):
     def action_toggle_sinks(self) -> None:
         self._set_view(exclude_sinks=not self.view.exclude_sinks)
 
+    def action_toggle_map_style(self) -> None:
+        """Regions <-> smooth at real pixels (render/overlay.py); half-blocks have one style."""
+        graphics = getattr(self.app, "graphics", None)
+        if graphics is None or not graphics.pixels:
+            return
+        style = "smooth" if getattr(self.app, "map_style", "regions") == "regions" else "regions"
+        self.app.map_style = style
+        self.image_panel.set_map_style(style)
+        self._update_where()
+
     def action_toggle_heads(self) -> None:
         self._set_view(show_heads=not self.view.show_heads)
 
@@ -315,6 +335,9 @@ class ExplorerScreen(ExportActions, PinActions):
         # that do something for this analysis and map are offered.
         if action == "cycle_view":
             return self.analysis is not None and len(self.analysis.views) > 1
+        if action == "toggle_map_style":
+            graphics = getattr(self.app, "graphics", None)
+            return graphics is not None and graphics.pixels
         if action == "toggle_sinks":
             return self.view.map_mode == "attention"
         if action == "threshold":

@@ -90,6 +90,14 @@ KEY_BINDINGS: list[Binding] = [
         tooltip="Attention map: leave sink tokens out of the colour scale",
     ),
     Binding(
+        "b",
+        "toggle_map_style",
+        "Style",
+        show=False,
+        id="map.style",
+        tooltip="Real pixels only: map in token regions / smooth (bilinear, as the paper's figures)",
+    ),
+    Binding(
         "g",
         "toggle_heads",
         "Heads",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 
 from flowtui.engine.analysis import Analysis, Progress
+from flowtui.render.terminal import Graphics
 from flowtui.textsafe import visible
 from flowtui.ui.state import ViewState
 from flowtui.ui.widgets.text_view import TextView
@@ -50,6 +51,17 @@ def where_text(
     if host:
         where += f" · model on {host}" + (" (disconnected: r reconnects)" if disconnected else "")
     return where
+
+
+def pixels_label(graphics: Graphics, style: str = "regions") -> str:
+    """How the map is drawn, for the status line: 'kitty pixels', 'sixel pixels, smooth',
+    'half-blocks', or 'half-blocks (tmux allow-passthrough is off…)' where a fallback has a
+    reason worth acting on."""
+    if graphics.pixels:
+        return f"{graphics.protocol} pixels" + (", smooth" if style == "smooth" else "")
+    if "tmux" in graphics.reason or "no answer" in graphics.reason:
+        return f"half-blocks ({graphics.reason})"
+    return "half-blocks"
 
 
 def ready_text(a: Analysis | None, what: str = "ready") -> str:
