@@ -85,7 +85,7 @@ def parse_answers(data: bytes) -> tuple[bool, tuple[int, ...] | None]:
     da1 = _DA1.search(data)
     kitty = _KITTY_OK.search(data)
     ok = kitty is not None and (da1 is None or kitty.start() < da1.start())
-    params = None if da1 is None else tuple(int(p) for p in da1.group(1).split(";") if p)
+    params = None if da1 is None else tuple(int(p) for p in da1.group(1).split(b";") if p)
     return ok, params
 
 

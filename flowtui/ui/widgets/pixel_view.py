@@ -280,6 +280,17 @@ class PixelView(CamView):
         self._pframes.clear()
         self._shown = None
 
+    def on_mount(self) -> None:
+        # Back from a dialog or another screen (or a suspend), Textual repaints this view from
+        # its cached lines, over the Sixel/iTerm image: refresh so it is drawn again.
+        self.app.screen_change_signal.subscribe(self, self._screen_changed)
+        self.app.app_resume_signal.subscribe(self, lambda _app: self.refresh())
+
+    def _screen_changed(self, screen: object) -> None:
+        if screen is self.screen:
+            self._shown = None
+            self.refresh()
+
     def on_unmount(self) -> None:
         self._forget()
 
