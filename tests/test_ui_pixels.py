@@ -260,7 +260,8 @@ async def test_half_blocks_stay_the_hand_drawn_view():
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert type(app.image_panel.cam_view).__name__ == "CamView"
-        assert "half-blocks (no answer" in app.status.where
+        assert app.status.where.endswith("· half-blocks")
+        assert any("no answer to the probe" in n.message for n in app._notifications)
         await pilot.press("b")  # no style to switch: nothing happens
         await pilot.pause()
         assert app.map_style == "regions"

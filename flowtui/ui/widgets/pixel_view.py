@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import io
 import itertools
+import logging
 import sys
 from collections import OrderedDict
 from collections.abc import Callable
@@ -57,6 +58,9 @@ def prepare() -> tuple[int, int]:
     protocol (render/terminal.py), so the library's own probes on import, which would ask the
     terminal again and can eat a keystroke, are skipped: stdout looks like no terminal while
     `textual_image.renderable` is imported. Returns the cell size in pixels."""
+    # A terminal that does not say its cell size is logged as a warning with a traceback,
+    # which would land on the screen: the default size is fine, and said by the doctor.
+    logging.getLogger("textual_image").setLevel(logging.ERROR)
     if "textual_image.renderable" not in sys.modules:
         real = sys.__stdout__
         sys.__stdout__ = _NotATerminal()  # type: ignore[misc]

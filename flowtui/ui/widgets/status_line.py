@@ -54,13 +54,10 @@ def where_text(
 
 
 def pixels_label(graphics: Graphics, style: str = "regions") -> str:
-    """How the map is drawn, for the status line: 'kitty pixels', 'sixel pixels, smooth',
-    'half-blocks', or 'half-blocks (tmux allow-passthrough is off…)' where a fallback has a
-    reason worth acting on."""
+    """How the map is drawn, for the status line: 'kitty pixels', 'sixel pixels, smooth' or
+    'half-blocks' (why, where it is worth acting on, is said once at start: the app notifies)."""
     if graphics.pixels:
         return f"{graphics.protocol} pixels" + (", smooth" if style == "smooth" else "")
-    if "tmux" in graphics.reason or "no answer" in graphics.reason:
-        return f"half-blocks ({graphics.reason})"
     return "half-blocks"
 
 
