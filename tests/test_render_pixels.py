@@ -241,3 +241,22 @@ def test_no_terminal_and_bad_choices():
         os.close(w)
     with pytest.raises(ValueError, match="pixel protocol"):
         detect("png", env={})
+
+
+@pytest.mark.parametrize("mode", ["overlay", "heatmap", "image"])
+def test_the_per_token_gather_draws_what_compose_pixels_draws(mode):
+    """The regions style's fast path against the half-block path's own composition, on a map
+    with a token that has no region and a margin no token covers (a centre crop's sides)."""
+    from flowtui.render.cells import compose_pixels, owner_map, paint, resize_image
+
+    rng = np.random.default_rng(1)
+    h, w = 30, 50
+    image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    regions = grid_regions(3, 4, h, 40)  # x 40..50 is never seen
+    regions[5] = np.nan
+    values = rng.random((2, 12)).astype(np.float32)
+    size = (100, 60)
+    got = PixelRenderer(image, values, regions).pixels(1, size, mode, 0.4, "magma")
+    img = resize_image(image, size)
+    own = owner_map(regions, np.arange(12), (h, w), size)
+    assert (got == compose_pixels(img, paint(values[1], own), mode, 0.4, "magma")).all()

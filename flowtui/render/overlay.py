@@ -16,13 +16,16 @@ from collections import OrderedDict
 import numpy as np
 
 from flowtui.render.cells import (
+    UNSEEN_DIM,
     compose_pixels,
+    muted,
     outline,
     owner_map,
     paint,
     region_box,
     resize_image,
 )
+from flowtui.render.colormaps import colormap_lut
 
 MAP_STYLES: tuple[str, ...] = ("regions", "smooth")
 STYLE_TITLES: dict[str, str] = {"regions": "regions", "smooth": "smooth (bilinear)"}
@@ -139,9 +142,43 @@ class PixelRenderer:
         if own is None:
             tokens = np.flatnonzero(self.token_views == view)
             own = self._owners[key] = owner_map(self.regions, tokens, self.image_hw, size)
-            while len(self._owners) > 4:
-                self._owners.popitem(last=False)
+        while len(self._owners) > 8:  # owner maps and backgrounds of the last sizes
+            self._owners.popitem(last=False)
         return own
+
+    def _base(self, size: tuple[int, int], view: int, mode: str) -> np.ndarray:
+        """What every layer's map is drawn over (compose_pixels' background): the muted image
+        (overlay) or the image (heatmap), parts no token covers dimmed; kept per size."""
+        key = ("base", size, view, mode)
+        base = self._owners.get(key)
+        if base is None:
+            img = self._resized(size)
+            unseen = self._owner(size, view) < 0
+            base = muted(img) if mode == "overlay" else img.copy()
+            base[unseen] //= UNSEEN_DIM
+            self._owners[key] = base
+        return base
+
+    def _regions(self, layer: int, size: tuple[int, int], mode: str, threshold: float,
+                 colormap: str, view: int) -> np.ndarray:
+        """compose_pixels(paint(...)) for the regions style, one colour per token gathered
+        through the owner map instead of the colormap applied per pixel (the same pixels,
+        several times faster: a layer change is a gather, docs/definitions.md)."""
+        own = self._owner(size, view)
+        v = np.append(self.values[layer], np.float32(np.nan))  # index -1: no token
+        seen = np.isfinite(v)
+        cam = np.where(seen, v, 0.0)
+        colours = colormap_lut(colormap)[
+            np.clip(np.rint(np.where(cam >= threshold, cam, 0.0) * 255.0), 0, 255).astype(np.uint8)]
+        if mode == "heatmap":
+            out = colours[own]
+            unseen = ~seen[own]
+            out[unseen] = self._base(size, view, mode)[unseen]
+            return out
+        out = self._base(size, view, mode).copy()
+        lit = ((cam >= threshold) & (cam > 0) & seen)[own]
+        out[lit] = colours[own[lit]]
+        return out
 
     def pixels(
         self,
@@ -170,9 +207,12 @@ class PixelRenderer:
             if style == "smooth":
                 tokens = np.flatnonzero(self.token_views == view)
                 cam = smooth_values(self.values[layer], self.regions, tokens, self.image_hw, size)
+                px = compose_pixels(img, cam, mode, threshold, colormap)
+            elif mode in ("overlay", "heatmap"):
+                px = self._regions(layer, size, mode, threshold, colormap, view)
             else:
-                cam = paint(self.values[layer], self._owner(size, view))
-            px = compose_pixels(img, cam, mode, threshold, colormap)
+                px = compose_pixels(img, paint(self.values[layer], self._owner(size, view)),
+                                    mode, threshold, colormap)
             if mark is not None:
                 box = region_box(self.regions[mark], self.image_hw, size)
                 for i in range(max(1, int(round(min(size) / 168)))):

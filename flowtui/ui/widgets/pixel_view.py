@@ -137,6 +137,7 @@ class PixelView(CamView):
         self._pframes: OrderedDict[tuple, _Frame] = OrderedDict()
         self._shown: _Frame | None = None
         self._pending = False
+        self._memo: tuple | None = None
         self.write: Callable[[str], None] = self._driver_write
 
     @property
@@ -179,6 +180,12 @@ class PixelView(CamView):
         if pr is None or width < 1 or height < 1:
             return []
         v = self.view
+        # Textual asks line by line: the frame is looked up once per state, not per line.
+        state = (id(pr), self._key, v, width, height, self.style, self.rich_style)
+        if self._memo is not None and self._memo[0] == state and self._shown is not None:
+            if self._shown.payload:  # lines repainted over a Sixel/iTerm image: draw it again
+                self._schedule_draw()
+            return self._shown.strips
         layer = min(v.layer, pr.values.shape[0] - 1)
         threshold = map_threshold(self._key[0], v.threshold)
         mark = None
@@ -196,10 +203,9 @@ class PixelView(CamView):
                     self._send(kitty_delete(old.image_id))
         else:
             self._pframes.move_to_end(key)
-        if frame is not self._shown or frame.payload:
-            self._shown = frame
-            if frame.payload:
-                self._schedule_draw()
+        self._shown, self._memo = frame, (state, frame)
+        if frame.payload:
+            self._schedule_draw()
         return frame.strips
 
     def _build(self, pr: PixelRenderer, layer: int, threshold: float, mark: int | None,
@@ -282,7 +288,7 @@ class PixelView(CamView):
             if frame.image_id is not None:
                 self._send(kitty_delete(frame.image_id))
         self._pframes.clear()
-        self._shown = None
+        self._shown = self._memo = None
 
     def on_mount(self) -> None:
         # Back from a dialog or another screen (or a suspend), Textual repaints this view from
@@ -292,7 +298,7 @@ class PixelView(CamView):
 
     def _screen_changed(self, screen: object) -> None:
         if screen is self.screen:
-            self._shown = None
+            self._shown = self._memo = None
             self.refresh()
 
     def on_unmount(self) -> None:
