@@ -260,8 +260,16 @@ async def test_half_blocks_stay_the_hand_drawn_view():
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert type(app.image_panel.cam_view).__name__ == "CamView"
-        assert app.status.where.endswith("· half-blocks")
-        assert any("no answer to the probe" in n.message for n in app._notifications)
+        assert app.status.where.endswith("· half-blocks (no answer)")
         await pilot.press("b")  # no style to switch: nothing happens
         await pilot.pause()
         assert app.map_style == "regions"
+
+
+async def test_tmux_without_passthrough_is_said_at_start():
+    g = Graphics("halfblock", "tmux allow-passthrough is off: set -g allow-passthrough on", "off")
+    app = FlowtuiApp(analysis=make_analysis(num_layers=4), graphics=g)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert any("allow-passthrough" in n.message for n in app._notifications)
+        assert app.status.where.endswith("· half-blocks")

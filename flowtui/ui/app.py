@@ -120,8 +120,8 @@ class FlowtuiApp(App[int]):
         for err in self._theme_errors:
             self.notify(err, severity="warning")
         g = self.graphics
-        if g is not None and (g.tmux not in (None, "on", "all") or "no answer" in g.reason):
-            # A fallback the user can act on (tmux's setting, a terminal that did not answer).
+        if g is not None and g.tmux not in (None, "on", "all"):
+            # A fallback the user can act on: tmux's setting.
             self.notify(f"map in half-blocks: {g.reason}" if not g.pixels else g.reason,
                         severity="warning")
 

@@ -95,7 +95,7 @@ KEY_BINDINGS: list[Binding] = [
         "Style",
         show=False,
         id="map.style",
-        tooltip="Real pixels only: map in token regions / smooth (bilinear, as the paper's figures)",
+        tooltip="Real pixels: map in token regions or smooth (bilinear)",
     ),
     Binding(
         "g",

@@ -54,11 +54,12 @@ def where_text(
 
 
 def pixels_label(graphics: Graphics, style: str = "regions") -> str:
-    """How the map is drawn, for the status line: 'kitty pixels', 'sixel pixels, smooth' or
-    'half-blocks' (why, where it is worth acting on, is said once at start: the app notifies)."""
+    """How the map is drawn, for the status line: 'kitty pixels', 'sixel pixels, smooth',
+    'half-blocks', or 'half-blocks (no answer)' after a probe the terminal never answered (tmux
+    without passthrough is said once at start: the app notifies)."""
     if graphics.pixels:
         return f"{graphics.protocol} pixels" + (", smooth" if style == "smooth" else "")
-    return "half-blocks"
+    return "half-blocks (no answer)" if "no answer" in graphics.reason else "half-blocks"
 
 
 def ready_text(a: Analysis | None, what: str = "ready") -> str:
