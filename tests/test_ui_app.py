@@ -416,8 +416,10 @@ async def test_help_screen_and_palette_commands():
             assert b.id in text
         await pilot.press("escape")
         # The palette offers what applies now: the threshold to the CAM, sinks to attention.
-        # Reconnect applies only to a remote engine (--remote), which this app has not.
-        only = {"CAM": {"Thr −", "Thr +", "Reconnect"}, "attention": {"Sinks", "Reconnect"}}
+        # Reconnect applies only to a remote engine (--remote), which this app has not; the map
+        # style only at real pixels (this app draws half-blocks).
+        only = {"CAM": {"Thr −", "Thr +", "Reconnect", "Style"},
+                "attention": {"Sinks", "Reconnect", "Style"}}
         for hidden in ("attention", "CAM"):  # map on screen: CAM, then attention
             titles = palette_titles(app)
             for b in KEY_BINDINGS:
