@@ -261,11 +261,11 @@ class ExplorerScreen(ExportActions, PinActions):
 
     def _update_where(self) -> None:
         host = self.jobs.location
-        where = where_text(self.analysis, self.view, host, self.jobs.disconnected)
+        where = short = where_text(self.analysis, self.view, host, self.jobs.disconnected)
         graphics = getattr(self.app, "graphics", None)
         if where and graphics is not None:  # how the map is drawn (render/terminal.py)
             where += f" · {pixels_label(graphics, getattr(self.app, 'map_style', 'regions'))}"
-        self.status.set_where(where)
+        self.status.set_where(where, short)
 
     def _ready_text(self, what: str = "ready") -> str:
         return ready_text(self.analysis, what)

@@ -85,14 +85,18 @@ class StatusLine(TextView):
         self.activity = "starting…"
         self.kind = "busy"  # busy | ready | error
         self.where = ""
+        self.where_short: str | None = None
 
     def set_activity(self, text: str, kind: str = "busy") -> None:
         # Activities quote file names, model names and errors: drawn with escapes made visible.
         self.activity, self.kind = visible(text), kind
         self._redraw()
 
-    def set_where(self, text: str) -> None:
+    def set_where(self, text: str, short: str | None = None) -> None:
+        """`short`: the same without what may go first when the line is full (how the map is
+        drawn), so the layer and the model's host still show."""
         self.where = visible(text)
+        self.where_short = visible(short) if short is not None else None
         self._redraw()
 
     def _redraw(self) -> None:
@@ -101,6 +105,9 @@ class StatusLine(TextView):
         right = Text(self.where, style="dim")
         width = max(0, self.content_region.width or self.size.width)
         gap = width - left.cell_len - right.cell_len
+        if gap < 2 and self.where_short is not None:
+            right = Text(self.where_short, style="dim")
+            gap = width - left.cell_len - right.cell_len
         if gap >= 2:
             left.append(" " * gap)
             left.append_text(right)
