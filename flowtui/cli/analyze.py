@@ -77,7 +77,7 @@ def build_parser(prog: str = "flowtui") -> argparse.ArgumentParser:
     add_remote_options(p)
     ui = p.add_argument_group("explorer")
     ui.add_argument("--theme", default=None, help=THEME_HELP)
-    add_pixel_options(ui)
+    add_pixel_options(p)
     h = p.add_argument_group("headless (no UI: analyze, write a snapshot, print a summary)")
     h.add_argument("--headless", action="store_true", help="run without the explorer")
     h.add_argument("--out", "-o", metavar="FILE", default=None,
