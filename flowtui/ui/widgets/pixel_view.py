@@ -147,7 +147,31 @@ class PixelView(CamView):
     def set_style(self, style: str) -> None:
         if style != self.style:
             self.style = style
+            self._changed()
+
+    def set_view(self, view) -> None:
+        if view != self.view:
+            self.view = view
+            self._changed()
+
+    def set_map(self, key, values) -> None:
+        if self.renderer is None:
+            return
+        if key not in self._renderers:
+            self._renderers[key] = self.renderer.with_values(values)
+        if key != self._key:
+            self._key = key
+            self._changed()
+
+    def _changed(self) -> None:
+        """A new picture. Kitty: the cells name another image, so they are repainted. Sixel and
+        iTerm: the cells stay blank, so the new image is drawn straight over the old one, with
+        no repaint of blank cells in between (which would show as a flicker)."""
+        if self.graphics.protocol == "kitty" or self._shown is None or not self.is_mounted:
             self.refresh()
+            return
+        self._memo = None
+        self.frame()  # builds the new image and schedules drawing it
 
     def _driver_write(self, data: str) -> None:
         driver = getattr(self.app, "_driver", None)
