@@ -5,7 +5,10 @@ pseudo-terminal, including a terminal that never answers."""
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import subprocess
+import sys
 import threading
 import time
 
@@ -260,3 +263,31 @@ def test_the_per_token_gather_draws_what_compose_pixels_draws(mode):
     img = resize_image(image, size)
     own = owner_map(regions, np.arange(12), (h, w), size)
     assert (got == compose_pixels(img, paint(values[1], own), mode, 0.4, "magma")).all()
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+@pytest.mark.parametrize("setting", ["off", "on"])
+def test_a_real_tmux(tmp_path, setting):
+    """The probe inside a real tmux server of its own: its allow-passthrough read back, and an
+    answer (tmux's own DA1) within the time."""
+    conf, out = tmp_path / "tmux.conf", tmp_path / "out.txt"
+    conf.write_text(f"set -g allow-passthrough {setting}\n")
+    code = ("import time; from flowtui.render.terminal import detect; t = time.monotonic(); "
+            f"g = detect(); open({str(out)!r}, 'w').write(f'{{g.protocol}}|{{g.tmux}}|"
+            "{g.reason}|{time.monotonic() - t:.2f}')")
+    server = ["tmux", "-L", f"flowtui-test-{os.getpid()}-{setting}", "-f", str(conf)]
+    env = {k: v for k, v in os.environ.items() if k != "TMUX"}
+    subprocess.run([*server, "new-session", "-d", "-x", "100", "-y", "30",
+                    f"{sys.executable} -c {shlex.quote(code)}; sleep 5"], check=True, env=env)
+    try:
+        end = time.monotonic() + 20
+        while not out.exists() and time.monotonic() < end:
+            time.sleep(0.1)
+        protocol, tmux, reason, seconds = out.read_text().split("|")
+    finally:
+        subprocess.run([*server, "kill-server"], env=env)
+    assert protocol == "halfblock" and tmux == setting and float(seconds) < 1.0
+    if setting == "off":
+        assert "allow-passthrough is off" in reason
+    else:  # tmux answers DA1 itself; no terminal outside it answers kitty's query
+        assert reason == "no image protocol answered"
