@@ -319,6 +319,14 @@ class PixelView(CamView):
         # its cached lines, over the Sixel/iTerm image: refresh so it is drawn again.
         self.app.screen_change_signal.subscribe(self, self._screen_changed)
         self.app.app_resume_signal.subscribe(self, lambda _app: self.refresh())
+        # A notification that came and went over a Sixel/iTerm image left blank cells where it
+        # was (repainted from Textual's cache, not through this view): draw the image again
+        # after each layout change of the screen (which a toast's coming and going is).
+        self.screen.screen_layout_refresh_signal.subscribe(self, self._layout_changed)
+
+    def _layout_changed(self, _screen: object) -> None:
+        if self._shown is not None and self._shown.payload:
+            self._schedule_draw()
 
     def _screen_changed(self, screen: object) -> None:
         if screen is self.screen:
