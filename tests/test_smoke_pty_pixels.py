@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from fake_engine import make_analysis
-from test_smoke_pty import Term
+from test_smoke_pty import Term, term_env
 
 from flowtui.engine.snapshot import save_snapshot
 
@@ -25,8 +25,8 @@ def snap(tmp_path) -> Path:
     return path
 
 
-def start(args: list[str], cwd: Path, cls: type[Term] = Term) -> Term:
-    return cls([str(a) for a in args], cwd)
+def start(args: list[str], cwd: Path, cls: type[Term] = Term, **env: str) -> Term:
+    return cls([str(a) for a in args], cwd, term_env(**env) if env else None)
 
 
 def test_half_blocks_start_and_quit(snap):
@@ -41,7 +41,10 @@ def test_half_blocks_start_and_quit(snap):
         t.close()
 
 
-def test_forced_kitty_starts_sends_the_image_and_quits(snap):
+@pytest.mark.parametrize("colorterm", ["", "truecolor"])
+def test_forced_kitty_starts_sends_the_image_and_quits(snap, colorterm):
+    """In 256 colours (COLORTERM not passed, as over ssh) and in true colour alike, the cells
+    Textual writes name the image sent (kitty reads the id from the 8-bit colour)."""
     raw = bytearray()
 
     class Recording(Term):
@@ -50,11 +53,14 @@ def test_forced_kitty_starts_sends_the_image_and_quits(snap):
             data = APC.sub(b"", bytes(data))
             super()._feed(data, final)
 
-    t = start(["open", snap, "--pixels", "kitty"], snap.parent, Recording)
+    extra = {"COLORTERM": colorterm} if colorterm else {}
+    t = start(["open", snap, "--pixels", "kitty"], snap.parent, Recording, **extra)
     try:
         t.wait_for("CAM · layer 0/5", "kitty pixels")
         t.wait_until(lambda: b"\x1b_G" in raw, "the kitty image")
-        assert "\U0010eeee" in raw.decode("utf-8", "replace")  # placeholder cells
+        first = re.findall(r"\x1b_Ga=p,i=(\d+),", raw.decode("utf-8", "replace"))
+        t.wait_until(lambda: f"\x1b[38;5;{first[0]}m\U0010eeee" in raw.decode("utf-8", "replace"),
+                     "placeholder cells naming the image")
         t.press("\x1b[C")
         t.wait_for("CAM · layer 1/5")
         t.quit_cleanly()
