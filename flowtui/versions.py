@@ -23,6 +23,7 @@ TESTED: dict[str, tuple[str, str]] = {
     "accelerate": ("1.1.0", "1.16.0"),
     "textual": ("8.2.8", "8.2.8"),
     "textual-serve": ("1.1.0", "1.1.3"),  # flowtui.web.server subclasses its Server
+    "textual-image": ("0.12.0", "0.12.0"),  # ui/widgets/pixel_view.py uses a few internals
 }
 
 # Beyond these, a warning line at start-up; within them, silence.

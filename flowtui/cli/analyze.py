@@ -13,6 +13,7 @@ from flowtui.cli.common import (
     Parser,
     StderrProgress,
     add_model_options,
+    add_pixel_options,
     add_remote_options,
     check_model_options,
     check_out,
@@ -21,6 +22,7 @@ from flowtui.cli.common import (
     engine_factory,
     keep_count,
     layer_number,
+    pixel_settings,
     positive_int,
     quiet_log,
     summary,
@@ -83,6 +85,7 @@ def build_parser(prog: str = "flowtui") -> argparse.ArgumentParser:
                     help="skip each answer token's own LLaVA-CAM (batched backwards over the "
                          "answer): the token cursor (, .) then shows per-token shares and "
                          "attention, and the whole answer's CAM")
+    add_pixel_options(p)
     h = p.add_argument_group("headless (no UI: analyze, write a snapshot, print a summary)")
     h.add_argument("--headless", action="store_true", help="run without the explorer")
     h.add_argument("--out", "-o", metavar="FILE", default=None,
@@ -215,4 +218,5 @@ def run(argv: list[str], prog: str = "flowtui") -> int:
         theme=args.theme,
         self_check=args.self_check,
         per_token=args.explorer_per_token,
+        **pixel_settings(args),
     )

@@ -46,6 +46,36 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="allow a model's own Python code from its folder (only if you trust it)")
 
 
+def add_pixel_options(p: argparse.ArgumentParser) -> None:
+    """--pixels and --map-style, for every command that opens a map (render/terminal.py)."""
+    from flowtui.render.overlay import MAP_STYLES
+    from flowtui.render.terminal import PIXEL_CHOICES
+
+    g = p.add_argument_group("map pixels")
+    g.add_argument("--pixels", choices=PIXEL_CHOICES, default="auto",
+                   help="draw the map with the kitty graphics protocol, Sixel, iTerm inline "
+                        "images or half-blocks (default auto: ask the terminal at start, "
+                        "half-blocks if it does not answer within 0.5 s)")
+    g.add_argument("--map-style", choices=MAP_STYLES, default="regions",
+                   help="at real pixels: each token's value over its region (default), or "
+                        "smooth, the token map upsampled bilinearly as in the paper's figures "
+                        "(key b switches)")
+
+
+def pixel_settings(args: argparse.Namespace) -> dict:
+    """The app's graphics and map style from --pixels/--map-style: the terminal is probed
+    here, before the app takes the screen (a probe needs the terminal's answers, which Textual
+    would read as keys)."""
+    from flowtui.render.terminal import detect
+
+    graphics = detect(args.pixels)
+    if graphics.pixels:
+        from flowtui.ui.widgets.pixel_view import prepare
+
+        prepare()
+    return {"graphics": graphics, "map_style": args.map_style}
+
+
 def add_remote_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("remote (the model on another machine; the explorer stays here)")
     g.add_argument("--remote", metavar="[USER@]HOST", default=None,

@@ -8,7 +8,14 @@ import json
 import sys
 from pathlib import Path
 
-from flowtui.cli.common import THEME_HELP, Parser, check_theme, say
+from flowtui.cli.common import (
+    THEME_HELP,
+    Parser,
+    add_pixel_options,
+    check_theme,
+    pixel_settings,
+    say,
+)
 
 HELP = "compare two .flowtui snapshots layer by layer: share differences, CAM correlation, cliffs"
 
@@ -46,6 +53,7 @@ def build_parser(prog: str = "flowtui compare") -> argparse.ArgumentParser:
     p.add_argument("--table", action="store_true",
                    help="print the plain text table instead of opening the compare screen")
     p.add_argument("--theme", default=None, help=THEME_HELP)
+    add_pixel_options(p)
     p.add_argument("--png", metavar="FILE", default=None,
                    help="also write a figure: both analyses' shares on one scale, their "
                         "difference per layer, the CAM correlation, both cliffs marked")
@@ -69,7 +77,7 @@ def run(argv: list[str], prog: str = "flowtui compare") -> int:
     if not (args.json or args.table or args.png is not None) and interactive:
         from flowtui.ui.app import run_compare
 
-        return run_compare(c, theme=args.theme)
+        return run_compare(c, theme=args.theme, **pixel_settings(args))
     if args.json:
         print(json.dumps(c.to_json(), indent=1))  # ASCII: no raw control characters
     else:

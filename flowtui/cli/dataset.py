@@ -11,10 +11,12 @@ from flowtui.cli.common import (
     THEME_HELP,
     Parser,
     add_model_options,
+    add_pixel_options,
     check_model_options,
     check_theme,
     engine_factory,
     fail,
+    pixel_settings,
     positive_int,
     say,
 )
@@ -274,6 +276,7 @@ def show_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--run-model", action="store_true",
                    help="analyse samples with the model the run used (as its config.json says)")
     p.add_argument("--theme", default=None, help=THEME_HELP)
+    add_pixel_options(p)
     return p
 
 
@@ -296,7 +299,8 @@ def cmd_show(argv: list[str], prog: str) -> int:
         factory = engine_factory(args)
     from flowtui.ui.dataset_screen import run_dataset_browser
 
-    return run_dataset_browser(run, engine_factory=factory, theme=args.theme)
+    return run_dataset_browser(run, engine_factory=factory, theme=args.theme,
+                               **pixel_settings(args))
 
 
 def toy_parser(prog: str) -> argparse.ArgumentParser:

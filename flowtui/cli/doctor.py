@@ -19,12 +19,14 @@ from flowtui.cli.common import Parser, fail, say
 if TYPE_CHECKING:
     from flowtui.selftest.checks import Item
 
-HELP = "check Python, torch, packages, ssh, colours, and self-test every family on tiny models"
+HELP = ("check Python, torch, packages, ssh, colours, graphics, and self-test every family on "
+        "tiny models")
 
 DESCRIPTION = """\
 Check what flowtui depends on, then self-test it: Python; torch (build, CUDA, devices);
 transformers, accelerate and Textual against the versions flowtui is tested with; ssh and the
-daemon's socket (for --remote); the colour system the explorer would use in this terminal; and,
+daemon's socket (for --remote); the colour system and the graphics protocol (kitty, Sixel, iTerm
+or half-blocks) the explorer would use in this terminal; and,
 for every supported family, a tiny random model built from its config (no download) analysed and
 swept through flowtui's own code path, every K checked against an independent eager reference
 (greedy answers, and the baseline answer's log-prob to 1e-3) and the attention shares against
@@ -38,7 +40,7 @@ exit codes: 0 all well (warnings allowed), 1 a check failed (each failure named 
 """
 
 # Checks of the far side that concern this machine instead: the explorer, and ssh, run here.
-LOCAL_ONLY = ("colours", "ssh")
+LOCAL_ONLY = ("colours", "graphics", "ssh")
 # The self-test's progress lines (checks.selftest), relayed from a remote doctor.
 PROGRESS = re.compile(r"^\[ *\d+\.\ds\] self-test ")
 COLOR_SYSTEMS = ("auto", "standard", "256", "truecolor", "windows")
@@ -84,7 +86,7 @@ def run(argv: list[str], prog: str = "flowtui doctor") -> int:
     # The self-test builds its models from code: nothing may reach a hub, even by accident.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    items = [*checks.environment_items(), colour_item()]
+    items = [*checks.environment_items(), colour_item(), graphics_item()]
     if not args.no_self_test:
         from flowtui.engine.loading import quiet_transformers
 
@@ -152,6 +154,26 @@ def colour_item() -> Item:
                 "TEXTUAL_COLOR_SYSTEM=truecolor (over ssh: README, Over SSH)", data=data)
 
 
+def graphics_item() -> Item:
+    """The protocol the explorer's map would be drawn with here (--pixels auto), probed on this
+    terminal as the explorer probes it at start (render/terminal.py)."""
+    from flowtui.render.terminal import detect
+    from flowtui.selftest.checks import OK, WARN, Item
+
+    g = detect("auto")
+    data = {"protocol": g.protocol, "reason": g.reason, "tmux": g.tmux}
+    if g.pixels:
+        return Item("terminal", "graphics", OK, f"real pixels: {g.describe()}", data=data)
+    if g.reason == "not a terminal":
+        return Item("terminal", "graphics", OK, "not asked (stdout is not a terminal): the "
+                    "explorer asks when it starts; --pixels overrides", data=data)
+    if g.tmux or "no answer" in g.reason:
+        return Item("terminal", "graphics", WARN, f"half-blocks: {g.reason} (README, Real "
+                    "pixels; --pixels overrides)", data=data)
+    return Item("terminal", "graphics", OK, f"half-blocks: {g.reason} (kitty, WezTerm, foot, "
+                "iTerm2 and others show real pixels)", data=data)
+
+
 # --- output -------------------------------------------------------------------------------------
 SECTIONS = ("python", "packages", "torch", "remote", "terminal", "self-test")
 MARKS = {"ok": "ok", "warn": "WARN", "fail": "FAIL"}
@@ -215,7 +237,7 @@ def _remote(args, names: list[str] | None, start: float) -> int:
     if names is not None:
         extra += ["--families", ",".join(names)]
     argv = remote_argv(args.remote, cmd, extra)
-    local = [ssh_item(), colour_item()]
+    local = [ssh_item(), colour_item(), graphics_item()]
     for it in local:
         it.name = f"{it.name} (here)"
     try:

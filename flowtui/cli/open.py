@@ -8,10 +8,12 @@ from flowtui.cli.common import (
     THEME_HELP,
     Parser,
     add_model_options,
+    add_pixel_options,
     add_remote_options,
     check_model_options,
     check_theme,
     engine_factory,
+    pixel_settings,
     quiet_log,
     summary,
 )
@@ -27,6 +29,7 @@ def build_parser(prog: str = "flowtui open") -> argparse.ArgumentParser:
     add_model_options(p)
     add_remote_options(p)
     p.add_argument("--theme", default=None, help=THEME_HELP)
+    add_pixel_options(p)
     p.add_argument("--summary", action="store_true",
                    help="print the snapshot's summary instead of opening the explorer")
     return p
@@ -56,4 +59,5 @@ def run(argv: list[str], prog: str = "flowtui open") -> int:
         engine_factory=engine_factory(args, on_log=quiet_log) if reruns else None,
         theme=args.theme,
         snapshot_path=args.snapshot,
+        **pixel_settings(args),
     )

@@ -1,4 +1,5 @@
-"""numpy -> terminal cells: colormaps, image + CAM -> half-block cells, sparklines, PNGs.
+"""numpy -> terminal cells: colormaps, image + CAM -> half-block cells, sparklines, PNGs; the
+map at real pixels (overlay.py) and which graphics protocol the terminal has (terminal.py).
 
 Plain numpy/PIL only (no Rich, no Textual) so it is reusable outside the UI and easy to test.
 """

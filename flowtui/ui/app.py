@@ -21,6 +21,7 @@ from flowtui.compare import Comparison
 from flowtui.engine.analysis import Analysis
 from flowtui.engine.interface import Engine
 from flowtui.render.colormaps import COLORMAPS
+from flowtui.render.terminal import Graphics
 from flowtui.textsafe import visible
 from flowtui.ui.explorer import ExplorerScreen, default_stem
 from flowtui.ui.jobs import (
@@ -66,8 +67,14 @@ class FlowtuiApp(App[int]):
         snapshot_path: str | None = None,
         self_check: bool = True,
         per_token: bool = True,
+        graphics: Graphics | None = None,
+        map_style: str = "regions",
     ) -> None:
         super().__init__()
+        # How the map is drawn (render/terminal.py; None: half-blocks, nothing said), and in
+        # which style at real pixels (render/overlay.py).
+        self.graphics = graphics
+        self.map_style = map_style
         self.jobs = EngineJobs(self, engine_factory, self_check=self_check, per_token=per_token)
         self.explorer = self.EXPLORER(
             analysis=analysis,
@@ -113,6 +120,11 @@ class FlowtuiApp(App[int]):
             )
         for err in self._theme_errors:
             self.notify(err, severity="warning")
+        g = self.graphics
+        if g is not None and g.tmux not in (None, "on", "all"):
+            # A fallback the user can act on: tmux's setting.
+            self.notify(f"map in half-blocks: {g.reason}" if not g.pixels else g.reason,
+                        severity="warning")
 
     # --- the explorer's state, for scripts and tests -----------------------------------------
     @property
@@ -202,6 +214,8 @@ def run_explorer(
     snapshot_path: str | None = None,
     self_check: bool = True,
     per_token: bool = True,
+    graphics: Graphics | None = None,
+    map_style: str = "regions",
 ) -> int:
     """Live mode: engine_factory + image + question (the app loads the engine in a worker via
     engine_factory(progress), then analyzes). Open mode: analysis (from a snapshot), and
@@ -217,6 +231,8 @@ def run_explorer(
         snapshot_path=snapshot_path,
         self_check=self_check,
         per_token=per_token,
+        graphics=graphics,
+        map_style=map_style,
     )
     result = app.run()
     return int(result) if isinstance(result, int) else (app.return_code or 0)
@@ -227,17 +243,17 @@ class CompareApp(FlowtuiApp):
 
     DEFAULT_MODE = "compare"
 
-    def __init__(self, comparison: Comparison, theme: str | None = None) -> None:
+    def __init__(self, comparison: Comparison, theme: str | None = None, **pixels) -> None:
         from flowtui.ui.compare_screen import CompareScreen  # only this app needs it at start
 
-        super().__init__(theme=theme)
+        super().__init__(theme=theme, **pixels)
         self.compare_screen = CompareScreen(comparison, stem=Path(comparison.files[0]).stem)
         self.add_mode("compare", lambda: self.compare_screen)
 
 
-def run_compare(comparison: Comparison, theme: str | None = None) -> int:
-    """Show the compare screen until q; the exit code."""
-    app = CompareApp(comparison, theme=theme)
+def run_compare(comparison: Comparison, theme: str | None = None, **pixels) -> int:
+    """Show the compare screen until q; the exit code. `pixels`: graphics and map_style."""
+    app = CompareApp(comparison, theme=theme, **pixels)
     result = app.run()
     return int(result) if isinstance(result, int) else (app.return_code or 0)
 

@@ -340,9 +340,9 @@ class DatasetApp(FlowtuiApp):
     EXPLORER = SampleExplorer
 
     def __init__(self, run: RunView, engine_factory: EngineFactory | None = None,
-                 theme: str | None = None) -> None:
+                 theme: str | None = None, **pixels) -> None:
         super().__init__(engine_factory=engine_factory, theme=theme,
-                         max_new_tokens=run.config.max_new_tokens)
+                         max_new_tokens=run.config.max_new_tokens, **pixels)
         self.run_view = run  # not `run`: that would hide App.run(), which starts the app
         self.add_mode("dataset", partial(DatasetScreen, run))
 
@@ -353,7 +353,8 @@ class DatasetApp(FlowtuiApp):
 
 
 def run_dataset_browser(run: RunView, engine_factory: EngineFactory | None = None,
-                        theme: str | None = None) -> int:
-    app = DatasetApp(run, engine_factory=engine_factory, theme=theme)
+                        theme: str | None = None, **pixels) -> int:
+    """`pixels`: the app's graphics and map_style (FlowtuiApp)."""
+    app = DatasetApp(run, engine_factory=engine_factory, theme=theme, **pixels)
     result = app.run()
     return int(result) if isinstance(result, int) else (app.return_code or 0)

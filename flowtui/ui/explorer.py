@@ -49,10 +49,17 @@ from flowtui.ui.messages import (
 from flowtui.ui.pin import PinActions
 from flowtui.ui.screens import HelpScreen
 from flowtui.ui.state import THRESHOLD_STEP, Rerun, ViewState, has_token_cursor
+from flowtui.ui.token_actions import TokenActions
 from flowtui.ui.widgets.answer_panel import AnswerPanel
 from flowtui.ui.widgets.flow_panel import FlowPanel
 from flowtui.ui.widgets.image_panel import ImagePanel
-from flowtui.ui.widgets.status_line import StatusLine, progress_text, ready_text, where_text
+from flowtui.ui.widgets.status_line import (
+    StatusLine,
+    pixels_label,
+    progress_text,
+    ready_text,
+    where_text,
+)
 from flowtui.ui.widgets.truncation_panel import TruncationPanel
 
 if TYPE_CHECKING:
@@ -67,7 +74,7 @@ def default_stem(image: str | None, snapshot_path: str | None) -> str:
     return "flowtui"
 
 
-class ExplorerScreen(ExportActions, PinActions, LensActions, AskActions):
+class ExplorerScreen(ExportActions, PinActions, LensActions, AskActions, TokenActions):
     """One analysis, explored. Live: `image` + `question` are analysed on mount. Open: the
     `analysis` given (from a snapshot) is shown at once."""
 
@@ -261,7 +268,11 @@ class ExplorerScreen(ExportActions, PinActions, LensActions, AskActions):
 
     def _update_where(self) -> None:
         host = self.jobs.location
-        self.status.set_where(where_text(self.analysis, self.view, host, self.jobs.disconnected))
+        where = short = where_text(self.analysis, self.view, host, self.jobs.disconnected)
+        graphics = getattr(self.app, "graphics", None)
+        if where and graphics is not None:  # how the map is drawn (render/terminal.py)
+            where += f" · {pixels_label(graphics, getattr(self.app, 'map_style', 'regions'))}"
+        self.status.set_where(where, short)
 
     def _ready_text(self, what: str = "ready") -> str:
         return ready_text(self.analysis, what)
@@ -309,23 +320,18 @@ class ExplorerScreen(ExportActions, PinActions, LensActions, AskActions):
     def action_toggle_sinks(self) -> None:
         self._set_view(exclude_sinks=not self.view.exclude_sinks)
 
+    def action_toggle_map_style(self) -> None:
+        """Regions <-> smooth at real pixels (render/overlay.py); half-blocks have one style."""
+        app = cast("FlowtuiApp", self.app)
+        if app.graphics is None or not app.graphics.pixels:
+            return
+        style = "smooth" if app.map_style == "regions" else "regions"
+        app.map_style = style
+        self.image_panel.set_map_style(style)
+        self._update_where()
+
     def action_toggle_heads(self) -> None:
         self._set_view(show_heads=not self.view.show_heads)
-
-    def action_answer_token(self, delta: int) -> None:
-        """Move the token cursor through the answer; from the whole answer, `delta` > 0 picks
-        the first token and < 0 the last."""
-        a = self.analysis
-        if not has_token_cursor(a):
-            return
-        T, t = len(a.answer_token_ids), self.view.answer_token
-        t = (0 if delta > 0 else T - 1) if t is None else max(0, min(T - 1, t + delta))
-        if t != self.view.answer_token:
-            self._set_view(answer_token=t)
-
-    def action_whole_answer(self) -> None:
-        if self.view.answer_token is not None:
-            self._set_view(answer_token=None)
 
     def action_toggle_per_token(self) -> None:
         self._set_view(per_token=not self.view.per_token)
@@ -335,6 +341,9 @@ class ExplorerScreen(ExportActions, PinActions, LensActions, AskActions):
         # that do something for this analysis and map are offered.
         if action == "cycle_view":
             return self.analysis is not None and len(self.analysis.views) > 1
+        if action == "toggle_map_style":
+            graphics = getattr(self.app, "graphics", None)
+            return graphics is not None and graphics.pixels
         if action == "toggle_sinks":
             return self.view.map_mode == "attention"
         if action == "threshold":

@@ -127,6 +127,14 @@ KEY_BINDINGS: list[Binding] = [
         tooltip="Attention map: leave sink tokens out of the colour scale",
     ),
     Binding(
+        "b",
+        "toggle_map_style",
+        "Style",
+        show=False,
+        id="map.style",
+        tooltip="Real pixels: map in token regions or smooth (bilinear)",
+    ),
+    Binding(
         "g",
         "toggle_heads",
         "Heads",

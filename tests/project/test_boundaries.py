@@ -14,7 +14,7 @@ ENGINE = Path(flowtui.__file__).parent / "engine"
 REMOTE = Path(flowtui.__file__).parent / "remote"
 DATASET = Path(flowtui.__file__).parent / "dataset"
 SELFTEST = Path(flowtui.__file__).parent / "selftest"
-UI_PACKAGES = ("textual", "rich", "rich_pixels")
+UI_PACKAGES = ("textual", "rich", "textual_image")
 
 
 def test_engine_dataset_remote_and_selftest_sources_do_not_import_ui():

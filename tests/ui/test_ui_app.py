@@ -403,11 +403,12 @@ async def test_help_screen_and_palette_commands():
             assert b.id in text
         await pilot.press("escape")
         # The palette offers what applies now: the threshold to the CAM, sinks to attention.
-        # Reconnect applies only to a remote engine (--remote), which this app has not.
-        # The token cursor applies only to answers with per-token arrays, which this has not.
+        # Reconnect applies only to a remote engine (--remote), which this app has not; the map
+        # style only at real pixels (this app draws half-blocks). The token cursor applies only
+        # to answers with per-token arrays, which this has not.
         tokens = {"Token ◀", "Token ▶", "Whole answer"}
-        only = {"CAM": {"Thr −", "Thr +", "Reconnect", *tokens},
-                "attention": {"Sinks", "Reconnect", *tokens}}
+        only = {"CAM": {"Thr −", "Thr +", "Reconnect", "Style", *tokens},
+                "attention": {"Sinks", "Reconnect", "Style", *tokens}}
         for hidden in ("attention", "CAM"):  # map on screen: CAM, then attention
             titles = palette_titles(app)
             for b in KEY_BINDINGS:

@@ -17,6 +17,7 @@ from flowtui.textsafe import visible
 from flowtui.ui.widgets.answer_panel import answer_text, first_fit
 from flowtui.ui.widgets.cam_view import CamView
 from flowtui.ui.widgets.flow_panel import GROUP_COLORS, axis_text, layer_columns
+from flowtui.ui.widgets.pixel_view import map_view
 from flowtui.ui.widgets.sweep_chart import logp_scale
 from flowtui.ui.widgets.text_view import TextView
 
@@ -174,7 +175,7 @@ class SidePanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield TextView(info_text(self.analysis), classes="side-info")
-        yield CamView(classes="side-map")
+        yield map_view(self.app, classes="side-map")
         yield TextView(classes="side-sweep")
 
     @property

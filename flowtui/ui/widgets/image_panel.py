@@ -21,6 +21,7 @@ from flowtui.ui.widgets.answer_panel import token_label
 from flowtui.ui.widgets.cam_view import CamView, MapKey, analysis_map, map_key
 from flowtui.ui.widgets.lens_words import lens_legend
 from flowtui.ui.widgets.map_legend import first_fit, legend_text, sinks_text
+from flowtui.ui.widgets.pixel_view import map_view
 from flowtui.ui.widgets.text_view import TextView
 
 # CamView and the map helpers are imported from here by callers that predate the split.
@@ -47,7 +48,7 @@ class ImagePanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("loading…", id="image-message")
-        yield CamView(id="image-cells")
+        yield map_view(self.app, id="image-cells")
         yield TextView(id="image-legend")
 
     @property
@@ -141,6 +142,16 @@ class ImagePanel(Vertical):
             subtitle.stylize(Style(color=Color.from_rgb(*PEAK_RGB), bold=True), 0, 1)
         self.border_subtitle = subtitle
 
+    def map_style(self) -> str | None:
+        """The map style drawn at real pixels (regions or smooth), None in half-blocks."""
+        return getattr(self.cam_view, "style_title", None)
+
+    def set_map_style(self, style: str) -> None:
+        set_style = getattr(self.cam_view, "set_style", None)
+        if set_style is not None:
+            set_style(style)
+            self._update_legend()
+
     def _update_legend(self) -> None:
         tmap = self.token_map()
         if tmap is None or self.analysis is None:
@@ -148,8 +159,9 @@ class ImagePanel(Vertical):
         legend = self.query_one("#image-legend", TextView)
         width = self.content_region.width or 30
         v = self.view
+        style = self.map_style()
         if tmap.name == "cam":
-            legend.set_text(legend_text(v, width))
+            legend.set_text(legend_text(v, width, style=style))
             return
         if tmap.name in LENS_MODES and self.analysis.lens is not None:
             legend.set_text(lens_legend(self.analysis, v, width, tmap.name == "words"))
@@ -160,7 +172,7 @@ class ImagePanel(Vertical):
             if tmap.exclude_sinks
             else None
         )
-        legend.set_text(legend_text(v, width, float(tmap.vmax[layer, v.view]), sinks))
+        legend.set_text(legend_text(v, width, float(tmap.vmax[layer, v.view]), sinks, style))
 
     def on_resize(self) -> None:
         if self.analysis is not None:

@@ -50,13 +50,17 @@ def first_fit(candidates: list[str], width: int) -> str:
 
 
 def legend_text(
-    view: ViewState, width: int, vmax: float | None = None, sinks: int | None = None
+    view: ViewState, width: int, vmax: float | None = None, sinks: int | None = None,
+    style: str | None = None,
 ) -> Text:
     """A colormap bar and, beneath it, which map and scale is drawn: the CAM over 0..1 with the
     threshold marked, or (`vmax` given) the attention over 0..vmax, with the number of sink
-    tokens left out of the scale (`sinks`, None when the toggle is off)."""
+    tokens left out of the scale (`sinks`, None when the toggle is off). `style` names the map
+    style at real pixels ('regions' or 'smooth (bilinear)'; None in half-blocks)."""
     width = max(8, width)
     cmap, mode = (view.colormap, "bold"), (view.mode, "bold")
+    if style is not None:  # the style travels with the mode, in every form that names it
+        mode = (f"{view.mode} · {style}", "bold")
     if vmax is None:
         thr = view.threshold
         bar = _bar(view, width, thr)

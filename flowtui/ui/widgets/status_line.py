@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 
 from flowtui.engine.analysis import Analysis, Progress
+from flowtui.render.terminal import Graphics
 from flowtui.textsafe import visible
 from flowtui.ui.state import ViewState
 from flowtui.ui.widgets.text_view import TextView
@@ -52,6 +53,15 @@ def where_text(
     return where
 
 
+def pixels_label(graphics: Graphics, style: str = "regions") -> str:
+    """How the map is drawn, for the status line: 'kitty pixels', 'sixel pixels, smooth',
+    'half-blocks', or 'half-blocks (no answer)' after a probe the terminal never answered (tmux
+    without passthrough is said once at start: the app notifies)."""
+    if graphics.pixels:
+        return f"{graphics.protocol} pixels" + (", smooth" if style == "smooth" else "")
+    return "half-blocks (no answer)" if "no answer" in graphics.reason else "half-blocks"
+
+
 def ready_text(a: Analysis | None, what: str = "ready") -> str:
     """The status line at rest: `what`, and the analysis' notes (how the image was read, what
     the model could not take in) in short; the answer panel lists them all."""
@@ -75,14 +85,18 @@ class StatusLine(TextView):
         self.activity = "starting…"
         self.kind = "busy"  # busy | ready | error
         self.where = ""
+        self.where_short: str | None = None
 
     def set_activity(self, text: str, kind: str = "busy") -> None:
         # Activities quote file names, model names and errors: drawn with escapes made visible.
         self.activity, self.kind = visible(text), kind
         self._redraw()
 
-    def set_where(self, text: str) -> None:
+    def set_where(self, text: str, short: str | None = None) -> None:
+        """`short`: the same without what may go first when the line is full (how the map is
+        drawn), so the layer and the model's host still show."""
         self.where = visible(text)
+        self.where_short = visible(short) if short is not None else None
         self._redraw()
 
     def _redraw(self) -> None:
@@ -91,6 +105,9 @@ class StatusLine(TextView):
         right = Text(self.where, style="dim")
         width = max(0, self.content_region.width or self.size.width)
         gap = width - left.cell_len - right.cell_len
+        if gap < 2 and self.where_short is not None:
+            right = Text(self.where_short, style="dim")
+            gap = width - left.cell_len - right.cell_len
         if gap >= 2:
             left.append(" " * gap)
             left.append_text(right)
