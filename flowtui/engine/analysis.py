@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from flowtui.engine.knockout_flows import KnockoutResult
+
 # The four token groups, in sequence order; array axes over groups follow this order.
 GROUPS: tuple[str, ...] = ("system", "image", "user", "output")
 
@@ -172,6 +174,8 @@ class Analysis:
     # The self-checks run with the analysis (empty where they were skipped or the snapshot
     # predates them).
     checks: list[Check] = field(default_factory=list)
+    # Attention knockout between token groups, where one was run (knockout_flows.py).
+    knockout: KnockoutResult | None = None
 
     def __post_init__(self) -> None:
         if self.feature_positions is None:

@@ -10,13 +10,15 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from flowtui.engine import knockout_codec
 from flowtui.engine import validate as v
 from flowtui.engine.analysis import Analysis, cliff_layer
 from flowtui.engine.errors import SnapshotError
 from flowtui.version import __version__
 
 FORMAT = "flowtui.snapshot"
-VERSION = 2
+# 3: attention knockout (knockout_codec.py)
+VERSION = 3
 
 
 def encode_analysis(a: Analysis) -> tuple[dict, dict[str, np.ndarray]]:
@@ -25,7 +27,8 @@ def encode_analysis(a: Analysis) -> tuple[dict, dict[str, np.ndarray]]:
 
 
 def _manifest(a: Analysis) -> dict:
-    return {
+    knockout, _ = knockout_codec.encode(a.knockout)
+    manifest = {
         "format": FORMAT,
         "version": VERSION,
         "flowtui_version": __version__,
@@ -49,6 +52,9 @@ def _manifest(a: Analysis) -> dict:
         "notes": list(a.notes),
         "checks": [asdict(c) for c in a.checks],
     }
+    if knockout is not None:
+        manifest["knockout"] = knockout
+    return manifest
 
 
 def _arrays(a: Analysis) -> dict[str, np.ndarray]:
@@ -71,6 +77,7 @@ def _arrays(a: Analysis) -> dict[str, np.ndarray]:
         arrays["sweep_logprob"] = np.asarray(a.sweep_logprob, dtype=np.float32)
     if a.sweep_same is not None:
         arrays["sweep_same"] = np.asarray(a.sweep_same, dtype=bool)
+    arrays.update(knockout_codec.encode(a.knockout)[1])
     return arrays
 
 
@@ -159,5 +166,6 @@ def decode_analysis(m: dict, arrays: dict[str, np.ndarray], image: np.ndarray) -
         max_new_tokens=max_new_tokens,
         notes=v.strings(m.get("notes", []), "notes"),
         checks=v.checks(m.get("checks", [])),
+        knockout=knockout_codec.decode(m, arrays, L),
         **tokens_part,
     )

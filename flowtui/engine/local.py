@@ -29,6 +29,7 @@ from flowtui.engine.errors import FlowtuiError, InputError
 from flowtui.engine.families import FamilyAdapter, Layout
 from flowtui.engine.images import load_image, load_image_notes
 from flowtui.engine.interface import ImageInput
+from flowtui.engine.knockout import Knockouts
 from flowtui.engine.notes import QuestionForms, question_notes
 from flowtui.engine.recording import Recording, State
 from flowtui.engine.reruns import Reruns
@@ -54,7 +55,7 @@ class _Streamer(compat.BaseStreamer):
         pass
 
 
-class LocalEngine(Recording, Reruns):
+class LocalEngine(Recording, Reruns, Knockouts):
     """Implements flowtui.engine.interface.Engine on a model loaded in this process."""
 
     def __init__(self, model: nn.Module, processor: Any, adapter: FamilyAdapter, info: ModelInfo,

@@ -21,6 +21,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from flowtui.engine import knockout_codec
 from flowtui.engine.analysis import (
     Analysis,
 )
@@ -124,7 +125,7 @@ MAX_MANIFEST = 16 << 20
 # unread.
 ARRAY_NAMES = ("shares", "head_shares", "answer_logprobs", "cam_tokens", "token_regions",
                "token_views", "feature_positions", "cam", "image_attention", "attention_tokens",
-               "sweep_logprob", "sweep_same")
+               "sweep_logprob", "sweep_same", *knockout_codec.ARRAY_NAMES)
 
 
 def _manifest_of(zf: zipfile.ZipFile, budget: Budget) -> dict:
