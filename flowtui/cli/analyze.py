@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from flowtui.cli import knockout_opts
 from flowtui.cli.common import (
     THEME_HELP,
     Parser,
@@ -44,6 +45,8 @@ examples:
   flowtui photo.jpg "Is there a horse?" --model llava-hf/llava-1.5-7b-hf
   flowtui photo.jpg "Is there a horse?" --model Qwen/Qwen2.5-VL-7B-Instruct --device cuda
   flowtui photo.jpg "Is there a horse?" --headless --sweep --out horse.flowtui
+  flowtui photo.jpg "Is there a horse?" --headless --knockout image->last,question->last --json
+                                            knockout sweeps of windows, reported as JSON
   flowtui open horse.flowtui                                    reopen a snapshot, no model needed
   flowtui photo.jpg "Is there a horse?" --remote gpu-box --model llava-hf/llava-1.5-7b-hf
                                             the explorer here, the model on gpu-box over ssh
@@ -89,13 +92,16 @@ def build_parser(prog: str = "flowtui") -> argparse.ArgumentParser:
                    help="image tokens kept by --strategy top/random (at most the image's "
                         "token count)")
     h.add_argument("--seed", type=int, default=0, help="seed for --strategy random")
+    knockout_opts.add_options(h)
+    h.add_argument("--json", action="store_true",
+                   help="print the summary as one JSON object (with the knockout's arrays)")
     return p
 
 
 # Options only a headless run uses, with their defaults: given to the explorer they would do
 # nothing.
 HEADLESS_ONLY = {"out": None, "sweep": False, "truncate": [], "strategy": "all", "keep": None,
-                 "seed": 0}
+                 "seed": 0, "json": False, **knockout_opts.DEFAULTS}
 
 
 def _validate(args) -> None:
@@ -113,6 +119,7 @@ def _validate(args) -> None:
             raise InputError(f"{', '.join(given)}: only for --headless runs (the explorer "
                              "exports snapshots with e and truncates with t)")
     check_model_options(args)
+    knockout_opts.validate(args)
     if args.keep is not None and args.strategy == "all":
         raise InputError("--keep R needs --strategy top or random (all hides every image token)")
     if args.strategy != "all" and not args.truncate:
@@ -138,6 +145,7 @@ def _run_headless(args) -> int:
                 )
         if args.keep is not None:
             _check_keep(engine, args.image, args.keep)
+        knockout_opts.check_against(engine, args)
         a = engine.analyze(args.image, args.question, max_new_tokens=args.max_new_tokens,
                            progress=progress, self_check=args.self_check)
         for k in args.truncate:
@@ -145,17 +153,35 @@ def _run_headless(args) -> int:
                             progress=progress)
         if args.sweep:
             engine.sweep(a, progress=progress)
+        knockout_opts.run(engine, a, args, progress)
     finally:
         progress.done()
         engine.close()  # a remote engine: end the ssh session
     a.save(out, inputs=[args.image])
-    print(summary(a, out))
+    if args.json:
+        print(json_report(a, out))
+    else:
+        print(summary(a, out) + "".join("\n" + visible(line)
+                                        for line in knockout_opts.summary_lines(a)))
     if a.failed_checks:
         # Written first: the snapshot keeps the evidence. Exit 3, not 2: the input was fine.
         failed = "; ".join(c.describe() for c in a.failed_checks)
         print(visible(f"flowtui: self-check failed: {failed}"), file=sys.stderr)
         return 3
     return 0
+
+
+def json_report(a, path: Path) -> str:
+    """The --json report: one object on one line."""
+    import json
+
+    return json.dumps({
+        "model": a.model.name, "family": a.model.family, "num_layers": a.num_layers,
+        "question": a.question, "answer": a.answer, "cliff_layer": a.cliff_layer,
+        "truncations": [{"layer": r.layer, "strategy": r.strategy, "answer": r.answer,
+                         "baseline_logprob": r.baseline_logprob} for r in a.truncations],
+        "checks_failed": [c.name for c in a.failed_checks], "snapshot": str(path),
+        "knockout": knockout_opts.as_json(a)})
 
 
 def _check_keep(engine, image: str, keep: int) -> None:
