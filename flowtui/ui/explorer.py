@@ -33,6 +33,7 @@ from flowtui.textsafe import visible
 from flowtui.ui.exports import ExportActions, ExportFailed
 from flowtui.ui.jobs import EngineJobs, report_worker_error
 from flowtui.ui.keys import HELP_NOTES, KEY_BINDINGS
+from flowtui.ui.knockout_actions import KnockoutActions
 from flowtui.ui.messages import (
     AnalysisReady,
     EngineProgress,
@@ -49,6 +50,7 @@ from flowtui.ui.state import THRESHOLD_STEP, Rerun, ViewState
 from flowtui.ui.widgets.answer_panel import AnswerPanel
 from flowtui.ui.widgets.flow_panel import FlowPanel
 from flowtui.ui.widgets.image_panel import ImagePanel
+from flowtui.ui.widgets.knockout_panel import KnockoutPanel
 from flowtui.ui.widgets.status_line import StatusLine, progress_text, ready_text, where_text
 from flowtui.ui.widgets.truncation_panel import TruncationPanel
 
@@ -64,7 +66,7 @@ def default_stem(image: str | None, snapshot_path: str | None) -> str:
     return "flowtui"
 
 
-class ExplorerScreen(ExportActions, PinActions):
+class ExplorerScreen(ExportActions, PinActions, KnockoutActions):
     """One analysis, explored. Live: `image` + `question` are analysed on mount. Open: the
     `analysis` given (from a snapshot) is shown at once."""
 
@@ -123,6 +125,7 @@ class ExplorerScreen(ExportActions, PinActions):
                 yield AnswerPanel(id="answer-panel").data_bind(ExplorerScreen.analysis)
             with Vertical(id="right"):
                 yield FlowPanel(id="flow-panel").data_bind(*state)
+                yield KnockoutPanel(id="knockout-panel").data_bind(*state, ExplorerScreen.rerun)
                 yield TruncationPanel(id="truncation-panel").data_bind(
                     *state, ExplorerScreen.rerun
                 )
@@ -241,6 +244,7 @@ class ExplorerScreen(ExportActions, PinActions):
         self._state_changed()
 
     def watch_view(self) -> None:
+        self.show_knockout_panel(self.view.knockout)
         self._state_changed()
 
     def _state_changed(self) -> None:
@@ -396,6 +400,8 @@ class ExplorerScreen(ExportActions, PinActions):
         self.set_activity(progress_text(p))
         if message.task == "sweep" and p.stage == "sweep" and self.rerun is not None:
             self.rerun = replace(self.rerun, done=p.done, total=p.total)
+        if message.task == "knockout" and p.stage == "knockout":
+            self.knockout_progress(p.done, p.total)
         if message.task == "analysis" and self.analysis is None:
             self.image_panel.set_message(progress_text(p))
             self.answer_panel.set_pending(self.question, progress_text(p))

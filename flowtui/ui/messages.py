@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from textual.message import Message
 
 from flowtui.engine.analysis import Analysis, Progress, Sweep, TruncationRun
+from flowtui.engine.knockout_flows import KnockoutResult
 
 
 @dataclass
@@ -46,6 +47,11 @@ class TruncationDone(Message):
 @dataclass
 class SweepDone(Message):
     sweep: Sweep
+
+
+@dataclass
+class KnockoutDone(Message):
+    result: KnockoutResult
 
 
 @dataclass

@@ -27,13 +27,15 @@ class ViewState:
     map_mode: str = MAP_MODES[0]
     # Leave sink tokens out of the attention map's colour scale (render/maps.py).
     exclude_sinks: bool = False
+    # The knockout view in place of the flow panel (ui/knockout_actions.py).
+    knockout: bool = False
 
 
 @dataclass(frozen=True)
 class Rerun:
     """A truncation or sweep running for the explorer, as far as it got."""
 
-    task: str  # "truncation" or "sweep"
+    task: str  # "truncation", "sweep" or "knockout"
     layer: int = 0
     strategy: str = "all"
     keep: int | None = None
