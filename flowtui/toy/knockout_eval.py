@@ -4,10 +4,10 @@
     python -m flowtui.toy.knockout_eval --n 100
 
 Per scene: the toy's answer, then each flow knocked out in every window (default width) and the
-image cut from every later query on layers K..L-1. Prints the mean relative change of the first
-answer token's probability per flow and layer window, and how often the knockout flips the
-Yes/No answer (p_ko below the other word's probability is not measured: a flip here is p_ko < 0.5,
-the first token being Yes or No and the two taking almost all the mass).
+image cut from the answer (`image->last+image->answer`). Prints the mean relative change of the
+first answer token's probability per flow and layer window, and how often the knockout flips the
+Yes/No answer, counted as p_ko < 0.5 (the first token is Yes or No, and the two take almost all
+of the probability).
 """
 
 from __future__ import annotations
