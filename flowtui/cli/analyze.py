@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from flowtui.cli import knockout_opts
 from flowtui.cli.common import (
     THEME_HELP,
     Parser,
@@ -50,6 +51,8 @@ examples:
   flowtui photo.jpg "Is there a horse?" --model Qwen/Qwen2.5-VL-7B-Instruct --device cuda
   flowtui photo.jpg "Is there a horse?" --headless --sweep --out horse.flowtui
   flowtui photo.jpg "Is there a horse?" --headless --lens     the logit lens into the snapshot
+  flowtui photo.jpg "Is there a horse?" --headless --knockout image->last,question->last --json
+                                            knockout sweeps of windows, reported as JSON
   flowtui open horse.flowtui                                    reopen a snapshot, no model needed
   flowtui photo.jpg "Is there a horse?" --remote gpu-box --model llava-hf/llava-1.5-7b-hf
                                             the explorer here, the model on gpu-box over ssh
@@ -108,8 +111,10 @@ def build_parser(prog: str = "flowtui") -> argparse.ArgumentParser:
                         "each image token and LLaVA-CAM (token_shares [T, L, 4], "
                         "token_attention and token_cam [T, L, N] in the snapshot, and in the "
                         "--json output)")
+    knockout_opts.add_options(h)
     h.add_argument("--json", action="store_true",
-                   help="print the summary as one JSON object instead of text")
+                   help="print the summary as one JSON object instead of text (with the "
+                        "per-token and knockout arrays where asked)")
     return p
 
 
@@ -117,7 +122,7 @@ def build_parser(prog: str = "flowtui") -> argparse.ArgumentParser:
 # nothing.
 HEADLESS_ONLY: dict[str, Any] = {"out": None, "sweep": False, "truncate": [], "strategy": "all",
                                  "keep": None, "seed": 0, "lens": False, "per_token": False,
-                                 "json": False}
+                                 "json": False, **knockout_opts.DEFAULTS}
 
 
 def _validate(args) -> None:
@@ -139,6 +144,7 @@ def _validate(args) -> None:
         raise InputError("--no-per-token: only for the explorer (a headless run computes "
                          "per-token CAMs only with --per-token)")
     check_model_options(args)
+    knockout_opts.validate(args)
     if args.keep is not None and args.strategy == "all":
         raise InputError("--keep R needs --strategy top or random (all hides every image token)")
     if args.strategy != "all" and not args.truncate:
@@ -164,6 +170,7 @@ def _run_headless(args) -> int:
                 )
         if args.keep is not None:
             _check_keep(engine, args.image, args.keep)
+        knockout_opts.check_against(engine, args)
         a = engine.analyze(args.image, args.question, max_new_tokens=args.max_new_tokens,
                            progress=progress, self_check=args.self_check,
                            per_token=args.per_token)
@@ -174,14 +181,18 @@ def _run_headless(args) -> int:
             engine.sweep(a, progress=progress)
         if args.lens:
             engine.lens(a, progress=progress)
+        knockout_opts.run(engine, a, args, progress)
     finally:
         progress.done()
         engine.close()  # a remote engine: end the ssh session
     a.save(out, inputs=[args.image])
     if args.json:
-        print(json.dumps(summary_json(a, out, args.per_token)))
+        report = summary_json(a, out, args.per_token)
+        report["knockout"] = knockout_opts.as_json(a)
+        print(json.dumps(report))
     else:
-        print(summary(a, out))
+        print(summary(a, out) + "".join("\n" + visible(line)
+                                        for line in knockout_opts.summary_lines(a)))
     if a.failed_checks:
         # Written first: the snapshot keeps the evidence. Exit 3, not 2: the input was fine.
         failed = "; ".join(c.describe() for c in a.failed_checks)

@@ -125,6 +125,12 @@ def run_parser(prog: str) -> argparse.ArgumentParser:
                    help="also the logit lens: per layer, the answer's first token's mean lens "
                         "probability over the image tokens and the object's region "
                         "(summary.json's lens)")
+    r.add_argument("--knockout", metavar="FLOWS", default=None,
+                   help="also knock out attention along each flow per sample, e.g. "
+                        "image->question,image->last,question->last,last->last: summary.json "
+                        "gets knockout.{flow}.rel_change and .ci95 per layer, and knockout.png")
+    r.add_argument("--window", type=positive_int, metavar="W", default=None,
+                   help="--knockout window in layers (default max(1, round(9·L/32)))")
     r.add_argument("--no-self-check", dest="self_check", action="store_false",
                    help="skip each analysis' self-checks (failed ones are recorded per sample "
                         "and counted in summary.json as self_check_failures)")
@@ -147,6 +153,7 @@ def _delta(args: argparse.Namespace) -> float:
 def cmd_run(argv: list[str], prog: str) -> int:
     args = run_parser(prog).parse_args(argv)
     from flowtui.dataset.dist import from_env
+    from flowtui.dataset.knockout import settings as knockout_settings
     from flowtui.dataset.readers import open_dataset
     from flowtui.dataset.runner import RunAborted, build_config, check_out, run_dataset
     from flowtui.dataset.summary import format_table
@@ -165,7 +172,8 @@ def cmd_run(argv: list[str], prog: str) -> int:
                           max_new_tokens=args.max_new_tokens,
                           question_suffix=args.question_suffix, limit=args.limit,
                           snapshots=args.snapshots, self_check=args.self_check,
-                          lens=args.lens)
+                          lens=args.lens,
+                          knockout=knockout_settings(args.knockout, args.window))
     out = Path(args.out)
     check_out(out, config, args.resume)  # before any model time is spent
     dist = from_env(args.device)

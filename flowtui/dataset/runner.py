@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from flowtui.dataset import provenance, results
+from flowtui.dataset import knockout, provenance, results
 from flowtui.dataset.config import RunConfig, Strategy
 from flowtui.dataset.dist import Dist
 from flowtui.dataset.lens import lens_record
@@ -70,6 +70,7 @@ def build_config(
     snapshots: bool = False,
     self_check: bool = True,
     lens: bool = False,
+    knockout: dict[str, Any] | None = None,
 ) -> RunConfig:
     """A run's config from its settings. Scoring defaults to pope for POPE data, exact where
     there are answers, same where there are none; a rule that needs answers on data without
@@ -97,6 +98,7 @@ def build_config(
         scoring=scoring, strategies=names, seed=seed, max_new_tokens=max_new_tokens,
         question_suffix=question_suffix, limit=limit, snapshots=snapshots,
         self_check=self_check, lens=lens, created=now(),
+        extra={"knockout": knockout} if knockout else {},
     )
 
 
@@ -179,6 +181,8 @@ def process_sample(
         for s in strategies:
             sweeps[s.name] = engine.sweep(analysis, strategy=s.kind, keep=s.keep,
                                           seed=seed if s.kind == "random" else 0)
+        if config.extra.get("knockout"):
+            rec["knockout"] = knockout.record(engine, analysis, config.extra["knockout"])
     except (KeyboardInterrupt, Cancelled):
         raise
     except InputError as exc:
@@ -433,6 +437,8 @@ def finalize(out: str | Path, delta: float = DELTA, plots: bool = True) -> dict[
     summary["model"] = config.model.get("name")
     summary["data"] = config.data.get("path")
     summary["scoring_rules"] = config.scoring_rules
+    if config.extra.get("knockout"):
+        summary["knockout"] = knockout.summarise(records, config.extra["knockout"])
     try:
         if shards:
             results.write_atomic(out / results.MERGED, "".join(results.encode(r) for r in records))
@@ -446,6 +452,8 @@ def finalize(out: str | Path, delta: float = DELTA, plots: bool = True) -> dict[
                         f"{summary['samples']} samples"
                 plot_accuracy(summary, out / results.PLOT_ACCURACY, title)
                 plot_cliffs(summary, out / results.PLOT_CLIFFS, title)
+                if summary.get("knockout", {}).get("samples"):
+                    knockout.plot(summary["knockout"], out / knockout.PLOT, title)
     except OSError as exc:
         raise RunAborted(f"cannot write the results to {out}: {exc}") from None
     return summary

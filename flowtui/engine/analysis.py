@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from flowtui.engine.knockout_flows import KnockoutResult
+
 # The four token groups, in sequence order; array axes over groups follow this order.
 GROUPS: tuple[str, ...] = ("system", "image", "user", "output")
 
@@ -221,6 +223,8 @@ class Analysis:
     # The logit lens for the default word (the answer's first token), once computed (`lens`
     # on an engine, `--lens` headless); None until then.
     lens: Lens | None = None
+    # Attention knockout between token groups, where one was run (knockout_flows.py).
+    knockout: KnockoutResult | None = None
 
     def __post_init__(self) -> None:
         if self.feature_positions is None:

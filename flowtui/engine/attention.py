@@ -80,6 +80,10 @@ class Truncation:
     masked: torch.Tensor  # [M] long: image positions to hide
     _hidden: dict = field(default_factory=dict, repr=False)
 
+    def applies(self, layer: int) -> bool:
+        """Whether layer `layer` is masked (a knockout.Knockout answers for its own layers)."""
+        return layer >= self.layer
+
     def _hidden_keys(self, k_start: int, kv_len: int, device: torch.device) -> torch.Tensor:
         key = (k_start, kv_len, device)
         if key not in self._hidden:
@@ -110,6 +114,7 @@ class Truncation:
 
 class _Control(threading.local):
     capture: ShareCapture | None = None
+    # A Truncation, or anything with its applies()/allowed() (knockout.Knockout).
     truncation: Truncation | None = None
     kv: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
     query_end: int | None = None  # absolute position of the last query + 1, while decoding
@@ -185,7 +190,8 @@ def _eager_attention(module, query, key, value, allowed, scaling, softcap) -> to
     if allowed is None:
         allowed = torch.ones(kv_len, kv_len, dtype=torch.bool, device=query.device).tril()
         allowed = allowed[-q_len:]
-    scores = scores.masked_fill(~allowed[None, None], float("-inf"))
+    mask = allowed[None, None] if allowed.dim() == 2 else allowed[:, None]
+    scores = scores.masked_fill(~mask, float("-inf"))
     probs = torch.softmax(scores.float(), dim=-1).to(query.dtype)
     groups = getattr(module, "num_key_value_groups", 1)
     v = repeat_kv(value, groups) if groups > 1 else value
@@ -247,10 +253,12 @@ def flowtui_attention(
         scaling = query.shape[-1] ** -0.5
     given = _as_bool_mask(attention_mask, q_len, kv_len)
     allowed = given
-    if trunc is not None and layer is not None and layer >= trunc.layer:
+    if trunc is not None and layer is not None and trunc.applies(layer):
         q_end = _control.query_end if _control.query_end is not None else kv_len
         allowed = trunc.allowed(q_len, kv_len, q_end, given, query.device)
-        attention_mask, is_causal = allowed[None, None], False
+        # [q, kv], or [B, q, kv] from a knockout that runs one flow per batch row.
+        attention_mask = allowed[None, None] if allowed.dim() == 2 else allowed[:, None]
+        is_causal = False
     if softcap is not None:
         out = _eager_attention(module, query, key, value, allowed, scaling, softcap)
     else:

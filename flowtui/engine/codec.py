@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from flowtui.engine import knockout_codec
 from flowtui.engine import validate as v
 from flowtui.engine.analysis import Analysis, cliff_layer
 from flowtui.engine.errors import SnapshotError
@@ -17,8 +18,9 @@ from flowtui.engine.lens_codec import decode_lens, encode_lens
 from flowtui.version import __version__
 
 FORMAT = "flowtui.snapshot"
-# 3: the logit lens (manifest `lens`, arrays lens_top_ids, lens_top_probs, lens_word_prob) and
-# the per-answer-token arrays (token_shares, token_head_shares, token_attention, token_cam).
+# 3: the logit lens (manifest `lens`, arrays lens_top_ids, lens_top_probs, lens_word_prob),
+# the per-answer-token arrays (token_shares, token_head_shares, token_attention, token_cam) and
+# attention knockout (knockout_codec.py).
 VERSION = 3
 
 
@@ -28,7 +30,8 @@ def encode_analysis(a: Analysis) -> tuple[dict, dict[str, np.ndarray]]:
 
 
 def _manifest(a: Analysis) -> dict:
-    return {
+    knockout, _ = knockout_codec.encode(a.knockout)
+    manifest = {
         "format": FORMAT,
         "version": VERSION,
         "flowtui_version": __version__,
@@ -53,6 +56,9 @@ def _manifest(a: Analysis) -> dict:
         "checks": [asdict(c) for c in a.checks],
         **({"lens": encode_lens(a.lens)[0]} if a.lens is not None else {}),
     }
+    if knockout is not None:
+        manifest["knockout"] = knockout
+    return manifest
 
 
 def _arrays(a: Analysis) -> dict[str, np.ndarray]:
@@ -85,6 +91,7 @@ def _arrays(a: Analysis) -> dict[str, np.ndarray]:
         arrays["sweep_same"] = np.asarray(a.sweep_same, dtype=bool)
     if a.lens is not None:
         arrays.update(encode_lens(a.lens)[1])
+    arrays.update(knockout_codec.encode(a.knockout)[1])
     return arrays
 
 
@@ -176,6 +183,7 @@ def decode_analysis(m: dict, arrays: dict[str, np.ndarray], image: np.ndarray) -
         notes=v.strings(m.get("notes", []), "notes"),
         checks=v.checks(m.get("checks", [])),
         lens=decode_lens(m.get("lens"), arrays, L, N),
+        knockout=knockout_codec.decode(m, arrays, L),
         **tokens_part,
     )
 

@@ -7,7 +7,7 @@ Only numpy arrays, strings and dataclasses cross it: no tensors.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from flowtui.engine.analysis import Analysis, Lens, ModelInfo, ProgressFn, Sweep, TruncationRun
+from flowtui.engine.knockout_flows import KnockoutResult
 
 ImageInput = str | Path | Image.Image | np.ndarray
 # Called with the answer text so far, each time a truncated run decodes a token.
@@ -96,4 +97,18 @@ class Engine(Protocol):
         and `word`'s probability. word None: the answer's first token, kept as analysis.lens;
         another word: its own Lens, the analysis unchanged. Raises InputError for a word the
         tokenizer cannot read."""
+
+    def knockout(
+        self,
+        analysis: Analysis,
+        flows: str | Sequence[str],
+        window: int | None = None,
+        layers: tuple[int, int] | str | None = None,
+        greedy: bool = False,
+        progress: ProgressFn | None = None,
+        cancel: CancelFn | None = None,
+    ) -> KnockoutResult:
+        """Attention knockout (docs/definitions.md): each comma-separated flow in every window
+        of `window` layers (default max(1, round(9·L/32))) or in the layers `layers` = (A, B);
+        sets analysis.knockout."""
         ...

@@ -29,10 +29,10 @@ from flowtui.engine.errors import FlowtuiError, InputError
 from flowtui.engine.families import FamilyAdapter, Layout
 from flowtui.engine.images import load_image, load_image_notes
 from flowtui.engine.interface import ImageInput, LogFn
+from flowtui.engine.knockout import Knockouts
 from flowtui.engine.lens import Lenses
 from flowtui.engine.notes import QuestionForms, question_notes
 from flowtui.engine.recording import Recording, State
-from flowtui.engine.reruns import Reruns
 from flowtui.version import __version__
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ class _Streamer(compat.BaseStreamer):
         pass
 
 
-class LocalEngine(Recording, Reruns, Lenses):
+class LocalEngine(Recording, Knockouts, Lenses):
     """Implements flowtui.engine.interface.Engine on a model loaded in this process."""
 
     def __init__(self, model: PreTrainedModel, processor: Any, adapter: FamilyAdapter,

@@ -21,6 +21,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from flowtui.engine import knockout_codec
 from flowtui.engine.analysis import (
     Analysis,
 )
@@ -127,7 +128,7 @@ ARRAY_NAMES = ("shares", "head_shares", "answer_logprobs", "cam_tokens", "token_
                "token_views", "feature_positions", "cam", "image_attention", "attention_tokens",
                "token_shares", "token_head_shares", "token_attention", "token_cam",
                "sweep_logprob", "sweep_same", "lens_top_ids", "lens_top_probs",
-               "lens_word_prob")
+               "lens_word_prob", *knockout_codec.ARRAY_NAMES)
 
 
 def _manifest_of(zf: zipfile.ZipFile, budget: Budget) -> dict:

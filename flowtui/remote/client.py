@@ -17,11 +17,13 @@ import numpy as np
 
 from flowtui.engine.analysis import Analysis, Lens, ModelInfo, ProgressFn, Sweep, TruncationRun
 from flowtui.engine.errors import (
+    FlowtuiError,
     RemoteError,
     SnapshotError,
 )
 from flowtui.engine.images import load_image_notes
 from flowtui.engine.interface import CancelFn, ImageInput, TokenFn
+from flowtui.engine.knockout_flows import KnockoutResult
 from flowtui.engine.lens_codec import decode_lens
 from flowtui.remote.connection import (
     DEFAULT_REMOTE_CMD,
@@ -36,6 +38,7 @@ from flowtui.remote.protocol import (
     analysis_from,
     analysis_to,
     info_from,
+    knockout_from,
     run_from,
     sweep_from,
 )
@@ -191,6 +194,23 @@ class RemoteEngine:
         if strategy == "all":
             analysis.set_sweep(sweep)
         return sweep
+
+    def knockout(self, analysis: Analysis, flows: str | Sequence[str], window: int | None = None,
+                 layers: tuple[int, int] | str | None = None, greedy: bool = False,
+                 progress: ProgressFn | None = None,
+                 cancel: CancelFn | None = None) -> KnockoutResult:
+        params = {"flows": flows if isinstance(flows, str) else ",".join(flows),
+                  "window": _int(window), "greedy": bool(greedy),
+                  "layers": None if layers is None else (
+                      layers if isinstance(layers, str) else f"{layers[0]}:{layers[1]}")}
+        frame = self._about("knockout", analysis, params, progress=progress, cancel=cancel)
+        try:
+            result = knockout_from(self._result(frame, "knockout"), frame.parts,
+                                   analysis.num_layers)
+        except FlowtuiError as exc:
+            raise RemoteError(f"{self.conn.name} sent a malformed knockout reply: {exc}") from None
+        analysis.knockout = result
+        return result
 
 
     def lens(self, analysis: Analysis, word: str | None = None,

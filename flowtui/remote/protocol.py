@@ -24,9 +24,11 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from flowtui.engine import knockout_codec
 from flowtui.engine.analysis import Analysis, ModelInfo, Progress, Sweep, TruncationRun
 from flowtui.engine.codec import decode_analysis, encode_analysis
 from flowtui.engine.errors import RemoteError, first_line
+from flowtui.engine.knockout_flows import KnockoutResult
 from flowtui.engine.npy import DTYPE_KINDS, NpyError, read_npy
 
 MAGIC = b"FTUI"
@@ -314,6 +316,17 @@ def sweep_from(meta: dict, parts: dict[str, np.ndarray]) -> Sweep:
     return Sweep(logprob=parts["logprob"], same=parts["same"], answers=list(meta["answers"]),
                  cliff_layer=meta["cliff_layer"], seconds=float(meta["seconds"]),
                  strategy=meta["strategy"], keep=meta["keep"], seed=meta["seed"])
+
+
+def knockout_to(k: KnockoutResult) -> tuple[dict, dict[str, np.ndarray]]:
+    meta, arrays = knockout_codec.encode(k)
+    return meta or {}, arrays
+
+
+def knockout_from(meta: dict, parts: dict[str, np.ndarray], num_layers: int) -> KnockoutResult:
+    k = knockout_codec.decode({"knockout": meta}, parts, num_layers)
+    assert k is not None
+    return k
 
 
 def analysis_to(a: Analysis, with_image: bool) -> tuple[dict, dict[str, np.ndarray]]:

@@ -44,6 +44,7 @@ from flowtui.remote.protocol import (
     analysis_from,
     analysis_to,
     image_part,
+    knockout_to,
     param,
     progress_to,
     run_to,
@@ -410,9 +411,27 @@ def _lens(s: Session, rid: int, params: dict, parts: dict) -> Callable:
     return call
 
 
+def _knockout(s: Session, rid: int, params: dict, parts: dict) -> Callable:
+    engine = s.need_engine(rid)
+    flows = param(params, "flows", (str,), rid=rid)
+    window = param(params, "window", (int, type(None)), None, rid)
+    layers = param(params, "layers", (str, type(None)), None, rid)
+    greedy = param(params, "greedy", (bool,), False, rid)
+    key, a = s.analysis(rid, params, parts)
+
+    def call(event, progress, on_token):
+        result = engine.knockout(a, flows, window=window, layers=layers, greedy=greedy,
+                                 progress=progress, cancel=event.is_set)
+        meta, arrays = knockout_to(result)
+        return {"key": key, "knockout": meta}, arrays
+
+    return call
+
+
 METHODS: dict[str, Callable[..., Callable]] = {
     "open": _open, "analyze": _analyze, "truncate": _truncate, "sweep": _sweep,
     "count_image_tokens": _count_image_tokens, "lens": _lens,
+    "knockout": _knockout,
 }
 
 

@@ -23,7 +23,8 @@ from flowtui.engine.interface import Engine
 from flowtui.render.colormaps import COLORMAPS
 from flowtui.render.terminal import Graphics
 from flowtui.textsafe import visible
-from flowtui.ui.explorer import ExplorerScreen, default_stem
+from flowtui.ui.explorer import ExplorerScreen
+from flowtui.ui.exports import default_stem
 from flowtui.ui.jobs import (
     EngineFactory,
     EngineJobs,

@@ -32,9 +32,10 @@ from flowtui.render.colormaps import next_colormap
 from flowtui.render.maps import LENS_MODES
 from flowtui.textsafe import visible
 from flowtui.ui.ask import AskActions
-from flowtui.ui.exports import ExportActions, ExportFailed
+from flowtui.ui.exports import ExportActions, ExportFailed, default_stem
 from flowtui.ui.jobs import EngineJobs, report_worker_error
 from flowtui.ui.keys import HELP_NOTES, KEY_BINDINGS
+from flowtui.ui.knockout_actions import KnockoutActions
 from flowtui.ui.lens_actions import LensActions
 from flowtui.ui.messages import (
     AnalysisReady,
@@ -53,6 +54,7 @@ from flowtui.ui.token_actions import TokenActions
 from flowtui.ui.widgets.answer_panel import AnswerPanel
 from flowtui.ui.widgets.flow_panel import FlowPanel
 from flowtui.ui.widgets.image_panel import ImagePanel
+from flowtui.ui.widgets.knockout_panel import KnockoutPanel
 from flowtui.ui.widgets.status_line import (
     StatusLine,
     pixels_label,
@@ -66,15 +68,8 @@ if TYPE_CHECKING:
     from flowtui.ui.app import FlowtuiApp
 
 
-def default_stem(image: str | None, snapshot_path: str | None) -> str:
-    # Shown in the export prompts: a file name must not drive the terminal either.
-    for p in (image, snapshot_path):
-        if p:
-            return visible(Path(p).stem) or "flowtui"
-    return "flowtui"
-
-
-class ExplorerScreen(ExportActions, PinActions, LensActions, AskActions, TokenActions):
+class ExplorerScreen(ExportActions, PinActions, LensActions, AskActions, TokenActions,
+                     KnockoutActions):
     """One analysis, explored. Live: `image` + `question` are analysed on mount. Open: the
     `analysis` given (from a snapshot) is shown at once."""
 
@@ -134,6 +129,7 @@ class ExplorerScreen(ExportActions, PinActions, LensActions, AskActions, TokenAc
                 yield AnswerPanel(id="answer-panel").data_bind(*state)
             with Vertical(id="right"):
                 yield FlowPanel(id="flow-panel").data_bind(*state)
+                yield KnockoutPanel(id="knockout-panel").data_bind(*state, ExplorerScreen.rerun)
                 yield TruncationPanel(id="truncation-panel").data_bind(
                     *state, ExplorerScreen.rerun
                 )
@@ -254,6 +250,7 @@ class ExplorerScreen(ExportActions, PinActions, LensActions, AskActions, TokenAc
         self._state_changed()
 
     def watch_view(self) -> None:
+        self.show_knockout_panel(self.view.knockout)
         self._state_changed()
 
     def _state_changed(self) -> None:
@@ -428,6 +425,8 @@ class ExplorerScreen(ExportActions, PinActions, LensActions, AskActions, TokenAc
         self.set_activity(progress_text(p))
         if message.task == "sweep" and p.stage == "sweep" and self.rerun is not None:
             self.rerun = replace(self.rerun, done=p.done, total=p.total)
+        if message.task == "knockout" and p.stage == "knockout":
+            self.knockout_progress(p.done, p.total)
         if message.task == "analysis" and self.analysis is None:
             self.image_panel.set_message(progress_text(p))
             self.answer_panel.set_pending(self.question, progress_text(p))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 from textual import work
@@ -17,6 +18,7 @@ from textual.screen import Screen
 
 from flowtui.engine.analysis import Analysis
 from flowtui.render.maps import map_threshold
+from flowtui.textsafe import visible
 from flowtui.ui.jobs import one_line
 from flowtui.ui.screens import PathPrompt
 from flowtui.ui.state import ViewState
@@ -129,3 +131,11 @@ class ExportActions(Screen):
 
     def on_export_done(self, message: ExportDone) -> None:
         self.app.notify(f"saved {message.what} to {message.path}", timeout=5)
+
+
+def default_stem(image: str | None, snapshot_path: str | None) -> str:
+    # Shown in the export prompts: a file name must not drive the terminal either.
+    for p in (image, snapshot_path):
+        if p:
+            return visible(Path(p).stem) or "flowtui"
+    return "flowtui"

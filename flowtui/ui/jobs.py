@@ -26,6 +26,7 @@ from flowtui.ui.messages import (
     AnalysisReady,
     EngineProgress,
     EngineReady,
+    KnockoutDone,
     LensDone,
     SweepDone,
     TruncationDone,
@@ -198,6 +199,16 @@ class EngineJobs:
             to.post_message(LensDone(lens))
 
         return self._start("lens", job, to)
+
+    def knockout(self, analysis: Analysis, flows: str, window: int | None = None, *,
+                 to: MessagePump) -> bool:
+        def job(engine: Engine, cancel: threading.Event) -> None:
+            result = engine.knockout(analysis, flows, window=window,
+                                     progress=self._progress_fn("knockout", cancel, to),
+                                     cancel=cancel.is_set)
+            to.post_message(KnockoutDone(result))
+
+        return self._start("knockout", job, to)
 
     def reconnect(self, *, to: MessagePump) -> bool:
         """Drop the engine (a remote one ends its session) and load it again."""

@@ -166,12 +166,21 @@ KEY_BINDINGS: list[Binding] = [
         tooltip="Sweep K = 0..L and find the cliff layer",
     ),
     Binding(
+        "K",
+        "knockout",
+        "Knockout",
+        key_display="K",
+        show=False,
+        id="knockout.view",
+        tooltip="Knockout view in place of the shares (runs the four standard flows if needed)",
+    ),
+    Binding(
         "x",
         "cancel",
         "Cancel run",
         show=False,
         id="engine.cancel",
-        tooltip="Cancel the running sweep or truncation",
+        tooltip="Cancel the running sweep, truncation or knockout",
     ),
     Binding(
         "e",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from textual.message import Message
 
 from flowtui.engine.analysis import Analysis, Lens, Progress, Sweep, TruncationRun
+from flowtui.engine.knockout_flows import KnockoutResult
 
 
 @dataclass
@@ -53,6 +54,13 @@ class LensDone(Message):
     """The logit lens of the analysis on screen, for the default or a typed word."""
 
     lens: Lens
+
+
+@dataclass
+class KnockoutDone(Message):
+    """An attention knockout of the analysis on screen."""
+
+    result: KnockoutResult
 
 
 @dataclass

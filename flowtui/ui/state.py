@@ -29,6 +29,8 @@ class ViewState:
     map_mode: str = MAP_MODES[0]
     # Leave sink tokens out of the attention map's colour scale (render/maps.py).
     exclude_sinks: bool = False
+    # The knockout view in place of the flow panel (ui/knockout_actions.py).
+    knockout: bool = False
     # The answer token every panel follows (index into the answer), None for the whole answer.
     answer_token: int | None = None
 
@@ -64,7 +66,7 @@ def token_cam_missing(a: Analysis | None, token: int | None) -> bool:
 class Rerun:
     """A truncation or sweep running for the explorer, as far as it got."""
 
-    task: str  # "truncation" or "sweep"
+    task: str  # "truncation", "sweep" or "knockout"
     layer: int = 0
     strategy: str = "all"
     keep: int | None = None

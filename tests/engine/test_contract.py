@@ -14,7 +14,7 @@ from flowtui.engine.interface import Engine
 
 SAMPLE = Path(__file__).parents[2] / "sample_images" / "toy_scene_1.png"
 MEMBERS = ("info", "location", "on_log", "analyze", "truncate", "sweep", "close",
-           "count_image_tokens", "lens")
+           "count_image_tokens", "lens", "knockout")
 
 
 def test_every_member_of_the_protocol_is_listed_here():

@@ -380,6 +380,45 @@ class FakeEngine:
             analysis.set_sweep(sweep)
         return sweep
 
+    def knockout(self, analysis, flows, window=None, layers=None, greedy=False, progress=None,
+                 cancel=None):
+        """Made-up curves with the real shapes: each flow dips in the middle layers."""
+        from flowtui.engine.knockout_flows import (
+            KnockoutResult,
+            default_window,
+            parse_flows,
+            parse_layers,
+        )
+
+        self.calls.append("knockout")
+        self._maybe_fail("knockout")
+        names = [f.name for f in parse_flows(flows)]
+        L = analysis.num_layers
+        span = None
+        if layers is not None:
+            span = parse_layers(layers if isinstance(layers, str) else f"{layers[0]}:{layers[1]}", L)
+        W = 1 if span else L
+        rel = np.zeros((len(names), W), dtype=np.float32)
+        for w in range(W):
+            if cancel and cancel():
+                raise Cancelled("knockout cancelled")
+            if progress:
+                progress(Progress("knockout", w, W, f"window {w}"))
+            time.sleep(self.delay)
+            for f in range(len(names)):
+                rel[f, w] = -80.0 * np.exp(-((w - L / 2 - f) ** 2) / 2.0) / (f + 1)
+        p0 = 0.6
+        first = (p0 * (1 + rel / 100)).astype(np.float32)
+        result = KnockoutResult(flows=names, first_prob=first, rel_change=rel,
+                                logprob=np.log(first).astype(np.float32), baseline_first_prob=p0,
+                                window=None if span else (window or default_window(L)),
+                                layers=span,
+                                answers=[[analysis.answer] * W for _ in names] if greedy else None)
+        if progress:
+            progress(Progress("knockout", W, W))
+        analysis.knockout = result
+        return result
+
 
     def lens(self, analysis, word=None, progress=None, cancel=None) -> Lens:
         self.calls.append(f"lens:{word}")
