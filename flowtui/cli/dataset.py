@@ -33,7 +33,8 @@ commands:
   show RUN_DIR              browse the results in the explorer
   compare RUN_A RUN_B ...   several runs' accuracy curves on one figure, each dataset cliff
                             marked (by relative depth K/L where the models' depths differ)
-  toy OUT [--n N]           write a POPE-format dataset of toy scenes (for the toy model)
+  toy OUT [--n N]           write a POPE-format dataset of toy scenes (for the toy model);
+                            --captions: a caption set for --scoring chair
 
 `flowtui dataset COMMAND --help` explains each.
 """
@@ -110,8 +111,8 @@ def run_parser(prog: str) -> argparse.ArgumentParser:
     r.add_argument("--strategies", default="all", metavar="LIST",
                    help="comma-separated: all, top:R (FastV's ranking), random:R (default: all)")
     r.add_argument("--seed", type=int, default=0, help="seed of the random:R strategy (default 0)")
-    r.add_argument("--max-new-tokens", type=positive_int, default=16, metavar="N",
-                   help="longest answer (default 16)")
+    r.add_argument("--max-new-tokens", type=positive_int, default=None, metavar="N",
+                   help="longest answer (default 16; 64 with --scoring chair, room for a caption)")
     r.add_argument("--delta", type=float, default=None, metavar="D",
                    help="dataset cliff tolerance (default 0.01)")
     r.add_argument("--snapshots", action="store_true",
@@ -119,8 +120,41 @@ def run_parser(prog: str) -> argparse.ArgumentParser:
     r.add_argument("--no-self-check", dest="self_check", action="store_false",
                    help="skip each analysis' self-checks (failed ones are recorded per sample "
                         "and counted in summary.json as self_check_failures)")
+    c = p.add_argument_group("captions (--scoring chair)")
+    c.add_argument("--objects-column", metavar="NAME", default=None,
+                   help="column holding each image's objects: a list, a JSON list or a "
+                        "comma-separated string (default: objects)")
+    c.add_argument("--coco-instances", metavar="FILE", default=None,
+                   help="take each image's objects from COCO instance annotations "
+                        "(instances_val2014.json), matched by file name or COCO id")
+    c.add_argument("--vocabulary", metavar="FILE", default=None,
+                   help="objects and their synonyms, one object per line, synonyms after it "
+                        "comma-separated (default: the standard CHAIR table of COCO's 80 "
+                        "categories)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def _chair_options(args: argparse.Namespace) -> str | None:
+    """The answer column to open the data with: the objects column under --scoring chair.
+    InputError for the caption options without --scoring chair, or clashing ones."""
+    from flowtui.engine.errors import InputError
+
+    given = [f"--{n.replace('_', '-')}" for n in ("objects_column", "coco_instances", "vocabulary")
+             if getattr(args, n) is not None]
+    if args.scoring != "chair":
+        if given:
+            raise InputError(f"{', '.join(given)} only go with --scoring chair")
+        return args.answer_column
+    if args.objects_column and args.coco_instances:
+        raise InputError("give the objects either as a column (--objects-column) or as COCO "
+                         "annotations (--coco-instances), not both")
+    if args.answer_column:
+        raise InputError("--scoring chair reads each image's objects, not an answer: use "
+                         "--objects-column instead of --answer-column")
+    if args.max_new_tokens is None:
+        args.max_new_tokens = 64
+    return None if args.coco_instances else args.objects_column or "objects"
 
 
 def _delta(args: argparse.Namespace) -> float:
@@ -144,13 +178,19 @@ def cmd_run(argv: list[str], prog: str) -> int:
 
     delta = _delta(args)
     check_model_options(args)
+    answer_column = _chair_options(args)
     source = open_dataset(args.data, args.format, args.images, args.image_column,
-                          args.question_column, args.answer_column, args.id_column, args.split)
+                          args.question_column, answer_column, args.id_column, args.split)
+    chair = None
+    if args.scoring == "chair":
+        from flowtui.dataset.chair import settings
+
+        chair = settings(source, args.vocabulary, args.coco_instances)
     config = build_config(source, args.model, dtype=args.dtype, quantize=args.quantize,
                           scoring=args.scoring, strategies=args.strategies, seed=args.seed,
-                          max_new_tokens=args.max_new_tokens,
+                          max_new_tokens=args.max_new_tokens or 16,
                           question_suffix=args.question_suffix, limit=args.limit,
-                          snapshots=args.snapshots, self_check=args.self_check)
+                          snapshots=args.snapshots, self_check=args.self_check, chair=chair)
     out = Path(args.out)
     check_out(out, config, args.resume)  # before any model time is spent
     dist = from_env(args.device)
@@ -295,17 +335,27 @@ def toy_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("out", help="folder to write")
     p.add_argument("--n", type=positive_int, default=500, help="number of scenes (default 500)")
     p.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="scene seed family")
+    p.add_argument("--captions", action="store_true",
+                   help="write a caption set instead: captions.jsonl (image, text = the caption "
+                        "prompt, objects), images/ and vocabulary.txt (every toy object), for "
+                        "`dataset run --scoring chair`")
     return p
 
 
 def cmd_toy(argv: list[str], prog: str) -> int:
     args = toy_parser(prog).parse_args(argv)
     from flowtui.engine.errors import InputError
-    from flowtui.toy.dataset import write_toy_dataset
+    from flowtui.toy.dataset import write_caption_dataset, write_toy_dataset
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out} exists and is not an empty folder")
+    if args.captions:
+        path = write_caption_dataset(out, args.n, args.seed)
+        say(f"wrote {args.n} toy scenes to caption: {path}")
+        say(f"next: flowtui dataset run {path} --scoring chair --vocabulary "
+            f"{out / 'vocabulary.txt'} --out {out}-run")
+        return 0
     path = write_toy_dataset(out, args.n, args.seed)
     say(f"wrote {args.n} toy scenes: {path}")
     say(f"next: flowtui dataset run {path} --out {out}-run")
