@@ -171,3 +171,18 @@ def test_caption_options_errors_are_one_line_exit_2(tmp_path, monkeypatch, capsy
     err = capsys.readouterr().err.strip()
     assert code == 2 and words in err and len(err.splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_the_browser_marks_hallucinated_words_and_filters_on_them():
+    from flowtui.dataset.browse import hallucinated, parse_filter
+    from flowtui.ui.dataset_screen import answer_cell
+
+    counts = caption_counts(COCO, "A dog and two cats on a sofa.", ["dog", "chair"])
+    rec = _record(counts, [counts])
+    rec["baseline"]["answer"] = "A dog and two cats on a sofa."
+    assert hallucinated(rec) == ["cats", "sofa"]
+    cell = answer_cell(rec)
+    marked = sorted(cell.plain[s.start:s.end] for s in cell.spans if "red" in str(s.style))
+    assert marked == ["cats", "sofa"]
+    clean = _record(caption_counts(COCO, "a dog", ["dog"]), [])
+    assert parse_filter("hallucinated")(rec) and not parse_filter("hallucinated")(clean)
