@@ -305,21 +305,25 @@ def _pope_rule(name: str, summary: str, predict: Callable[[str], str]) -> Rule:
 
 def chair_rule(vocabulary: Any = None) -> Rule:
     """The chair rule over `vocabulary` (a chair.Vocabulary; default COCO's synonym table)."""
-    from flowtui.dataset import chair
-
     vocab = vocabulary
 
     def get() -> Any:
         nonlocal vocab
-        if vocab is None:  # parsed on first use, not at import
-            vocab = chair.Vocabulary.coco()
+        if vocab is None:  # parsed on first use: importing the rules stays cheap
+            from flowtui.dataset.chair import Vocabulary
+
+            vocab = Vocabulary.coco()
         return vocab
 
     def reference(raw: Any) -> list[str]:
-        return sorted({get().canonical(o) for o in chair.object_list(raw)})
+        from flowtui.dataset.chair import object_list
+
+        return sorted({get().canonical(o) for o in object_list(raw)})
 
     def measure(answer: str, ref: Any) -> dict[str, Any]:
-        return chair.caption_counts(get(), answer, ref)
+        from flowtui.dataset.chair import caption_counts
+
+        return caption_counts(get(), answer, ref)
 
     return Rule("chair", "captions: 1 where the caption mentions no object the image lacks "
                 "(CHAIR; the references are each image's objects, --objects-column or "

@@ -215,7 +215,10 @@ def curves_csv(summary: dict[str, Any]) -> str:
 
     pope = summary.get("baseline_f1") is not None
     base_pope = [num(summary.get(f"baseline_{m}")) if pope else "" for m in POPE_METRICS]
-    base_chair = _chair_cells({m: [summary.get(f"baseline_{m}")] for m in _CHAIR_KEYS}, 0)
+    chair = summary.get("baseline_chair_i") is not None
+    no_chair = [""] * len(_CHAIR_COLUMNS)
+    base_chair = _chair_cells({m: [summary.get(f"baseline_{m}")] for m in _CHAIR_KEYS}, 0) \
+        if chair else no_chair
     for name, s in summary["strategies"].items():
         for k, acc in enumerate(s["accuracy"]):
             lo, hi = s["ci95"][k]
@@ -224,7 +227,7 @@ def curves_csv(summary: dict[str, Any]) -> str:
                         f"{summary['baseline_accuracy']:.6f}", s["dataset_cliff"],
                         *(num(s[m][k]) if pope and m in s else "" for m in POPE_METRICS),
                         *base_pope,
-                        *_chair_cells(s, k), *base_chair])
+                        *(_chair_cells(s, k) if chair else no_chair), *base_chair])
     return buf.getvalue()
 
 
