@@ -207,7 +207,9 @@ def cmd_run(argv: list[str], prog: str) -> int:
                     "finish", 130)
     if summary is not None:
         say(format_table(summary, f"{config.model['name']} on {source.path.name}"))
-        say(f"wrote {out}/ (summary.json, curves.csv, accuracy.png, cliffs.png, samples.jsonl)")
+        chair = ", chair.png" if summary.get("baseline_chair_i") is not None else ""
+        say(f"wrote {out}/ (summary.json, curves.csv, accuracy.png, cliffs.png{chair}, "
+            "samples.jsonl)")
     return 0
 
 
@@ -286,7 +288,8 @@ def cmd_report(argv: list[str], prog: str) -> int:
         say(format_table(summary, title))
         if folder is not None:
             files = "summary.json" if not summary["strategies"] else "summary.json, curves.csv" \
-                if args.no_plots else "summary.json, curves.csv, accuracy.png, cliffs.png"
+                if args.no_plots else "summary.json, curves.csv, accuracy.png, cliffs.png" + (
+                    ", chair.png" if summary.get("baseline_chair_i") is not None else "")
             say(f"wrote {folder}/ ({files})")
     return 0
 
