@@ -118,7 +118,7 @@ def test_training_script_runs_every_stage_and_saves_a_loadable_model(tmp_path):
 
     out = tmp_path / "toy"
     train.main(["--vision-steps", "2", "--steps", "2", "--cam-steps", "2", "--images", "2",
-                "--questions", "2", "--caption-steps", "2", "--caption-images", "2",
+                "--questions", "2", "--caption-steps", "2", "--caption-images", "2", "--polish-steps", "2",
                 "--out", str(out), "--ckpt", str(tmp_path / "ckpt.pt"), "--log-every", "1"])
     engine = flowtui.load_engine(str(out), device="cpu", dtype="float32")
     rng = np.random.default_rng(5)

@@ -2,7 +2,7 @@
 
     python -m flowtui.toy.train [--steps N] [--seed S] [--out DIR]
 
-Recipe (see MODEL_CARD.md), in four stages:
+Recipe (see MODEL_CARD.md), in five stages:
 
 1. vision: the vision tower and projector alone learn an auxiliary per-patch objective
    (colour and shape under each patch, predicted from the projector output). The loss is
@@ -23,7 +23,8 @@ Recipe (see MODEL_CARD.md), in four stages:
    model learns to answer "Describe the image." with every object and its colour, in a fixed
    order, while yes/no questions, grounding and a little of stage 3's term carry on.
    ``--from DIR`` starts it from a saved stage-3 model (the release before captions is what
-   stages 1-3 give from seed 0) instead of running stages 1-3 again.
+   stages 1-3 give from seed 0) instead of running stages 1-3 again;
+5. caption polish: stage 4 again with a fresh optimiser, new data and a lower learning rate.
 
 The auxiliary head and the grounding and CAM terms are training devices only: nothing of
 them is saved, and only the LlavaForConditionalGeneration answers questions.
@@ -183,6 +184,8 @@ class AuxHead(torch.nn.Module):
 
 
 CAPTION_STEPS = 500
+POLISH_STEPS = 600
+POLISH_SEED = 100  # stage 5 draws from (seed + 100 + 4, step): data stage 4 never saw
 
 
 def _layers(text: str) -> tuple[int, ...]:
@@ -218,6 +221,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--caption-steps", type=int, default=CAPTION_STEPS, help="stage 4 (captions) steps")
     ap.add_argument("--caption-lr", type=float, default=1e-3)
     ap.add_argument("--caption-images", type=int, default=8, help="stage 4 images per batch")
+    ap.add_argument("--polish-steps", type=int, default=POLISH_STEPS,
+                    help="stage 5: stage 4 again, fresh data and optimiser, lower lr")
+    ap.add_argument("--polish-lr", type=float, default=3e-4)
     ap.add_argument("--from", dest="from_dir", type=Path, default=None,
                     help="run stage 4 only, from this saved stage-3 model")
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
@@ -242,6 +248,11 @@ def main(argv: list[str] | None = None) -> None:
     train_captions(model, processor, args.caption_steps, args.caption_lr, args.seed,
                    images=args.caption_images, log_every=args.log_every)
     print(f"stage 4 took {(time.time() - t4) / 60:.1f} min", flush=True)
+    if args.polish_steps:
+        t5 = time.time()
+        train_captions(model, processor, args.polish_steps, args.polish_lr, args.seed + POLISH_SEED,
+                       images=args.caption_images, log_every=args.log_every)
+        print(f"stage 5 took {(time.time() - t5) / 60:.1f} min", flush=True)
     elapsed = time.time() - t_start
     model.eval()
     model.set_attn_implementation("sdpa")
