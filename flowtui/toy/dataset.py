@@ -28,8 +28,9 @@ from flowtui.toy.scenes import COLOURS, SHAPES, render_scene, sample_question
 DATA_FILE = "pope.jsonl"
 CAPTIONS_FILE = "captions.jsonl"
 VOCABULARY_FILE = "vocabulary.txt"
-# The caption set's scenes: a family of its own, apart from training's and the POPE set's.
-CAPTION_SEED = HELD_OUT_SEED + 1
+# The caption set's scenes are the POPE set's (the card's held-out family): scene i is the
+# same image in both, asked to describe it instead of a yes/no question.
+CAPTION_SEED = HELD_OUT_SEED
 
 
 def write_toy_dataset(out: str | Path, n: int = 500, seed: int = HELD_OUT_SEED) -> Path:
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--captions", action="store_true", help="write a caption set (see above)")
     args = p.parse_args(argv)
     if args.captions:
-        path = write_caption_dataset(args.out, args.n, args.seed + 1)
+        path = write_caption_dataset(args.out, args.n, args.seed)
         print(f"wrote {args.n} toy scenes to caption: {path}")
         return 0
     path = write_toy_dataset(args.out, args.n, args.seed)
