@@ -35,7 +35,8 @@ commands:
   show RUN_DIR              browse the results in the explorer
   compare RUN_A RUN_B ...   several runs' accuracy curves on one figure, each dataset cliff
                             marked (by relative depth K/L where the models' depths differ)
-  toy OUT [--n N]           write a POPE-format dataset of toy scenes (for the toy model)
+  toy OUT [--n N]           write a POPE-format dataset of toy scenes (for the toy model);
+                            --captions: a caption set for --scoring chair
 
 `flowtui dataset COMMAND --help` explains each.
 """
@@ -115,8 +116,8 @@ def run_parser(prog: str) -> argparse.ArgumentParser:
     r.add_argument("--strategies", default="all", metavar="LIST",
                    help="comma-separated: all, top:R (FastV's ranking), random:R (default: all)")
     r.add_argument("--seed", type=int, default=0, help="seed of the random:R strategy (default 0)")
-    r.add_argument("--max-new-tokens", type=positive_int, default=16, metavar="N",
-                   help="longest answer (default 16)")
+    r.add_argument("--max-new-tokens", type=positive_int, default=None, metavar="N",
+                   help="longest answer (default 16; 64 with --scoring chair, room for a caption)")
     r.add_argument("--delta", type=float, default=None, metavar="D",
                    help="dataset cliff tolerance (default 0.01)")
     r.add_argument("--snapshots", action="store_true",
@@ -134,8 +135,41 @@ def run_parser(prog: str) -> argparse.ArgumentParser:
     r.add_argument("--no-self-check", dest="self_check", action="store_false",
                    help="skip each analysis' self-checks (failed ones are recorded per sample "
                         "and counted in summary.json as self_check_failures)")
+    c = p.add_argument_group("captions (--scoring chair)")
+    c.add_argument("--objects-column", metavar="NAME", default=None,
+                   help="column holding each image's objects: a list, a JSON list or a "
+                        "comma-separated string (default: objects)")
+    c.add_argument("--coco-instances", metavar="FILE", default=None,
+                   help="take each image's objects from COCO instance annotations "
+                        "(instances_val2014.json), matched by file name or COCO id")
+    c.add_argument("--vocabulary", metavar="FILE", default=None,
+                   help="objects and their synonyms, one object per line, synonyms after it "
+                        "comma-separated (default: the standard CHAIR table of COCO's 80 "
+                        "categories)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def _chair_options(args: argparse.Namespace) -> str | None:
+    """The answer column to open the data with: the objects column under --scoring chair.
+    InputError for the caption options without --scoring chair, or clashing ones."""
+    from flowtui.engine.errors import InputError
+
+    given = [f"--{n.replace('_', '-')}" for n in ("objects_column", "coco_instances", "vocabulary")
+             if getattr(args, n) is not None]
+    if args.scoring != "chair":
+        if given:
+            raise InputError(f"{', '.join(given)} only go with --scoring chair")
+        return args.answer_column
+    if args.objects_column and args.coco_instances:
+        raise InputError("give the objects either as a column (--objects-column) or as COCO "
+                         "annotations (--coco-instances), not both")
+    if args.answer_column:
+        raise InputError("--scoring chair reads each image's objects, not an answer: use "
+                         "--objects-column instead of --answer-column")
+    if args.max_new_tokens is None:
+        args.max_new_tokens = 64
+    return None if args.coco_instances else args.objects_column or "objects"
 
 
 def _delta(args: argparse.Namespace) -> float:
@@ -164,15 +198,21 @@ def cmd_run(argv: list[str], prog: str) -> int:
         from flowtui.engine.errors import InputError
 
         raise InputError("--region-column is for --lens (the lens over the object's region)")
+    answer_column = _chair_options(args)
     source = open_dataset(args.data, args.format, args.images, args.image_column,
-                          args.question_column, args.answer_column, args.id_column, args.split,
+                          args.question_column, answer_column, args.id_column, args.split,
                           region_column=args.region_column, regions=args.lens)
+    chair = None
+    if args.scoring == "chair":
+        from flowtui.dataset.chair import settings
+
+        chair = settings(source, args.vocabulary, args.coco_instances)
     config = build_config(source, args.model, dtype=args.dtype, quantize=args.quantize,
                           scoring=args.scoring, strategies=args.strategies, seed=args.seed,
-                          max_new_tokens=args.max_new_tokens,
+                          max_new_tokens=args.max_new_tokens or 16,
                           question_suffix=args.question_suffix, limit=args.limit,
                           snapshots=args.snapshots, self_check=args.self_check,
-                          lens=args.lens,
+                          lens=args.lens, chair=chair,
                           knockout=knockout_settings(args.knockout, args.window))
     out = Path(args.out)
     check_out(out, config, args.resume)  # before any model time is spent
@@ -190,7 +230,9 @@ def cmd_run(argv: list[str], prog: str) -> int:
                     "finish", 130)
     if summary is not None:
         say(format_table(summary, f"{config.model['name']} on {source.path.name}"))
-        say(f"wrote {out}/ (summary.json, curves.csv, accuracy.png, cliffs.png, samples.jsonl)")
+        chair_png = ", chair.png" if summary.get("baseline_chair_i") is not None else ""
+        say(f"wrote {out}/ (summary.json, curves.csv, accuracy.png, cliffs.png{chair_png}, "
+            "samples.jsonl)")
     return 0
 
 
@@ -269,7 +311,8 @@ def cmd_report(argv: list[str], prog: str) -> int:
         say(format_table(summary, title))
         if folder is not None:
             files = "summary.json" if not summary["strategies"] else "summary.json, curves.csv" \
-                if args.no_plots else "summary.json, curves.csv, accuracy.png, cliffs.png"
+                if args.no_plots else "summary.json, curves.csv, accuracy.png, cliffs.png" + (
+                    ", chair.png" if summary.get("baseline_chair_i") is not None else "")
             say(f"wrote {folder}/ ({files})")
     return 0
 
@@ -320,17 +363,27 @@ def toy_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("out", help="folder to write")
     p.add_argument("--n", type=positive_int, default=500, help="number of scenes (default 500)")
     p.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="scene seed family")
+    p.add_argument("--captions", action="store_true",
+                   help="write a caption set instead: captions.jsonl (image, text = the caption "
+                        "prompt, objects), images/ and vocabulary.txt (every toy object), for "
+                        "`dataset run --scoring chair`")
     return p
 
 
 def cmd_toy(argv: list[str], prog: str) -> int:
     args = toy_parser(prog).parse_args(argv)
     from flowtui.engine.errors import InputError
-    from flowtui.toy.dataset import write_toy_dataset
+    from flowtui.toy.dataset import write_caption_dataset, write_toy_dataset
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out} exists and is not an empty folder")
+    if args.captions:
+        path = write_caption_dataset(out, args.n, args.seed)
+        say(f"wrote {args.n} toy scenes to caption: {path}")
+        say(f"next: flowtui dataset run {path} --scoring chair --vocabulary "
+            f"{out / 'vocabulary.txt'} --out {out}-run")
+        return 0
     path = write_toy_dataset(out, args.n, args.seed)
     say(f"wrote {args.n} toy scenes: {path}")
     say(f"next: flowtui dataset run {path} --out {out}-run")

@@ -3,6 +3,8 @@ filter language and the sort keys (so they are testable with no Textual).
 
 Filter: space-separated terms, all must hold.
   correct | wrong | error | ok          baseline scored 1 / below 1 / the sample failed / it did not
+  hallucinated                           the baseline caption names an object the image lacks
+                                         (--scoring chair runs)
   cliff=N cliff<N cliff<=N cliff>N cliff>=N cliff=none     the sample's cliff layer (truncate all)
   logp<X logp<=X logp>X logp>=X          the baseline answer's log-prob (K = L)
   any other word                         a case-insensitive substring of id, question, answers
@@ -37,6 +39,14 @@ def correct(rec: dict[str, Any]) -> bool | None:
     return rec["baseline"]["score"] >= 1.0
 
 
+def hallucinated(rec: dict[str, Any]) -> list[str]:
+    """The phrases of the baseline caption that name objects the image lacks (runs scored with
+    chair keep them per answer); [] for other runs and failed samples."""
+    if "error" in rec:
+        return []
+    return [str(w) for w in (rec["baseline"].get("chair") or {}).get("words", [])]
+
+
 def baseline_logprob(rec: dict[str, Any]) -> float | None:
     return None if "error" in rec else float(rec["baseline"]["logprob"])
 
@@ -46,6 +56,9 @@ def parse_filter(text: str) -> Predicate:
     preds: list[Predicate] = []
     for term in text.split():
         low = term.lower()
+        if low == "hallucinated":
+            preds.append(lambda r: bool(hallucinated(r)))
+            continue
         if low in ("correct", "wrong", "error", "ok"):
             preds.append({
                 "correct": lambda r: correct(r) is True,

@@ -66,6 +66,9 @@ class RunConfig:
     lens: bool = False
     # Checks what the engine computes; never changes a result (so a resume may switch it).
     self_check: bool = True
+    # --scoring chair: {"vocabulary": path or None (COCO's table), "vocabulary_sha256",
+    # "objects": the objects column, or "coco_instances": path and "coco_sha256"}.
+    chair: dict[str, Any] | None = None
     scoring_rules: int = SCORING_RULES
     format: str = CONFIG_FORMAT
     version: int = CONFIG_VERSION

@@ -77,3 +77,46 @@ def plot_cliffs(summary: dict[str, Any], path: Path, title: str = "") -> Path:
     ax.set_title(title or "per-sample cliff layers", fontsize=10)
     fig.savefig(path)
     return Path(path)
+
+
+def plot_chair(summary: dict[str, Any], path: Path, title: str = "") -> Path:
+    """The paper's CHAIR panel: CHAIR_i and CHAIR_s against K per strategy with 95% bands,
+    each baseline dashed, the dataset cliff (on CHAIR_i) marked; recall in a second panel."""
+    fig = _figure(6.4, 5.2)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+    L = summary["num_layers"]
+    ks = np.arange(L + 1)
+    styles = (("chair_i", "-", "o"), ("chair_s", "--", "s"))
+    for i, (name, s) in enumerate(summary["strategies"].items()):
+        colour = COLOURS[i % len(COLOURS)]
+        for metric, line, marker in styles:
+            ci = np.asarray(s[f"{metric}_ci95"], dtype=float)
+            top.fill_between(ks, ci[:, 0], ci[:, 1], color=colour, alpha=0.12, linewidth=0)
+            top.plot(ks, s[metric], linestyle=line, marker=marker, markersize=3.5, color=colour,
+                     label=f"{metric.replace('chair_', 'CHAIR_')} ({name})")
+        ci = np.asarray(s["recall_ci95"], dtype=float)
+        bottom.fill_between(ks, ci[:, 0], ci[:, 1], color=colour, alpha=0.12, linewidth=0)
+        bottom.plot(ks, s["recall"], marker="o", markersize=3, color=colour, label=f"recall ({name})")
+    for metric, line, _ in styles:
+        base = summary.get(f"baseline_{metric}")
+        if base is not None:
+            top.axhline(base, color="0.35", linestyle=line, linewidth=0.9,
+                        label=f"baseline {metric.replace('chair_', 'CHAIR_')} {base:.3f}")
+    if summary.get("baseline_recall") is not None:
+        bottom.axhline(summary["baseline_recall"], color="0.35", linestyle="--", linewidth=0.9)
+    cliff = summary.get("dataset_cliff")
+    for ax in (top, bottom):
+        if cliff is not None:
+            ax.axvline(cliff, color="#c92a2a", linestyle=":", linewidth=1.2,
+                       label=f"dataset cliff K={cliff}" if ax is top else None)
+        ax.grid(alpha=0.3)
+        ax.set_xlim(-0.3, L + 0.3)
+        ax.set_ylim(-0.02, 1.02)
+    top.set_ylabel("hallucination rate")
+    bottom.set_ylabel("object recall")
+    bottom.set_xlabel("K: image tokens truncated from layer K on (K = L: unmodified)")
+    bottom.set_xticks(ks if L <= 16 else ks[:: max(1, L // 16)])
+    top.legend(fontsize=7, loc="best")
+    top.set_title(title or f"CHAIR, {summary['samples']} captions", fontsize=10)
+    fig.savefig(path)
+    return Path(path)

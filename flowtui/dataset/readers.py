@@ -18,6 +18,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +85,8 @@ class DatasetSource:
     available: list[str] = field(default_factory=list)
     _rows: Sequence[Any] = field(default_factory=list, repr=False)
     _hf: Any = field(default=None, repr=False)
+    # --coco-instances: image file name (or COCO id) -> its objects, the rows' references.
+    object_table: dict[str, list[str]] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self._hf) if self._hf is not None else len(self._rows)
@@ -122,6 +125,10 @@ class DatasetSource:
             if row.region is None:
                 row.error = row.error or (f"bad region in column {c.region!r}: want "
                                           "[x0, y0, x1, y1] with x0 < x1 and y0 < y1")
+        if self.object_table is not None and not row.error:
+            row.reference = coco_lookup(self.object_table, row.image_label)
+            if row.reference is None:
+                row.error = f"image {row.image_label} is not in the COCO instance annotations"
         return row
 
     def _resolve(self, name: str) -> Path:
@@ -388,3 +395,16 @@ def open_dataset(
             # against --images like every other format.
             hf = hf.cast_column(columns.image, HFImage(decode=False))
     return DatasetSource(path, fmt, columns, image_dir, split, available, rows, hf)
+
+
+_COCO_ID = re.compile(r"(\d+)\.\w+$")
+
+
+def coco_lookup(table: dict[str, list[str]], image: str) -> list[str] | None:
+    """An image's objects by its file name, else by the number at the end of its name
+    (COCO_val2014_000000391895.jpg -> 391895)."""
+    name = Path(str(image)).name
+    if name in table:
+        return table[name]
+    m = _COCO_ID.search(name)
+    return table.get(str(int(m.group(1)))) if m else None

@@ -46,11 +46,15 @@ def rescore_records(records: list[dict[str, Any]], rule: Rule, where: str = "the
         new = dict(rec)
         base = rec["baseline"]
         new["baseline"] = dict(base, score=rule.score(base["answer"], ref, True))
+        if rule.measure is not None:
+            new["baseline"]["chair"] = rule.measure(base["answer"], ref)
         new["strategies"] = {}
         for name, s in rec.get("strategies", {}).items():
             same = s.get("same") or [a == base["answer"] for a in s["answers"]]
             new["strategies"][name] = dict(s, scores=[
                 rule.score(a, ref, bool(f)) for a, f in zip(s["answers"], same, strict=True)])
+            if rule.measure is not None:
+                new["strategies"][name]["chair"] = [rule.measure(a, ref) for a in s["answers"]]
         out.append(new)
     if bad:
         rec, err = bad[0]
@@ -88,8 +92,15 @@ def rescore_run(run_dir: str | Path, scoring: str, out: str | Path | None = None
     if raw is None:
         raise InputError(f"{run_dir} holds no flowtui dataset run (no {results.CONFIG})")
     config = RunConfig.from_json(raw)
-    rule = get_rule(scoring)
-    if rule.needs_reference and not (config.data.get("columns") or {}).get("answer"):
+    if scoring == "chair" and config.scoring == "chair":
+        from flowtui.dataset.runner import rule_for
+
+        rule = rule_for(config)  # the run's own vocabulary
+    else:
+        rule = get_rule(scoring)
+    has_refs = (config.data.get("columns") or {}).get("answer") or (config.chair or {}).get(
+        "coco_instances")
+    if rule.needs_reference and not has_refs:
         raise InputError(f"--scoring {scoring} needs reference answers, but the run's data has "
                          "none (no answer column); only --scoring same rescores it")
     folder = Path(out) if out is not None else default_folder(run_dir, scoring)
@@ -118,6 +129,10 @@ def rescore_run(run_dir: str | Path, scoring: str, out: str | Path | None = None
                          f"{summary['samples']} samples · rescored")
                 plot_accuracy(summary, folder / results.PLOT_ACCURACY, title)
                 plot_cliffs(summary, folder / results.PLOT_CLIFFS, title)
+                if summary.get("baseline_chair_i") is not None:
+                    from flowtui.dataset.plots import plot_chair
+
+                    plot_chair(summary, folder / results.PLOT_CHAIR, title)
     except OSError as exc:
         raise RescoreAborted(f"cannot write the rescored results to {folder}: {exc}") from None
     return summary, folder

@@ -31,6 +31,7 @@ MERGED = "samples.jsonl"
 CURVES = "curves.csv"
 PLOT_ACCURACY = "accuracy.png"
 PLOT_CLIFFS = "cliffs.png"
+PLOT_CHAIR = "chair.png"  # --scoring chair only
 SNAPSHOTS = "snapshots"
 SHARD_GLOB = "samples-rank*.jsonl"
 

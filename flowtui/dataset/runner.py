@@ -30,7 +30,7 @@ from flowtui.dataset.config import RunConfig, Strategy
 from flowtui.dataset.dist import Dist
 from flowtui.dataset.lens import lens_record
 from flowtui.dataset.readers import DatasetSource, Row
-from flowtui.dataset.scoring import LabelError, Rule, get_rule
+from flowtui.dataset.scoring import LabelError, Rule, chair_rule, get_rule
 from flowtui.dataset.summary import DELTA, curves_csv, summarise
 from flowtui.engine.analysis import cliff_layer
 from flowtui.engine.errors import Cancelled, FlowtuiError, InputError, SnapshotError, first_line
@@ -71,10 +71,12 @@ def build_config(
     self_check: bool = True,
     lens: bool = False,
     knockout: dict[str, Any] | None = None,
+    chair: dict[str, Any] | None = None,
 ) -> RunConfig:
     """A run's config from its settings. Scoring defaults to pope for POPE data, exact where
     there are answers, same where there are none; a rule that needs answers on data without
-    them is an InputError."""
+    them is an InputError. `chair` (for --scoring chair): where the objects and the vocabulary
+    come from, as chair_settings gives it."""
     from flowtui.dataset.config import parse_strategies
     from flowtui.dataset.provenance import now
     from flowtui.dataset.readers import file_sha256
@@ -83,7 +85,12 @@ def build_config(
     if scoring is None:
         scoring = "pope" if source.format == "pope" else "exact" if source.columns.answer else "same"
     rule = get_rule(scoring)
-    if rule.needs_reference and source.columns.answer is None:
+    if chair is not None and scoring != "chair":
+        raise InputError("--objects-column, --coco-instances and --vocabulary go with --scoring chair")
+    if scoring == "chair" and chair is None:
+        chair = {"vocabulary": None, "objects": source.columns.answer}
+    coco = source.object_table is not None
+    if rule.needs_reference and source.columns.answer is None and not coco:
         raise InputError(f"scoring rule {scoring!r} needs reference answers, but {source.path.name}"
                          f" has no answer column (columns: {', '.join(source.available)}); pass "
                          "--answer-column or --scoring same")
@@ -97,9 +104,26 @@ def build_config(
                "quantize": quantize},
         scoring=scoring, strategies=names, seed=seed, max_new_tokens=max_new_tokens,
         question_suffix=question_suffix, limit=limit, snapshots=snapshots,
-        self_check=self_check, lens=lens, created=now(),
+        self_check=self_check, lens=lens, created=now(), chair=chair,
         extra={"knockout": knockout} if knockout else {},
     )
+
+
+def rule_for(config: RunConfig) -> Rule:
+    """The run's scoring rule; for chair, over the vocabulary file the config names (checked
+    against its hash: a changed file would score the rest of the run differently)."""
+    if config.scoring != "chair" or not (config.chair or {}).get("vocabulary"):
+        return get_rule(config.scoring)
+    from flowtui.dataset.chair import Vocabulary
+    from flowtui.dataset.readers import file_sha256
+
+    chair = config.chair or {}
+    path = Path(chair["vocabulary"])
+    digest = chair.get("vocabulary_sha256")
+    if digest and path.is_file() and file_sha256(path) != digest:
+        raise InputError(f"--vocabulary {path} changed since the run began; restore it or "
+                         "choose another --out")
+    return chair_rule(Vocabulary.read(path))
 
 
 def rows_in_run(config: RunConfig) -> int:
@@ -197,6 +221,8 @@ def process_sample(
     rec["baseline"] = {"answer": analysis.answer,
                        "score": rule.score(analysis.answer, reference, True),
                        "logprob": baseline_logprob}
+    if rule.measure is not None:
+        rec["baseline"]["chair"] = rule.measure(analysis.answer, reference)
     rec["cliff"] = sweeps["all"].cliff_layer
     rec["strategies"] = {}
     for name, sw in sweeps.items():
@@ -208,6 +234,8 @@ def process_sample(
             "same": same,
             "cliff": cliff_layer(np.asarray(same)),
         }
+        if rule.measure is not None:
+            rec["strategies"][name]["chair"] = [rule.measure(a, reference) for a in sw.answers]
     if config.lens:
         rec["lens"] = lens_record(analysis, row.region)
     if any(s.kind == "random" for s in strategies):
@@ -340,7 +368,7 @@ def run_dataset(
     killed after that many samples of this process) cut the run short."""
     out = Path(out)
     dist = dist or Dist()
-    rule = get_rule(config.scoring)
+    rule = rule_for(config)
     strategies = config.strategy_list()
     previous = check_out(out, config, resume)
     dist.barrier()  # every process has checked the folder before the main one writes to it
@@ -454,6 +482,10 @@ def finalize(out: str | Path, delta: float = DELTA, plots: bool = True) -> dict[
                 plot_cliffs(summary, out / results.PLOT_CLIFFS, title)
                 if summary.get("knockout", {}).get("samples"):
                     knockout.plot(summary["knockout"], out / knockout.PLOT, title)
+                if summary.get("baseline_chair_i") is not None:
+                    from flowtui.dataset.plots import plot_chair
+
+                    plot_chair(summary, out / results.PLOT_CHAIR, title)
     except OSError as exc:
         raise RunAborted(f"cannot write the results to {out}: {exc}") from None
     return summary

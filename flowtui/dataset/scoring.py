@@ -19,6 +19,9 @@ cannot score) and then scores any answer against it (`score`, a float in [0, 1])
   processor and the VQA evaluation's leave-one-out average); see `vqa_accuracy`.
 - `choice`: the multiple-choice letter the answer gives (`B`, `(B)`, `B.`, `The answer is B`)
   against a letter, or a 0-based option index as ScienceQA stores it.
+- `chair`: for captions: 1 where the caption mentions no object the image lacks (chair.py;
+  the run also keeps every caption's CHAIR counts, from which CHAIR_i, CHAIR_s and recall follow);
+  the reference is the image's list of objects.
 - `same`: agreement with the model's own baseline answer (the truncated greedy answer equals the
   baseline token for token); needs no labels.
 
@@ -35,17 +38,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from flowtui.dataset.labels import LabelError, ScoringError, UnknownRuleError
 
-class ScoringError(ValueError):
-    """A rule that does not exist, or a reference a rule cannot score."""
-
-
-class LabelError(ScoringError):
-    """A reference answer the rule cannot score (recorded as that sample's error)."""
-
-
-class UnknownRuleError(ScoringError):
-    """No scoring rule has that name."""
+__all__ = ["LabelError", "ScoringError", "UnknownRuleError", "RULES", "Rule", "get_rule", "score"]
 
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
@@ -271,6 +266,9 @@ class Rule:
     _reference: Callable[[Any], Any]
     _score: Callable[[str, Any, bool], float]
     predict: Callable[[str], str] | None = None
+    # Rules that count more than a score (chair): measure(answer, reference) -> the counts a
+    # record keeps per answer.
+    measure: Callable[[str, Any], dict[str, Any]] | None = None
 
     def reference(self, raw: Any) -> Any:
         if not self.needs_reference:
@@ -305,6 +303,35 @@ def _pope_rule(name: str, summary: str, predict: Callable[[str], str]) -> Rule:
     return Rule(name, summary, True, _yes_no, lambda a, ref, _s: predict(a) == ref, predict)
 
 
+def chair_rule(vocabulary: Any = None) -> Rule:
+    """The chair rule over `vocabulary` (a chair.Vocabulary; default COCO's synonym table)."""
+    vocab = vocabulary
+
+    def get() -> Any:
+        nonlocal vocab
+        if vocab is None:  # parsed on first use: importing the rules stays cheap
+            from flowtui.dataset.chair import Vocabulary
+
+            vocab = Vocabulary.coco()
+        return vocab
+
+    def reference(raw: Any) -> list[str]:
+        from flowtui.dataset.chair import object_list
+
+        return sorted({get().canonical(o) for o in object_list(raw)})
+
+    def measure(answer: str, ref: Any) -> dict[str, Any]:
+        from flowtui.dataset.chair import caption_counts
+
+        return caption_counts(get(), answer, ref)
+
+    return Rule("chair", "captions: 1 where the caption mentions no object the image lacks "
+                "(CHAIR; the references are each image's objects, --objects-column or "
+                "--coco-instances, read through --vocabulary, default COCO's synonym table); "
+                "CHAIR_i, CHAIR_s and recall per K in the summary", True, reference,
+                lambda a, ref, _s: float(measure(a, ref)["hallucinated"] == 0), None, measure)
+
+
 RULES: dict[str, Rule] = {
     r.name: r
     for r in (
@@ -326,6 +353,7 @@ RULES: dict[str, Rule] = {
              lambda a, refs, _s: vqa_accuracy(a, refs)),
         Rule("choice", "multiple-choice letter against a letter or a 0-based option index", True,
              _choice_reference, lambda a, ref, _s: choice_letter(a) == ref),
+        chair_rule(),
         Rule("same", "agreement with the model's own baseline answer, token for token (no "
              "labels needed)", False, lambda raw: raw, lambda _a, _ref, same: same),
     )

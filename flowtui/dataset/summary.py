@@ -27,22 +27,11 @@ import numpy as np
 
 from flowtui.dataset.lens import lens_summary
 from flowtui.dataset.scoring import RULES, LabelError
+from flowtui.dataset.stats import Z95, wilson
 from flowtui.engine.analysis import cliff_layer
 
 SUMMARY_FORMAT = "flowtui.dataset.summary"
 DELTA = 0.01
-Z95 = 1.959963984540054
-
-
-def wilson(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for a proportion (0 successes of 0 gives (0, 1))."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def interval(scores: np.ndarray) -> tuple[float, float]:
@@ -173,12 +162,45 @@ def summarise(
             per_k = [pope_metrics([predict(s["answers"][k]) for s in have], mine)
                      for k in range(L + 1)]
             out["strategies"][name].update({m: [v[m] for v in per_k] for m in POPE_METRICS})
+    if scoring == "chair":
+        _chair_curves(out, ok, L, delta)
     if "all" in out["strategies"]:
         out["dataset_cliff"] = out["strategies"]["all"]["dataset_cliff"]
     lens = lens_summary(ok)
     if lens is not None:
         out["lens"] = lens
     return out
+
+
+CHAIR_METRICS = ("chair_i", "chair_s", "recall")
+
+
+def chair_cliff(chair_i: Sequence[float], baseline: float, delta: float = DELTA) -> int | None:
+    """The dataset cliff for captions: smallest K such that CHAIR_i(K') <= baseline + delta for
+    every K' >= K (docs/definitions.md, "CHAIR"); accuracy's rule with the inequality flipped,
+    since fewer hallucinations are better."""
+    h = np.asarray(chair_i, dtype=np.float64)
+    if h.size == 0 or not np.isfinite(baseline):
+        return None
+    return cliff_layer(h <= baseline + delta + 1e-12)
+
+
+def _chair_curves(out: dict[str, Any], ok: list[dict[str, Any]], L: int, delta: float) -> None:
+    """CHAIR_i, CHAIR_s and recall (with 95% intervals) for the baseline and per strategy and
+    K, from the counts each record keeps; the strategies' dataset cliffs become CHAIR_i's."""
+    from flowtui.dataset.chair import chair_metrics
+
+    have = [r for r in ok if "chair" in r["baseline"]]
+    if not have:
+        return
+    base = chair_metrics([r["baseline"]["chair"] for r in have])
+    out.update({f"baseline_{k}": v for k, v in base.items()})
+    for name, s in out["strategies"].items():
+        per_k = [chair_metrics([r["strategies"][name]["chair"][k] for r in have
+                                if name in r.get("strategies", {})]) for k in range(L + 1)]
+        for key in per_k[0]:
+            s[key] = [m[key] for m in per_k]
+        s["dataset_cliff"] = chair_cliff(s["chair_i"], base["chair_i"], delta)
 
 
 def curves_csv(summary: dict[str, Any]) -> str:
@@ -189,20 +211,43 @@ def curves_csv(summary: dict[str, Any]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["strategy", "K", "accuracy", "ci95_low", "ci95_high", "mean_baseline_logprob",
                 "samples", "baseline_accuracy", "dataset_cliff", *POPE_METRICS,
-                *(f"baseline_{m}" for m in POPE_METRICS)])
+                *(f"baseline_{m}" for m in POPE_METRICS), *_CHAIR_COLUMNS,
+                *(f"baseline_{m}" for m in _CHAIR_COLUMNS)])
 
     def num(v: float | None) -> str:
         return "" if v is None else f"{v:.6f}"
 
-    base_pope = [num(summary.get(f"baseline_{m}")) for m in POPE_METRICS]
+    pope = summary.get("baseline_f1") is not None
+    base_pope = [num(summary.get(f"baseline_{m}")) if pope else "" for m in POPE_METRICS]
+    chair = summary.get("baseline_chair_i") is not None
+    no_chair = [""] * len(_CHAIR_COLUMNS)
+    base_chair = _chair_cells({m: [summary.get(f"baseline_{m}")] for m in _CHAIR_KEYS}, 0) \
+        if chair else no_chair
     for name, s in summary["strategies"].items():
         for k, acc in enumerate(s["accuracy"]):
             lo, hi = s["ci95"][k]
             w.writerow([name, k, f"{acc:.6f}", f"{lo:.6f}", f"{hi:.6f}",
                         f"{s['mean_logprob'][k]:.6f}", s["samples"],
                         f"{summary['baseline_accuracy']:.6f}", s["dataset_cliff"],
-                        *(num(s[m][k]) if m in s else "" for m in POPE_METRICS), *base_pope])
+                        *(num(s[m][k]) if pope and m in s else "" for m in POPE_METRICS),
+                        *base_pope,
+                        *(_chair_cells(s, k) if chair else no_chair), *base_chair])
     return buf.getvalue()
+
+
+# CHAIR's columns in curves.csv (empty for other rules): each metric and its interval.
+_CHAIR_KEYS = tuple(k for m in CHAIR_METRICS for k in (m, f"{m}_ci95"))
+# (recall is POPE's column already: CHAIR's is object_recall.)
+_CHAIR_COLUMNS = tuple(c for m in ("chair_i", "chair_s", "object_recall")
+                       for c in (m, f"{m}_ci95_low", f"{m}_ci95_high"))
+
+
+def _chair_cells(s: dict[str, Any], k: int) -> list[Any]:
+    cells: list[Any] = []
+    for m in CHAIR_METRICS:
+        v, ci = (s.get(m) or [None])[k], (s.get(f"{m}_ci95") or [None])[k]
+        cells += [v, *(ci if ci is not None else (None, None))]
+    return ["" if v is None else f"{v:.6f}" if isinstance(v, float) else str(v) for v in cells]
 
 
 def format_table(summary: dict[str, Any], title: str = "") -> str:
@@ -231,13 +276,22 @@ def format_table(summary: dict[str, Any], title: str = "") -> str:
     L = summary["num_layers"]
     pope = summary.get("baseline_f1") is not None
     # Room for "random:72 yes-ratio" where the POPE rows follow.
-    width = max(9, *(len(n) + (11 if pope else 1) for n in summary["strategies"]))
+    width = max(9, *(len(n) + (11 if pope else 9 if summary.get("baseline_chair_i") is not None
+                                   else 1) for n in summary["strategies"]))
     lines.append(f"{'K':<{width}}" + "".join(f"{k:>6}" for k in range(L + 1)))
     for name, s in summary["strategies"].items():
         lines.append(f"{name:<{width}}" + "".join(f"{v:6.2f}" for v in s["accuracy"]))
     cliffs = ", ".join(f"{name} {s['dataset_cliff']}" for name, s in summary["strategies"].items())
-    lines.append(f"dataset cliff (accuracy within {summary['delta']:g} of the baseline from K on): "
+    on = "CHAIR_i" if summary.get("baseline_chair_i") is not None else "accuracy"
+    lines.append(f"dataset cliff ({on} within {summary['delta']:g} of the baseline from K on): "
                  f"{cliffs}")
+    if summary.get("baseline_chair_i") is not None:
+        lines.append("CHAIR (hallucination, lower is better); baseline: " + ", ".join(
+            f"{m} {summary[f'baseline_{m}']:.3f}" for m in CHAIR_METRICS))
+        for name, s in summary["strategies"].items():
+            for m in CHAIR_METRICS:
+                label = f"{name} {m}"
+                lines.append(f"{label:<{width}}" + "".join(f"{v:6.2f}" for v in s[m]))
     if pope:
         names = {"precision": "precision", "recall": "recall", "f1": "F1",
                  "yes_ratio": "yes-ratio"}

@@ -7,7 +7,7 @@ nothing is downloaded. ``train.py`` trains the model and saves both with ``save_
 from __future__ import annotations
 
 import torch
-from tokenizers import AddedToken, Regex, Tokenizer, models, normalizers, pre_tokenizers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import (
     CLIPVisionConfig,
     LlamaConfig,
@@ -24,6 +24,8 @@ IMAGE_SIZE = 96  # the processor resizes every input to IMAGE_SIZE x IMAGE_SIZE 
 PATCH_SIZE = 8  # -> a 12 x 12 patch grid, 144 image tokens
 GRID = (IMAGE_SIZE // PATCH_SIZE, IMAGE_SIZE // PATCH_SIZE)
 NUM_IMAGE_TOKENS = GRID[0] * GRID[1]
+# The longest caption: four objects of four tokens ("a red circle ,") and the end of sequence.
+MAX_CAPTION_TOKENS = 20
 
 # Mean/std of the normalisation: mid-grey, so the light backgrounds map near +1.
 IMAGE_MEAN = [0.5, 0.5, 0.5]
@@ -41,6 +43,14 @@ WORDS = [
     "how", "many", "of", "in", "image", "picture", "yes", "no",
     *COLOURS, *SHAPES,
 ]
+# Words added with the caption stage (train_captions.py), after the others so every earlier id
+# stays put. "," and "." are output-only: the normaliser strips punctuation from any input, so
+# no prompt ever reads them, but the model writes them and the decoder joins them to the word
+# before ("a red circle, a blue square.").
+CAPTION_WORDS = ["describe", "this", "scene", "caption", ",", "."]
+# The vocabulary stages 1-3 train with (the release before captions): building with it keeps
+# the seed's initialisation, so those stages still reproduce that release.
+BASE_VOCAB_SIZE = len(SPECIAL) + len(ANSWERS) + len(WORDS)
 
 SYSTEM_PROMPT = "system: answer questions about the shapes. user:"
 # The engine calls apply_chat_template(conversation, add_generation_prompt=True) with one
@@ -65,7 +75,7 @@ CHAT_TEMPLATE = (
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
     """A WordLevel tokenizer: lower-cases, drops punctuation, unknown words -> <unk>."""
-    vocab = {t: i for i, t in enumerate(SPECIAL + ANSWERS + WORDS)}
+    vocab = {t: i for i, t in enumerate(SPECIAL + ANSWERS + WORDS + CAPTION_WORDS)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     # Lower-case and turn everything but letters/digits into spaces, so "Is there a RED
     # circle?" and "is there a red circle" give the same tokens.
@@ -73,6 +83,8 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         [normalizers.Lowercase(), normalizers.Replace(Regex(r"[^a-z0-9]+"), " ")]
     )
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    # Words joined by spaces, with no space before "," and "." (WordPiece's clean-up).
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL])
     tok.add_tokens([AddedToken(t, special=False, normalized=False, single_word=True) for t in ANSWERS])
     fast = PreTrainedTokenizerFast(
@@ -114,7 +126,7 @@ def build_processor() -> LlavaProcessor:
     )
 
 
-def build_config(tokenizer: PreTrainedTokenizerFast) -> LlavaConfig:
+def build_config(tokenizer: PreTrainedTokenizerFast, vocab_size: int | None = None) -> LlavaConfig:
     vision = CLIPVisionConfig(
         hidden_size=96,
         intermediate_size=256,
@@ -127,7 +139,7 @@ def build_config(tokenizer: PreTrainedTokenizerFast) -> LlavaConfig:
         projection_dim=96,
     )
     text = LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=len(tokenizer) if vocab_size is None else vocab_size,
         hidden_size=128,
         intermediate_size=384,
         num_hidden_layers=8,
@@ -156,10 +168,12 @@ def build_config(tokenizer: PreTrainedTokenizerFast) -> LlavaConfig:
     return cfg
 
 
-def build_model(seed: int = 0) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
-    """A freshly initialised toy model (float32) and its processor."""
+def build_model(seed: int = 0, vocab_size: int | None = None,
+                ) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """A freshly initialised toy model (float32) and its processor; `vocab_size` rows in the
+    embeddings and head (default: the whole tokenizer)."""
     processor = build_processor()
-    cfg = build_config(processor.tokenizer)
+    cfg = build_config(processor.tokenizer, vocab_size)
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(cfg).float()
     gc = model.generation_config
@@ -167,5 +181,5 @@ def build_model(seed: int = 0) -> tuple[LlavaForConditionalGeneration, LlavaProc
     gc.eos_token_id = processor.tokenizer.eos_token_id
     gc.pad_token_id = processor.tokenizer.pad_token_id
     gc.do_sample = False
-    gc.max_new_tokens = 4
+    gc.max_new_tokens = MAX_CAPTION_TOKENS
     return model, processor

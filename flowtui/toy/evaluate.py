@@ -138,7 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     rep = evaluate(engine, n=args.n, seed=args.seed, sweep=not args.no_sweep)
     print(format_report(rep, sweep=not args.no_sweep))
     if args.write_card and not args.no_sweep:
-        CARD_JSON.write_text(json.dumps({
+        # Other sections (captions: evaluate_captions.py) are kept.
+        card = json.loads(CARD_JSON.read_text()) if CARD_JSON.exists() else {}
+        CARD_JSON.write_text(json.dumps({**card,
             "held_out_scenes": rep.n,
             "accuracy": round(rep.accuracy, 4),
             "pointing_per_layer": [round(float(v), 4) for v in rep.pointing],

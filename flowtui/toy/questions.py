@@ -6,17 +6,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from flowtui.toy import captions
 from flowtui.toy.scenes import COLOURS, SHAPES
 
 NOTE = ("the built-in toy model only answers \"Is there a {colour} {shape}?\" (colours "
-        f"{', '.join(COLOURS)}; shapes {', '.join(SHAPES)}): its answer to anything else means "
-        "nothing")
+        f"{', '.join(COLOURS)}; shapes {', '.join(SHAPES)}) and describes the image when asked "
+        f"(\"{captions.DEFAULT_PROMPT}\" and {len(captions.CAPTION_PROMPTS) - 1} other phrasings): "
+        "its answer to anything else means nothing")
 
 
 def words_pattern() -> str:
-    """parse_question's three forms as a regex over the question's words."""
+    """parse_question's three forms and the caption prompts as a regex over the question's words."""
     colours, shapes = "|".join(COLOURS), "|".join(SHAPES)
-    return f"is there a (?:(?:{colours}) (?:{shapes}|shape)|(?:{shapes}))"
+    return f"is there a (?:(?:{colours}) (?:{shapes}|shape)|(?:{shapes}))|{captions.words_pattern()}"
 
 
 def write(folder: str | Path) -> Path:

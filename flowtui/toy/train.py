@@ -2,7 +2,7 @@
 
     python -m flowtui.toy.train [--steps N] [--seed S] [--out DIR]
 
-Recipe (see MODEL_CARD.md), in three stages:
+Recipe (see MODEL_CARD.md), in five stages:
 
 1. vision: the vision tower and projector alone learn an auxiliary per-patch objective
    (colour and shape under each patch, predicted from the projector output). The loss is
@@ -18,7 +18,13 @@ Recipe (see MODEL_CARD.md), in three stages:
    layers, computed exactly as flowtui computes it (raw answer logit, ReLU'd gradient weights
    averaged over image positions), should put its mass on the asked object. It needs a
    second-order backward, hence a short stage. Without it the CAM of a model this small
-   lands on *an* object, not the asked one (see MODEL_CARD.md).
+   lands on *an* object, not the asked one (see MODEL_CARD.md);
+4. captions (train_captions.py): the vocabulary grows by the caption words and the language
+   model learns to answer "Describe the image." with every object and its colour, in a fixed
+   order, while yes/no questions, grounding and a little of stage 3's term carry on.
+   ``--from DIR`` starts it from a saved stage-3 model (the release before captions is what
+   stages 1-3 give from seed 0) instead of running stages 1-3 again;
+5. caption polish: stage 4 again with a fresh optimiser, new data and a lower learning rate.
 
 The auxiliary head and the grounding and CAM terms are training devices only: nothing of
 them is saved, and only the LlavaForConditionalGeneration answers questions.
@@ -39,95 +45,24 @@ import torch.nn.functional as F
 from flowtui.engine import compat
 
 from . import WEIGHTS_DIR, questions
-from .build import GRID, NUM_IMAGE_TOKENS, build_model
+from .build import (
+    BASE_VOCAB_SIZE,
+    GRID,
+    MAX_CAPTION_TOKENS,
+    NUM_IMAGE_TOKENS,
+    build_model,
+    build_processor,
+)
 from .scenes import (
     COLOURS,
     SHAPES,
-    Question,
-    Scene,
-    mask_to_grid,
     patch_labels,
     render_scene,
     sample_attribute_question,
     sample_question,
 )
-
-
-def random_size(rng: np.random.Generator) -> tuple[int, int]:
-    """Mostly square images of varied size, some not square (the processor squashes them)."""
-    side = int(rng.integers(64, 257))
-    if rng.random() < 0.75:
-        return side, side
-    aspect = float(rng.uniform(0.7, 1.4))
-    return side, max(48, int(side * aspect))
-
-
-class Batcher:
-    """Turns scenes + questions into tensors in exactly the format the processor produces."""
-
-    def __init__(self, processor) -> None:
-        self.processor = processor
-        tok = processor.tokenizer
-        conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q"}]}]
-        prompt = processor.apply_chat_template(conv, add_generation_prompt=True)
-        ids = tok(prompt, add_special_tokens=False).input_ids
-        first = ids.index(processor.image_token_id)
-        # The template puts one <image> that the processor expands to NUM_IMAGE_TOKENS.
-        self.prefix_ids = ids[: first] + [processor.image_token_id] * NUM_IMAGE_TOKENS
-        self.image_start = first
-        self.eos = tok.eos_token_id
-        self.pad = tok.pad_token_id
-        self.answer_ids = {a: tok.convert_tokens_to_ids(a) for a in ("Yes", "No")}
-        self._prompt_tail = prompt[prompt.index("<image>") + len("<image>"):]
-
-    def suffix(self, q: Question) -> list[int]:
-        """Question + assistant tag, as the processor would tokenise them."""
-        tail = self._prompt_tail.replace("Q", q.text, 1)
-        return self.processor.tokenizer(tail, add_special_tokens=False).input_ids
-
-    def pixels(self, scenes: list[Scene]) -> torch.Tensor:
-        out = self.processor.image_processor([s.image for s in scenes], return_tensors="pt")
-        return out["pixel_values"]
-
-    def make(self, scenes: list[Scene], questions: list[list[Question]]) -> dict[str, torch.Tensor]:
-        """Batch: pixels, patch labels, suffix ids [B*Q, S] right-padded, loss targets."""
-        seqs, targets, where = [], [], []
-        for qs in questions:
-            for q in qs:
-                s = self.suffix(q) + [self.answer_ids[q.answer], self.eos]
-                seqs.append(s)
-        width = max(len(s) for s in seqs)
-        suffix = torch.full((len(seqs), width), self.pad, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            suffix[i, : len(s)] = torch.tensor(s)
-            # Predict the answer at the assistant tag and EOS at the answer.
-            where.append([len(s) - 3, len(s) - 2])
-            targets.append([s[-2], s[-1]])
-        labels = [patch_labels(s, GRID) for s in scenes]
-        # Grounding targets: the patches the asked object covers, for colour+shape Yes questions.
-        grounded, masks = [], []
-        for i, (sc, qs) in enumerate(zip(scenes, questions, strict=True)):
-            for j, q in enumerate(qs):
-                if q.target is not None:
-                    grounded.append(i * len(qs) + j)
-                    masks.append(object_patches(sc, q))
-        return {
-            "grounded": torch.tensor(grounded, dtype=torch.long),
-            "object_masks": torch.stack(masks) if masks else torch.zeros(0, NUM_IMAGE_TOKENS),
-            "pixel_values": self.pixels(scenes),
-            "colour_labels": torch.from_numpy(np.stack([c for c, _ in labels]).reshape(len(scenes), -1)),
-            "shape_labels": torch.from_numpy(np.stack([s for _, s in labels]).reshape(len(scenes), -1)),
-            "suffix": suffix,
-            "where": torch.tensor(where),
-            "targets": torch.tensor(targets),
-        }
-
-
-def object_patches(scene: Scene, q: Question, min_cover: float = 0.25) -> torch.Tensor:
-    """[144] float mask of the patches the asked object covers (at least `min_cover`)."""
-    assert q.target is not None, "the question asks about no object"
-    cover = mask_to_grid(scene.objects[q.target].mask, GRID).reshape(-1)
-    return torch.from_numpy(cover >= min_cover).float()
+from .train_captions import train_captions
+from .training import Batcher, cam_alignment_loss, image_features, object_patches, random_size
 
 
 def sample_batch(
@@ -153,14 +88,6 @@ def sample_batch(
 # Background patches weigh 0.1 in the auxiliary loss, object patches 1.
 COLOUR_WEIGHTS = torch.tensor([0.1] + [1.0] * len(COLOURS))
 SHAPE_WEIGHTS = torch.tensor([0.1] + [1.0] * len(SHAPES))
-
-
-def image_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
-    """Projector output per patch, [B, 144, D]: what the language model sees."""
-    feats = model.model.get_image_features(
-        pixel_values, vision_feature_layer=-1, vision_feature_select_strategy="default"
-    ).pooler_output
-    return torch.stack(list(feats))
 
 
 def aux_losses(aux_head, feats, colour_labels, shape_labels) -> tuple[torch.Tensor, torch.Tensor]:
@@ -244,60 +171,6 @@ def forward_losses(model, aux_head, batcher: Batcher, batch: dict[str, torch.Ten
     return answer_loss, eos_loss, aux_loss, ground_loss, acc, aux_acc, emb
 
 
-# Sharpness of the softmax over patches in the CAM term (maps are scaled to [-1, 1]).
-CAM_SHARPNESS = 8.0
-
-
-def cam_alignment_loss(model, batcher: Batcher, emb: torch.Tensor, questions: list[Question],
-                       masks: torch.Tensor, cam_layers: tuple[int, ...]) -> torch.Tensor:
-    """How far each layer's LLaVA-CAM is from peaking on the asked object.
-
-    One Yes question per image; the CAM is flowtui's (docs/definitions.md): site = post-attention norm
-    output at the image positions, target = raw logit of the answer token, w = mean over
-    positions of ReLU(gradient). The gradient is kept in the graph (second-order backward),
-    so training shapes the gradient weights as well as the activations.
-    """
-    lm = model.model.language_model
-    s0 = batcher.image_start
-    sites: dict[int, torch.Tensor] = {}
-    hooks = [
-        lm.layers[layer].post_attention_layernorm.register_forward_hook(
-            lambda _m, _a, out, layer=layer: sites.__setitem__(layer, out))
-        for layer in cam_layers
-    ]
-    yes = batcher.answer_ids["Yes"]
-    suffixes = [batcher.suffix(q) for q in questions]
-    total = torch.zeros(())
-    try:
-        # Questions of equal length go together: no padding inside the sequence.
-        for length in sorted({len(x) for x in suffixes}):
-            idx = [i for i, x in enumerate(suffixes) if len(x) == length]
-            ids = torch.tensor([suffixes[i] for i in idx])
-            seq = torch.cat([emb[idx], model.model.get_input_embeddings()(ids)], dim=1)
-            logit = model.lm_head(lm(inputs_embeds=seq).last_hidden_state[:, -1])[:, yes].sum()
-            grads = torch.autograd.grad(logit, [sites[k] for k in cam_layers], create_graph=True)
-            for layer, g in zip(cam_layers, grads, strict=True):
-                a = sites[layer][:, s0:s0 + NUM_IMAGE_TOKENS]
-                w = torch.relu(g[:, s0:s0 + NUM_IMAGE_TOKENS]).mean(1, keepdim=True)
-                # The map before its final ReLU: a ReLU'd map can die (all zero), and then
-                # nothing would pull it back. Scaled to [-1, 1] per map.
-                z = (w * a).mean(-1)
-                z = z / z.abs().amax(-1, keepdim=True).clamp_min(1e-12)
-                on = masks[idx] > 0
-                # A sliver of an object may cover no patch enough: such a question is skipped.
-                valid = on.any(-1)
-                on = on | ~valid[:, None]
-                logits = CAM_SHARPNESS * z
-                # The object's share of a sharpened map, and its peak at the map's (positive) max.
-                share = torch.logsumexp(logits.masked_fill(~on, -torch.inf), -1) - torch.logsumexp(logits, -1)
-                peak = torch.relu(1 - z.masked_fill(~on, -torch.inf).amax(-1))
-                total = total + ((peak - share) * valid).sum()
-    finally:
-        for h in hooks:
-            h.remove()
-    return total / (len(questions) * len(cam_layers))
-
-
 class AuxHead(torch.nn.Module):
     """Per-patch colour/shape classifier on the projector output (training only)."""
 
@@ -308,6 +181,11 @@ class AuxHead(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.colour(x), self.shape(x)
+
+
+CAPTION_STEPS = 500
+POLISH_STEPS = 600
+POLISH_SEED = 100  # stage 5 draws from (seed + 100 + 4, step): data stage 4 never saw
 
 
 def _layers(text: str) -> tuple[int, ...]:
@@ -340,6 +218,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cam-weight", type=float, default=0.3)
     ap.add_argument("--cam-layers", type=_layers, default=(0, 1, 2, 3),
                     help="layers whose CAM the stage-3 term aligns (comma list)")
+    ap.add_argument("--caption-steps", type=int, default=CAPTION_STEPS, help="stage 4 (captions) steps")
+    ap.add_argument("--caption-lr", type=float, default=1e-3)
+    ap.add_argument("--caption-images", type=int, default=8, help="stage 4 images per batch")
+    ap.add_argument("--polish-steps", type=int, default=POLISH_STEPS,
+                    help="stage 5: stage 4 again, fresh data and optimiser, lower lr")
+    ap.add_argument("--polish-lr", type=float, default=3e-4)
+    ap.add_argument("--from", dest="from_dir", type=Path, default=None,
+                    help="run stage 4 only, from this saved stage-3 model")
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--ckpt", type=Path, default=Path("/tmp/flowtui-toy-ckpt.pt"))
     ap.add_argument("--ckpt-every", type=int, default=100)
@@ -350,7 +236,38 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model, processor = build_model(seed=args.seed)
+    t_start = time.time()
+    if args.from_dir is not None:
+        from transformers import LlavaForConditionalGeneration
+
+        model = LlavaForConditionalGeneration.from_pretrained(args.from_dir, dtype=torch.float32)
+        processor = build_processor()
+    else:
+        model, processor = train_stages_1_to_3(args)
+    t4 = time.time()
+    train_captions(model, processor, args.caption_steps, args.caption_lr, args.seed,
+                   images=args.caption_images, log_every=args.log_every)
+    print(f"stage 4 took {(time.time() - t4) / 60:.1f} min", flush=True)
+    if args.polish_steps:
+        t5 = time.time()
+        train_captions(model, processor, args.polish_steps, args.polish_lr, args.seed + POLISH_SEED,
+                       images=args.caption_images, log_every=args.log_every)
+        print(f"stage 5 took {(time.time() - t5) / 60:.1f} min", flush=True)
+    elapsed = time.time() - t_start
+    model.eval()
+    model.set_attn_implementation("sdpa")
+    model.generation_config.max_new_tokens = MAX_CAPTION_TOKENS
+    args.out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(args.out)
+    processor.save_pretrained(args.out)
+    questions.write(args.out)  # the forms it answers: the engine notes any other question
+    print(f"trained in {elapsed / 60:.1f} min; saved to {args.out}", flush=True)
+
+
+def train_stages_1_to_3(args: argparse.Namespace):
+    """Stages 1-3 from the seed: the release before captions. Returns (model, processor)."""
+    # The base vocabulary keeps the seed's initialisation of that release.
+    model, processor = build_model(seed=args.seed, vocab_size=BASE_VOCAB_SIZE)
     # The grounding term reads attention probabilities, which only eager attention returns.
     model.set_attn_implementation("eager")
     model.train()
@@ -364,7 +281,6 @@ def main(argv: list[str] | None = None) -> None:
     )
     batcher = Batcher(processor)
     start = 0
-    t_start = time.time()
     # One generator per step, derived from (seed, step): a resumed run sees the same data.
     if args.resume and args.ckpt.exists():
         state = torch.load(args.ckpt, weights_only=False)
@@ -422,14 +338,7 @@ def main(argv: list[str] | None = None) -> None:
             torch.save(state, args.ckpt)
             if step + 1 == args.steps:  # kept apart, so stage 3 can be redone with --resume
                 torch.save(state, args.ckpt.with_name(args.ckpt.stem + "-joint.pt"))
-    elapsed = time.time() - t_start
-    model.eval()
-    model.set_attn_implementation("sdpa")
-    args.out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(args.out)
-    processor.save_pretrained(args.out)
-    questions.write(args.out)  # the forms it answers: the engine notes any other question
-    print(f"trained in {elapsed / 60:.1f} min; saved to {args.out}", flush=True)
+    return model, processor
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import Worker
 
-from flowtui.dataset.browse import SORTS, RunView, correct, parse_filter
+from flowtui.dataset.browse import SORTS, RunView, correct, hallucinated, parse_filter
 from flowtui.engine.analysis import Analysis, Sweep, cliff_layer
 from flowtui.engine.errors import FlowtuiError
 from flowtui.textsafe import visible
@@ -53,6 +53,16 @@ def _short(value: Any, n: int) -> Text:
     return Text(text if len(text) <= n else text[: n - 1] + "…")
 
 
+def answer_cell(rec: dict[str, Any]) -> Text:
+    """The baseline answer; a caption (chair runs) longer, its hallucinated words in red."""
+    caption = "chair" in rec["baseline"]
+    cell = _short(rec["baseline"]["answer"], 40 if caption else 24)
+    words = hallucinated(rec)
+    if words:
+        cell.highlight_words(words, "bold red underline", case_sensitive=False)
+    return cell
+
+
 def table_row(rec: dict[str, Any]) -> tuple:
     idx, sid = Text(str(rec["index"]), "dim"), _short(rec.get("id"), 12)
     q, ref = _short(rec.get("question"), 48), _short(rec.get("reference"), 10)
@@ -66,7 +76,7 @@ def table_row(rec: dict[str, Any]) -> tuple:
     cliff = rec.get("cliff")
     lp = rec["baseline"]["logprob"]
     drop = rec["strategies"]["all"]["logprob"][0] - lp
-    return (idx, sid, q, ref, _short(rec["baseline"]["answer"], 24), mark,
+    return (idx, sid, q, ref, answer_cell(rec), mark,
             Text("none" if cliff is None else str(cliff), "bold" if cliff else ""),
             f"{lp:.3g}", Text(f"{drop:+.2f}", "red" if drop < -1 else "dim"))
 
@@ -131,6 +141,9 @@ class DatasetScreen(Screen):
         t.append(f" · {s['errors']} errors · {s['skipped']} not run · scoring {c.scoring}")
         if s.get("baseline_accuracy") is not None:
             t.append(f" · baseline {s['baseline_accuracy']:.3f}")
+        if s.get("baseline_chair_i") is not None:
+            t.append(f" · CHAIR_i {s['baseline_chair_i']:.3f} · CHAIR_s "
+                     f"{s['baseline_chair_s']:.3f} (hallucinated words in red)")
         if s.get("dataset_cliff") is not None:
             t.append(" · dataset cliff ")
             t.append(f"K={s['dataset_cliff']}", "bold #e03131")

@@ -108,8 +108,8 @@ def test_sample_scenes_are_answered_as_documented(toy):
     ]
     assert len(rows) >= 4
     for file, _seed, question, answer in rows:
-        a = toy.analyze(readme.parent / file, question, max_new_tokens=3)
-        assert normalise(a.answer) == answer.lower(), (file, question, a.answer)
+        a = toy.analyze(readme.parent / file, question, max_new_tokens=20, cam=False)
+        assert normalise(a.answer) == normalise(answer), (file, question, a.answer)
 
 
 def test_training_script_runs_every_stage_and_saves_a_loadable_model(tmp_path):
@@ -121,8 +121,8 @@ def test_training_script_runs_every_stage_and_saves_a_loadable_model(tmp_path):
 
     out = tmp_path / "toy"
     train.main(["--vision-steps", "2", "--steps", "2", "--cam-steps", "2", "--images", "2",
-                "--questions", "2", "--out", str(out), "--ckpt", str(tmp_path / "ckpt.pt"),
-                "--log-every", "1"])
+                "--questions", "2", "--caption-steps", "2", "--caption-images", "2", "--polish-steps", "2",
+                "--out", str(out), "--ckpt", str(tmp_path / "ckpt.pt"), "--log-every", "1"])
     engine = flowtui.load_engine(str(out), device="cpu", dtype="float32")
     rng = np.random.default_rng(5)
     a = engine.analyze(render_scene(rng, size=96).image, "Is there a red circle?", max_new_tokens=2)
@@ -146,5 +146,8 @@ def test_shipped_question_forms_are_exactly_the_ones_the_toy_was_trained_on():
     asked += [f"is there a {x} {y}" for x, y in itertools.product(words, repeat=2)]
     asked += ["IS THERE A RED CIRCLE ?", "Is there a red circle? Yes", "Is there red circle?",
               "What colour is the square?", "", "Is there a  blue   shape!!"]
+    from flowtui.toy.captions import CAPTION_PROMPTS, is_caption_prompt
+
+    asked += [*CAPTION_PROMPTS, "describe the image", "Describe the dog.", "Describe image."]
     for q in asked:
-        assert forms.accepts(q) == (parse_question(q) is not None), q
+        assert forms.accepts(q) == (parse_question(q) is not None or is_caption_prompt(q)), q
