@@ -138,16 +138,25 @@ def main(argv: list[str] | None = None) -> None:
     rep = evaluate(engine, n=args.n, seed=args.seed, sweep=not args.no_sweep)
     print(format_report(rep, sweep=not args.no_sweep))
     if args.write_card and not args.no_sweep:
-        # Other sections (captions: evaluate_captions.py) are kept.
-        card = json.loads(CARD_JSON.read_text()) if CARD_JSON.exists() else {}
-        CARD_JSON.write_text(json.dumps({**card,
+        update_card({
             "held_out_scenes": rep.n,
             "accuracy": round(rep.accuracy, 4),
             "pointing_per_layer": [round(float(v), 4) for v in rep.pointing],
             "best_layer": int(np.argmax(rep.pointing)),
             "truncation_accuracy": [round(float(v), 4) for v in rep.truncation_accuracy],
             "cliff_layer": rep.cliff_layer(),
-        }, indent=1) + "\n")
+        })
+
+
+def update_card(entries: dict) -> None:
+    """Set `entries` in card.json, keeping the keys other measurements wrote (the lens probe's
+    `lens`), atomically."""
+    from flowtui.engine.filesafe import write_atomic
+
+    card = json.loads(CARD_JSON.read_text()) if CARD_JSON.exists() else {}
+    card.update(entries)
+    text = (json.dumps(card, indent=1) + "\n").encode()
+    write_atomic(CARD_JSON, lambda f: f.write(text))
 
 
 if __name__ == "__main__":

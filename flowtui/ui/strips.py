@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from rich.cells import cell_len
 from rich.color import Color
 from rich.segment import Segment
 from rich.style import Style
@@ -69,3 +70,39 @@ def grid_to_strips(grid: CellGrid, width: int, height: int, pad: Style) -> list[
         strips.append(Strip(line, width).crop(0, width))
     strips += [blank] * max(0, height - len(strips))
     return strips[:height]
+
+
+def _label_style(top: np.ndarray, bottom: np.ndarray) -> Style:
+    """Text over a half-block cell: the cell's mean colour behind, black or white in front,
+    whichever reads on it."""
+    rgb = (top.astype(np.int64) + bottom.astype(np.int64)) // 2
+    lum = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+    fg = Color.from_rgb(0, 0, 0) if lum > 128 else Color.from_rgb(255, 255, 255)
+    return Style(color=fg, bgcolor=Color.from_rgb(*(int(v) for v in rgb)), bold=True)
+
+
+def label_strips(strips: list[Strip], grid: CellGrid, labels: list[tuple[int, int, str]],
+                 width: int, height: int) -> list[Strip]:
+    """`strips` (grid_to_strips of `grid` in a `width` x `height` box) with each label's text
+    (row, col in grid cells; already control-character safe and fitted) written over its
+    cells, one character per cell in that cell's colours."""
+    left = max(0, (width - grid.cols) // 2)
+    top = max(0, (height - grid.rows) // 2)
+    out = list(strips)
+    for row, col, text in labels:
+        y, x = top + row, left + col
+        if not 0 <= y < len(out):
+            continue
+        segs, cx = [], col
+        for ch in text:
+            n = cell_len(ch)
+            if cx + n > grid.cols or n == 0:
+                break
+            segs.append(Segment(ch, _label_style(grid.top[row, cx], grid.bottom[row, cx])))
+            cx += n
+        span = cx - col
+        if not span:
+            continue
+        line = out[y]
+        out[y] = Strip.join([line.crop(0, x), Strip(segs, span), line.crop(x + span, width)])
+    return out

@@ -1,5 +1,6 @@
 """SVG snapshots of the logit-lens map and the words display at 80x24 and 200x60 (update with
-`pytest --snapshot-update`)."""
+`pytest --snapshot-update`). At layer 5 the words display writes `the L0` over the background,
+`circle` (with `L5` where it has room) over the disc and `blue` over the square."""
 
 from __future__ import annotations
 

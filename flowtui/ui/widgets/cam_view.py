@@ -21,7 +21,7 @@ from flowtui.render.maps import (
     map_threshold,
 )
 from flowtui.ui.state import ViewState, focused
-from flowtui.ui.strips import grid_to_strips
+from flowtui.ui.strips import grid_to_strips, label_strips
 
 MapKey = tuple[str, bool, int | None]
 
@@ -61,6 +61,9 @@ class CamView(Widget):
         self._frames: OrderedDict[tuple, list[Strip]] = OrderedDict()
         # (map, layer, view) -> the token to outline as the map's peak (None: no outline).
         self.peak_of: Callable[[MapKey, int, int], int | None] | None = None
+        # The words display: (layer, the token under each cell [rows, cols]) -> the labels
+        # (row, col, text) to write over the image (render/word_labels.py).
+        self.labels_of: Callable[[int, np.ndarray], list[tuple[int, int, str]]] | None = None
 
     def set_source(
         self,
@@ -119,7 +122,11 @@ class CamView(Widget):
         if strips is None:
             cols, rows = renderer.fit(width, height)
             grid = renderer.cells(layer, cols, rows, v.mode, threshold, v.colormap, v.view, mark)
-            strips = self._frames[key] = grid_to_strips(grid, width, height, pad)
+            strips = grid_to_strips(grid, width, height, pad)
+            if self._key[0] == "words" and self.labels_of is not None:
+                labels = self.labels_of(layer, renderer.owner((cols, rows), v.view))
+                strips = label_strips(strips, grid, labels, width, height)
+            self._frames[key] = strips
             while len(self._frames) > 256:
                 self._frames.popitem(last=False)
         return strips

@@ -19,7 +19,7 @@ from flowtui.textsafe import visible
 from flowtui.ui.state import ViewState, has_token_cursor, token_cam_missing
 from flowtui.ui.widgets.answer_panel import token_label
 from flowtui.ui.widgets.cam_view import CamView, MapKey, analysis_map, map_key
-from flowtui.ui.widgets.lens_words import lens_legend
+from flowtui.ui.widgets.lens_words import image_labels, lens_legend
 from flowtui.ui.widgets.map_legend import first_fit, legend_text, sinks_text
 from flowtui.ui.widgets.pixel_view import map_view
 from flowtui.ui.widgets.text_view import TextView
@@ -67,6 +67,7 @@ class ImagePanel(Vertical):
     def set_preview(self, image: np.ndarray) -> None:
         if self.analysis is None:
             self.cam_view.peak_of = None
+            self.cam_view.labels_of = None
             self.cam_view.set_source(image, None)
             self.cam_view.set_view(ViewState(mode="image"))
 
@@ -79,6 +80,7 @@ class ImagePanel(Vertical):
             analysis.image, analysis.cam_tokens, analysis.token_regions, analysis.token_views
         )
         self.cam_view.peak_of = self.peak_token
+        self.cam_view.labels_of = self.word_labels
         self.query_one("#image-legend").display = True
         self.set_message("")
         self._sync()
@@ -110,6 +112,12 @@ class ImagePanel(Vertical):
         tmap = self.token_map(key)
         return None if tmap is None or self.analysis is None else peak_token(
             self.analysis, tmap, layer, view)
+
+    def word_labels(self, layer: int, cell_owner: np.ndarray) -> list[tuple[int, int, str]]:
+        """The words display's labels over the image (lens_words.image_labels)."""
+        if self.analysis is None or self.analysis.lens is None:
+            return []
+        return image_labels(self.analysis, layer, cell_owner)
 
     def _sync(self) -> None:
         tmap = self.token_map()

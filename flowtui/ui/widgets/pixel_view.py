@@ -126,7 +126,14 @@ class _Frame:
 
 class PixelView(CamView):
     """CamView at real pixels: `graphics.protocol` is kitty, sixel or iterm; `style` is the
-    map style (render/overlay.py: regions or smooth)."""
+    map style (render/overlay.py: regions or smooth).
+
+    The words display writes no words over the picture here (CamView's `labels_of` is not
+    used): Sixel and iTerm images are drawn over the cells after each repaint, so text cells
+    under them would be covered, and in kitty a text cell replaces a placeholder cell, which
+    punches a hole in the picture; burning the words into the pixels would need a font at the
+    terminal's cell size. The words stay in the list under the image, which every protocol
+    shows alike."""
 
     def __init__(self, graphics: Graphics, style: str = "regions", **kwargs) -> None:
         super().__init__(**kwargs)
