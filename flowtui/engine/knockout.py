@@ -8,7 +8,9 @@ blocks) is kept and the knocked-out edges are removed on top of it.
 
 Cost: layers below a window see exactly what the baseline saw, so a window starting at layer lo
 runs layers lo..L-1 only, from the recording pass's input of layer lo (as truncation does), and
-the flows of one window run as one batch, one flow per batch row.
+the flows of one window run as one batch, one flow per batch row. Where exact, only the
+positions from the first knocked-out DST position on run from there, reading the recording
+pass's keys and values of the earlier ones (docs/definitions.md, "Reduced knockout").
 """
 
 from __future__ import annotations
@@ -109,13 +111,82 @@ class Knockouts(Reruns):
     """Attention knockout, for LocalEngine: a kind of rerun (it uses truncation's layer skipping,
     comparison and cached decoding)."""
 
+    def _knockout_start(self, st: State, ko: Knockout) -> int | None:
+        """The first position the knockout can change, where a pass over the suffix from there
+        is exact (docs/definitions.md, "Reduced knockout"); None for the full pass.
+
+        No knocked-out edge ends before the first DST position s, and under a plain causal mask
+        no query reads a later key, so every position < s computes what the recording pass did,
+        in every layer: its keys and values are the stored ones. Families with bidirectional
+        image blocks or biting sliding windows (no reduced rerun) keep the full pass.
+        """
+        N = st.hidden[ko.layer].shape[1]
+        if (not self.adapter.reduced_rerun or st.text_args
+                or self._window_bites(N)):
+            return None
+        dst = ko.edges.any(dim=(0, 1))  # [5]: kinds that are some flow's DST
+        at = torch.nonzero(dst[ko.kinds[:N]])
+        s = int(at[0]) if len(at) else N - st.logits.shape[0]
+        s = min(s, N - st.logits.shape[0])  # the answer queries always run
+        if s <= 0:
+            return None
+        keep = torch.arange(s, N)
+        if self.adapter.reduced_text_kwargs(st.text_kwargs, keep) is None:
+            return None
+        return s
+
+    def _knockout_suffix(self, st: State, ko: Knockout, rows: int, s: int,
+                         record_kv: bool) -> tuple[torch.Tensor, dict | None]:
+        """_knockout_logits on positions s..N-1 only: layers ko.layer..L-1 run on the suffix,
+        reading the recording pass's keys and values of positions < s through a KV cache (as a
+        chunked prefill would), with the suffix's own position ids. Recorded keys and values
+        span the whole sequence (the cache hands the attention the prefix and the suffix)."""
+        from flowtui.engine import attention, compat
+
+        start, T1 = ko.layer, st.logits.shape[0]
+        N = st.hidden[start].shape[1]
+        keep = torch.arange(s, N)
+        kwargs = self.adapter.reduced_text_kwargs(st.text_kwargs, keep)
+        assert kwargs is not None  # _knockout_start asked the family already
+        dev = st.hidden[start].device
+        # The mask spans prefix and suffix: a 2D mask of ones (the captured one, where given).
+        mask = st.text_kwargs.get("attention_mask")
+        kwargs["attention_mask"] = (mask if isinstance(mask, torch.Tensor) and mask.dim() == 2
+                                    else torch.ones(1, N, dtype=torch.long, device=dev))
+        cache = compat.new_cache(self.adapter.text_config)
+        for i in range(self.adapter.num_layers):
+            k, v = (t[:, :, :s] for t in st.kv[i])
+            if i >= start and rows > 1:  # layers below start are skipped: never read
+                k, v = k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)
+            cache.update(k, v, i)
+        hidden = st.hidden[start][:, s:]
+        if rows > 1:
+            hidden = hidden.expand(rows, -1, -1).contiguous()
+        kwargs.update(use_cache=True, **{compat.cache_kwarg(self.adapter.text_model): cache})
+        with (torch.no_grad(), self._from_layer(start, hidden),
+              attention.truncated(ko),  # type: ignore[arg-type]  # duck-types Truncation
+              attention.decoding_at(N)):
+            if record_kv:
+                with attention.recording_kv() as kv:
+                    out = self.adapter.text_model(**kwargs)
+            else:
+                kv = None
+                out = self.adapter.text_model(**kwargs)
+        last = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        return self.adapter.logits(last[:, -T1:]).float(), kv
+
     def _knockout_logits(self, st: State, ko: Knockout, rows: int,
-                         record_kv: bool = False) -> tuple[torch.Tensor, dict | None]:
+                         record_kv: bool = False,
+                         reduced: bool = True) -> tuple[torch.Tensor, dict | None]:
         """Teacher-forced logits [rows, T+1, V] at the answer queries and the last position,
-        with `ko` applied, running layers ko.layer..L-1 from the recording pass's input there."""
+        with `ko` applied, running layers ko.layer..L-1 from the recording pass's input there
+        (on the suffix from the first position the knockout changes, where that is exact)."""
         from flowtui.engine import attention
         from flowtui.engine.reruns import _without_cache
 
+        s = self._knockout_start(st, ko) if reduced else None
+        if s is not None:
+            return self._knockout_suffix(st, ko, rows, s, record_kv)
         start, T1 = ko.layer, st.logits.shape[0]
         hidden = st.hidden[start]
         if rows > 1:
