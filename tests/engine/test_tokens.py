@@ -12,7 +12,7 @@ import pytest
 import torch
 from support.images import smooth_image
 
-from flowtui.engine import tokens
+from flowtui.engine import overlap, tokens
 from flowtui.engine.snapshot import load_snapshot
 from flowtui.selftest import tiny
 from flowtui.selftest.reference import cam_per_layer_loop, token_rows_eager
@@ -100,14 +100,14 @@ def test_chunks_give_each_targets_own_gradient():
 
 
 def test_token_overlap_and_changed_words_by_hand():
-    assert tokens.words("A red circle, left.") == ["a", "red", "circle", ",", "left", "."]
-    assert tokens.token_overlap("a red circle", "a red circle") == 1.0
-    assert tokens.token_overlap("a red circle", "A RED circle") == 1.0  # case is not a change
-    assert tokens.token_overlap("a red circle and a blue square", "a blue circle") == 2 / 7  # "a circle"
-    assert tokens.token_overlap("a red circle", "") == 0.0
-    assert tokens.token_overlap("", "") == 1.0
-    assert tokens.token_overlap("", "yes") == 0.0
+    assert overlap.words("A red circle, left.") == ["a", "red", "circle", ",", "left", "."]
+    assert overlap.token_overlap("a red circle", "a red circle") == 1.0
+    assert overlap.token_overlap("a red circle", "A RED circle") == 1.0  # case is not a change
+    assert overlap.token_overlap("a red circle and a blue square", "a blue circle") == 2 / 7  # "a circle"
+    assert overlap.token_overlap("a red circle", "") == 0.0
+    assert overlap.token_overlap("", "") == 1.0
+    assert overlap.token_overlap("", "yes") == 0.0
     # Order matters: a subsequence, not a bag of words.
-    assert tokens.token_overlap("red blue", "blue red") == 0.5
-    assert tokens.word_changes("a red circle", "a Blue circle .") == [
+    assert overlap.token_overlap("red blue", "blue red") == 0.5
+    assert overlap.word_changes("a red circle", "a Blue circle .") == [
         ("a", False), ("Blue", True), ("circle", False), (".", True)]

@@ -8,7 +8,7 @@ from rich.style import Style
 from rich.text import Text
 
 from flowtui.engine.analysis import Analysis, TruncationRun
-from flowtui.engine.tokens import token_overlap, word_changes, words
+from flowtui.engine.overlap import token_overlap, word_changes, words
 from flowtui.render.sparkline import BLOCKS, spark_rows
 from flowtui.textsafe import visible
 from flowtui.ui.widgets.answer_panel import first_fit
