@@ -31,6 +31,7 @@ def test_headless_run_writes_snapshot_and_summary(tiny_paths, image_file, tmp_pa
     assert "cliff layer" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a subprocess loading a model
 def test_entry_point_subprocess(tiny_paths, image_file, tmp_path):
     out = tmp_path / "sub.flowtui"
     env = dict(os.environ, HF_HUB_OFFLINE="1")

@@ -15,6 +15,9 @@ from support.pty_term import Term, term_env
 
 from flowtui.engine.snapshot import save_snapshot
 
+# Not in the fast lane (`-m "not slow"`): the real console script in a pseudo-terminal.
+pytestmark = pytest.mark.slow
+
 APC = re.compile(rb"\x1b_G[^\x1b]*\x1b\\")
 
 

@@ -13,6 +13,9 @@ from flowtui.cli import main
 from flowtui.dataset import results
 from flowtui.dataset.knockout import Z95, summarise
 
+# Not in the fast lane (`-m "not slow"`): toy dataset runs with knockout.
+pytestmark = pytest.mark.slow
+
 FLOWS = "image->question,image->last,question->last,last->last"
 
 

@@ -180,6 +180,7 @@ def _one_error(proc: subprocess.CompletedProcess, match: str) -> None:
     assert match in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow  # a subprocess
 def test_the_command_in_a_subprocess(tmp_path):
     pa, pb = _pair(tmp_path)
     proc = _run("a.flowtui", "b.flowtui", "--json", "--png", "cmp.png", cwd=tmp_path)

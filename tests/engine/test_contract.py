@@ -37,6 +37,7 @@ def test_the_fake_implements_all_of_it():
     assert isinstance(FakeEngine(), Engine)
 
 
+@pytest.mark.slow  # a daemon in another process
 def test_the_remote_engine_implements_all_of_it(warm_daemon):
     import shlex
 

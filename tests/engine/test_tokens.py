@@ -17,6 +17,9 @@ from flowtui.engine.snapshot import load_snapshot
 from flowtui.selftest import tiny
 from flowtui.selftest.reference import cam_per_layer_loop, token_rows_eager
 
+# Not in the fast lane (`-m "not slow"`): tiny family models against the per-token references.
+pytestmark = pytest.mark.slow
+
 FAMILIES = ("llava", "qwen2_vl", "gemma3", "idefics3")
 
 

@@ -62,6 +62,7 @@ def test_question_notes_know_the_caption_prompts(toy):
     assert any("describes the image" in n for n in notes)
 
 
+@pytest.mark.slow  # many toy captions
 def test_captions_of_fresh_scenes_name_exactly_their_objects(toy):
     """A seed family neither training nor the card used; the card's bar is 95% on 300 scenes."""
     right = []

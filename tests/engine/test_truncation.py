@@ -45,6 +45,7 @@ def test_k0_does_not_depend_on_the_image(engines):
     assert abs(full1 - full2) > 1e-3
 
 
+@pytest.mark.slow  # the no-cache reference for every strategy
 @pytest.mark.parametrize("geometry", ["a", "b"])
 @pytest.mark.parametrize("strategy,keep", [("all", None), ("top", 7), ("random", 5)])
 def test_truncation_matches_no_cache_reference(geometry, strategy, keep, engines, analyses, reference):
@@ -97,6 +98,7 @@ def test_random_is_seeded(engines, analyses):
     assert len(others) > 1
 
 
+@pytest.mark.slow  # L+1 independent truncations
 def test_sweep_equals_independent_truncations_and_cliff_definition(engines, reference):
     e, ref = engines["b"], reference["b"]
     a = e.analyze(random_image(5), "what colour is the shape ?", max_new_tokens=4)

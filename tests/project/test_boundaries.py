@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import flowtui
 
 ENGINE = Path(flowtui.__file__).parent / "engine"
@@ -45,6 +47,7 @@ def test_the_engine_knows_no_model_by_name():
                 assert not name.startswith("flowtui.toy"), f"{path.name} imports {name}"
 
 
+@pytest.mark.slow  # a subprocess loading a model
 def test_engine_run_leaves_ui_out_of_sys_modules(tiny_paths, tmp_path):
     code = f"""
 import sys, numpy as np

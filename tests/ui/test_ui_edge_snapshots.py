@@ -100,7 +100,8 @@ async def _press_everything(app, pilot, rounds: int) -> None:
         await pilot.pause()
 
 
-@pytest.mark.parametrize("with_model", [False, True], ids=["open", "with-model"])
+@pytest.mark.parametrize("with_model", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["open", "with-model"])  # with a model: every key twice, reruns
 @pytest.mark.parametrize("case", list(CASES))
 async def test_every_key_on_edge_case_snapshots(case, with_model, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # e and p would write here (the prompts are closed unsaved)
