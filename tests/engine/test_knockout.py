@@ -109,7 +109,8 @@ def test_a_layer_range_matches_the_reference_and_batching_changes_nothing(fam):
     one = e.knockout(a, FLOWS, layers=(0, L), batch=False)
     assert r.first_prob.shape == (5, 1) and r.layers == (0, L) and r.window is None
     np.testing.assert_allclose(r.logprob, one.logprob, atol=1e-5)
-    np.testing.assert_allclose(r.first_prob, one.first_prob, atol=1e-6)
+    # Batched rows sum in another order than one at a time: float32 noise of ~1e-6 is expected.
+    np.testing.assert_allclose(r.first_prob, one.first_prob, atol=1e-5)
     for f, flow in enumerate(r.flows):
         p, lp = ref.measure(a, flow, range(0, L))
         assert r.first_prob[f, 0] == pytest.approx(p, abs=1e-4), flow
