@@ -89,8 +89,17 @@ def timed(fn, repeat: int) -> float:
 
 
 MEMORY_CHILD = """
-import json, resource, sys, torch
+import json, sys, torch
 sys.path.insert(0, {bench!r})
+
+
+def status_mb(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(field)
+
+
 import flowtui
 from bench_tokens import setup, all_token, separate
 engine = flowtui.load_engine({path!r}, device={device!r}, dtype="float32")
@@ -102,13 +111,16 @@ if cuda:
     torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.max_memory_allocated() / 2**20
 else:
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # Linux: writing 5 to clear_refs resets the peak RSS (VmHWM) to the current RSS, so the
+    # peak below is this pass's, not the model load's (which ru_maxrss would report).
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = status_mb("VmRSS")
 if {mode!r} == "all":
     all_token(engine, full, P, {T}, groups, feats, {chunk})
 else:
     separate(engine, full, P, {T}, groups, feats)
-peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else status_mb("VmHWM")
 print(json.dumps({{"extra_mb": peak - base}}))
 """
 
