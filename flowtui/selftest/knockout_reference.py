@@ -7,10 +7,8 @@ model's own mask. It shares no code with flowtui.engine's knockout.
 from __future__ import annotations
 
 import torch
-from transformers import AttentionInterface
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-from flowtui.selftest.reference import full_inputs, load_eager
+from flowtui.selftest.reference import full_inputs, load_eager, use_edited_attention
 
 
 def _positions(analysis) -> dict[str, list[int]]:
@@ -37,32 +35,12 @@ class KnockoutEager:
         self.pairs: list[tuple[int, int]] = []  # (query, key) positions knocked out
         ref = self
 
-        def attn(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
-                 softcap=None, **kw):
-            groups = query.shape[1] // key.shape[1]
-            key = key.repeat_interleave(groups, dim=1)
-            value = value.repeat_interleave(groups, dim=1)
-            scores = query @ key.transpose(2, 3) * scaling
-            if softcap is not None:
-                scores = torch.tanh(scores / softcap) * softcap
-            n = key.shape[2]
-            if attention_mask is None:
-                ok = torch.ones(n, n, dtype=torch.bool).tril()
-            else:
-                ok = attention_mask[0, 0, -query.shape[2]:, -n:].clone()
-                if ok.dtype != torch.bool:
-                    ok = ok > torch.finfo(ok.dtype).min / 2
-            if module.layer_idx in ref.layers:
+        def edit(layer: int, ok: torch.Tensor) -> None:
+            if layer in ref.layers:
                 for q, k in ref.pairs:
                     ok[q, k] = False
-            scores = scores.masked_fill(~ok[None, None], float("-inf"))
-            probs = torch.softmax(scores.float(), -1).to(query.dtype)
-            return (probs @ value).transpose(1, 2).contiguous(), probs
 
-        name = f"reference_knockout_{id(self)}"
-        AttentionInterface.register(name, attn)
-        ALL_MASK_ATTENTION_FUNCTIONS.register(name, sdpa_mask)
-        self.model.set_attn_implementation({"text_config": name})
+        use_edited_attention(self.model, f"reference_knockout_{id(self)}", edit)
 
     def measure(self, analysis, flow: str, layers: range) -> tuple[float, float]:
         """(probability of the answer's first token at `last`, log-prob of the whole answer)

@@ -173,6 +173,37 @@ def cam_per_layer_loop(path, analysis, token: int | None = None) -> np.ndarray:
         cams.append((cam / cam.max() if cam.max() > 0 else cam).numpy())
     return np.stack(cams)
 
+def use_edited_attention(model, name: str, edit) -> None:
+    """Give `model`'s text layers an eager attention under `name` whose allowed (query, key)
+    matrix `edit(layer_idx, ok)` may change in place, on top of the model's own mask (causal,
+    sliding windows, bidirectional image blocks); attention logits are soft-capped where the
+    layer asks. One registered name per caller: its closure reads that caller's state. The mask
+    function is registered too, or transformers would hand the layers no mask."""
+
+    def attn(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+             softcap=None, **kw):
+        groups = query.shape[1] // key.shape[1]
+        key = key.repeat_interleave(groups, dim=1)
+        value = value.repeat_interleave(groups, dim=1)
+        scores = query @ key.transpose(2, 3) * scaling
+        if softcap is not None:
+            scores = torch.tanh(scores / softcap) * softcap
+        n = key.shape[2]
+        if attention_mask is None:
+            ok = torch.ones(n, n, dtype=torch.bool).tril()
+        else:
+            ok = attention_mask[0, 0, -query.shape[2]:, -n:].clone()
+            if ok.dtype != torch.bool:  # an additive float mask: -inf (or min) where not allowed
+                ok = ok > torch.finfo(ok.dtype).min / 2
+        edit(module.layer_idx, ok)
+        scores = scores.masked_fill(~ok[None, None], float("-inf"))
+        probs = torch.softmax(scores.float(), -1).to(query.dtype)
+        return (probs @ value).transpose(1, 2).contiguous(), probs
+
+    AttentionInterface.register(name, attn)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(name, sdpa_mask)
+    model.set_attn_implementation({"text_config": name})
+
 
 class MaskedEager:
     """A model whose layers >= K cannot see the masked image keys; greedy without a KV cache.
@@ -188,33 +219,13 @@ class MaskedEager:
         self.masked: list[int] = []
         ref = self
 
-        def attn(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
-                 softcap=None, **kw):
-            groups = query.shape[1] // key.shape[1]
-            key = key.repeat_interleave(groups, dim=1)
-            value = value.repeat_interleave(groups, dim=1)
-            scores = query @ key.transpose(2, 3) * scaling
-            if softcap is not None:
-                scores = torch.tanh(scores / softcap) * softcap
-            n = key.shape[2]
-            if attention_mask is None:
-                ok = torch.ones(n, n, dtype=torch.bool).tril()
-            else:
-                ok = attention_mask[0, 0, -query.shape[2]:, -n:].clone()
-            if ref.K is not None and module.layer_idx >= ref.K:
+        def edit(layer: int, ok: torch.Tensor) -> None:
+            if ref.K is not None and layer >= ref.K:
                 for k in ref.masked:
                     ok[:, k] = False
                     ok[k, k] = True  # a masked image row keeps itself (never an empty row)
-            scores = scores.masked_fill(~ok[None, None], float("-inf"))
-            probs = torch.softmax(scores.float(), -1).to(query.dtype)
-            return (probs @ value).transpose(1, 2).contiguous(), probs
 
-        # One registered name per instance: the closure reads this instance's K and mask. The
-        # mask function is registered too, or transformers would hand the layers no mask.
-        name = f"reference_masked_{id(self)}"
-        AttentionInterface.register(name, attn)
-        ALL_MASK_ATTENTION_FUNCTIONS.register(name, sdpa_mask)
-        self.model.set_attn_implementation({"text_config": name})
+        use_edited_attention(self.model, f"reference_masked_{id(self)}", edit)
         self.suppressed = {image_token_id(self.model)}
         video = getattr(self.model.config, "video_token_id", None)
         if video is not None:
