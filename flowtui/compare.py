@@ -22,11 +22,13 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from flowtui.engine.analysis import GROUPS, Analysis
+from flowtui.render.maps import sink_mask
+from flowtui.textsafe import signed
 
 COMPARE_FORMAT = "flowtui.compare"
 # Written into every PNG this module makes: a later run replaces such a file and no other.
@@ -188,12 +190,22 @@ def compare(a: Analysis, b: Analysis, files: tuple[str, str] = ("A", "B")) -> Co
                       files=files)
 
 
-def joint_attention(c: Comparison, view: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+class JointAttention(NamedTuple):
+    """Both sides' attention maps on one colour scale per compared layer (`joint_attention`)."""
+
+    values_a: np.ndarray  # float32 [L_A, N_A] in 0..1; layers not compared stay 0
+    values_b: np.ndarray  # float32 [L_B, N_B]
+    vmax: np.ndarray  # float32 [pairs]: the raw attention drawn as the top colour
+    sinks: np.ndarray  # int [pairs]: sink tokens of both sides left out of the scale
+
+
+def joint_attention(c: Comparison, view: int = 0, exclude_sinks: bool = False) -> JointAttention:
     """The answer's attention on A's and B's image tokens on **one** colour scale per compared
     layer: at each pair (la, lb), both sides' raw attention divided by the larger of the two
-    sides' maxima over their tokens of `view` (a side with fewer views: its last view).
-    Returns (values_a [L_A, N_A], values_b [L_B, N_B], vmax [pairs]), values clipped to 0..1;
-    layers not compared stay 0. Raises ValueError where either side has no attention map."""
+    sides' maxima over their tokens of `view` (a side with fewer views: its last view). With
+    `exclude_sinks`, each side's sink tokens at its layer (as the explorer's `k` finds them:
+    `render.maps.sink_mask`) are left out of that maximum and drawn clipped to the top colour.
+    Raises ValueError where either side has no attention map."""
     if c.a.attention_tokens is None or c.b.attention_tokens is None:
         raise ValueError("an analysis has no attention map")
 
@@ -205,22 +217,27 @@ def joint_attention(c: Comparison, view: int = 0) -> tuple[np.ndarray, np.ndarra
     ta, tb = tokens(c.a), tokens(c.b)
     out_a, out_b = np.zeros(raw_a.shape, np.float32), np.zeros(raw_b.shape, np.float32)
     vmax = np.zeros(len(c.layers), np.float32)
+    sinks = np.zeros(len(c.layers), np.int64)
     for i, lc in enumerate(c.layers):
         va, vb = raw_a[lc.layer_a, ta], raw_b[lc.layer_b, tb]
+        if exclude_sinks:
+            ma, mb = sink_mask(va), sink_mask(vb)
+            sinks[i] = int(ma.sum() + mb.sum())
+            va, vb = va[~ma], vb[~mb]
         both = np.concatenate([va[np.isfinite(va)], vb[np.isfinite(vb)]])
         top = float(both.max()) if both.size else 0.0
         vmax[i] = top
         if top > 0:
             out_a[lc.layer_a] = np.clip(np.nan_to_num(raw_a[lc.layer_a] / top, nan=0.0), 0, 1)
             out_b[lc.layer_b] = np.clip(np.nan_to_num(raw_b[lc.layer_b] / top, nan=0.0), 0, 1)
-    return out_a, out_b, vmax
+    return JointAttention(out_a, out_b, vmax, sinks)
 
 
 def correlation_text(c: Comparison, index: int) -> str:
     """The CAM correlation at compared layer `index`, or why there is none."""
     r = c.layers[index].cam_correlation
     if r is not None:
-        return f"CAM r {r:+.3f}"
+        return f"CAM r {signed(r)}"
     if not c.cam_comparable:
         return f"CAM r n/a: {c.cam_note}"
     return "CAM r n/a: a map is constant at this layer"
@@ -266,8 +283,8 @@ def format_table(c: Comparison) -> str:
                    f"{lc.layer_b / c.b.num_layers:5.3f}")
         else:
             row = f"{lc.layer_a:>5}"
-        row += "".join(f"{v:>+10.3f}" for v in lc.shares_diff)
-        row += f"{'-' if lc.cam_correlation is None else f'{lc.cam_correlation:+.3f}':>8}"
+        row += "".join(f"{signed(v):>10}" for v in lc.shares_diff)
+        row += f"{'-' if lc.cam_correlation is None else signed(lc.cam_correlation):>8}"
         lines.append(row)
     return "\n".join(lines)
 

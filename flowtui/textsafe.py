@@ -36,3 +36,8 @@ def visible(text: object, keep_newlines: bool = False) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def signed(v: float, digits: int = 3) -> str:
+    """`v` with its sign, never "-0.000": a value that rounds to zero is shown as +0.000."""
+    return f"{round(v, digits) + 0.0:+.{digits}f}"  # + 0.0 turns -0.0 into 0.0

@@ -22,7 +22,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer
 
-from flowtui.compare import Comparison, correlation_text, joint_attention
+from flowtui.compare import Comparison, JointAttention, correlation_text, joint_attention
 from flowtui.render.cells import DISPLAY_MODES
 from flowtui.render.colormaps import next_colormap
 from flowtui.render.maps import MAP_TITLES
@@ -67,13 +67,14 @@ class CompareScreen(Screen):
         self.stem = visible(stem) or "compare"
         self.index = 0
         self.view = ViewState(threshold=float(comparison.a.cam_settings.threshold))
-        self._joint: dict[int, tuple] = {}  # joint_attention() per view, on the first `m`
+        # joint_attention() per (view, sinks left out), computed on the first `m` or `k`
+        self._joint: dict[tuple[int, bool], JointAttention] = {}
 
-    def joint(self) -> tuple:
-        view = self.view.view
-        if view not in self._joint:
-            self._joint[view] = joint_attention(self.comparison, view)
-        return self._joint[view]
+    def joint(self) -> JointAttention:
+        key = (self.view.view, self.view.exclude_sinks)
+        if key not in self._joint:
+            self._joint[key] = joint_attention(self.comparison, *key)
+        return self._joint[key]
 
     # --- layout ---------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -125,8 +126,9 @@ class CompareScreen(Screen):
         for side, tag, an, layer in zip(self.sides(), "ab", (c.a, c.b), self.shown_layers,
                                         strict=True):
             if v.map_mode == "attention":
-                values = self.joint()[0 if tag == "a" else 1]
-                side.cam_view.set_map((f"attention-joint-{v.view}", False, None), values)
+                joint = self.joint()
+                values = joint.values_a if tag == "a" else joint.values_b
+                side.cam_view.set_map((f"attention-joint-{v.view}", v.exclude_sinks, None), values)
             else:
                 side.cam_view.set_map(("cam", False, None), an.cam_tokens)
             shown = min(v.view, len(an.views) - 1)  # a side with fewer views: its last
@@ -147,9 +149,14 @@ class CompareScreen(Screen):
             scales = [f"both CAMs 0..1, threshold {v.threshold:.2f}, {v.colormap}",
                       f"CAMs 0..1 thr {v.threshold:.2f}", ""]
         else:
-            vmax = float(self.joint()[2][self.index])
-            scales = [f"both attention maps on one scale 0..{vmax:.3g}, {v.colormap}",
-                      f"attention 0..{vmax:.3g} both", ""]
+            joint = self.joint()
+            vmax = float(joint.vmax[self.index])
+            sinks = ""
+            if v.exclude_sinks:
+                n = int(joint.sinks[self.index])
+                sinks = f", {n} sink token{'s' if n != 1 else ''} left out"
+            scales = [f"both attention maps on one scale 0..{vmax:.3g}{sinks}, {v.colormap}",
+                      f"attention 0..{vmax:.3g} both{sinks}", ""]
         forms = [Text.assemble((corr, "bold"), (f" · {s}" if s else "", "dim")) for s in scales]
         forms.append(Text(corr, "bold", no_wrap=True, overflow="ellipsis"))
         return first_fit(forms, width)
@@ -198,11 +205,16 @@ class CompareScreen(Screen):
         self._set(map_mode="attention" if self.view.map_mode == "cam" else "cam")
         self.refresh_bindings()
 
+    def action_toggle_sinks(self) -> None:
+        self._set(exclude_sinks=not self.view.exclude_sinks)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "back":
             return self.back
         if action == "threshold":
             return self.view.map_mode == "cam"
+        if action == "toggle_sinks":
+            return self.view.map_mode == "attention"
         if action == "cycle_view":
             return self.num_views() > 1
         return True

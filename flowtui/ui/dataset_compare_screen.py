@@ -25,7 +25,7 @@ from textual.widgets import Footer
 from flowtui.dataset.compare import RunCurve, by_relative_depth
 from flowtui.dataset.plots import COLOURS
 from flowtui.render.sparkline import spark_rows
-from flowtui.textsafe import visible
+from flowtui.textsafe import signed, visible
 from flowtui.ui.exports import ExportDone, ExportFailed
 from flowtui.ui.jobs import one_line
 from flowtui.ui.keys import DATASET_COMPARE_BINDINGS, DATASET_COMPARE_NOTES
@@ -109,7 +109,7 @@ def cursor_text(curves: list[RunCurve], position: float, relative: bool, width: 
         lo, hi = c.ci95[k]
         diff = c.accuracy[k] - c.baseline_accuracy
         forms = [f"{c.run}: K={k} acc {c.accuracy[k]:.3f} [{lo:.3f}, {hi:.3f}] "
-                 f"({diff:+.3f} vs baseline)", f"{c.run}: K={k} acc {c.accuracy[k]:.3f}"]
+                 f"({signed(diff)} vs baseline)", f"{c.run}: K={k} acc {c.accuracy[k]:.3f}"]
         out.append("■ ", COLOURS[i % len(COLOURS)])
         out.append_text(first_fit([Text(f) for f in forms], max(10, width - 2)))
         if i < len(curves) - 1:

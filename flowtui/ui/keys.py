@@ -266,6 +266,8 @@ COMPARE_BINDINGS: list[Binding] = [
             tooltip="Cycle the images' views (global, tiles, …) where one has several"),
     Binding("m", "cycle_map", "Map", id="compare.map",
             tooltip="Switch both maps: LLaVA-CAM / answer's attention (one scale for both)"),
+    Binding("k", "toggle_sinks", "Sinks", id="compare.sinks",
+            tooltip="Attention maps: leave both sides' sink tokens out of the one scale"),
     Binding("c", "cycle_colormap", "Colormap", id="compare.colormap",
             tooltip="Cycle colormap: viridis, jet (as in the paper), magma, grey"),
     Binding("o", "cycle_mode", "Mode", show=False, id="compare.mode",
@@ -284,7 +286,8 @@ COMPARE_BINDINGS: list[Binding] = [
 COMPARE_NOTES = (
     "Both sides follow one layer cursor; different depths pair by relative depth l/L.\n"
     "Share difference = A − B per group; CAM r = Pearson over the same image tokens only.\n"
-    "Both maps are drawn on one colour scale (the attention: the larger maximum of the two).\n"
+    "Both maps are drawn on one colour scale (the attention: the larger maximum of the two;\n"
+    "k leaves each side's sink tokens out of it, as in the explorer).\n"
     "Sweeps: ▲ this side's cliff, △ the other side's cliff at the same relative depth."
 )
 

@@ -287,7 +287,8 @@ def test_joint_attention_one_scale_per_pair():
     a = make_analysis()
     b = make_analysis(num_layers=12, seed=3)
     c = compare(a, b)
-    va, vb, vmax = joint_attention(c)
+    va, vb, vmax, sinks = joint_attention(c)
+    assert not sinks.any()  # none left out unless asked
     for i, lc in enumerate(c.layers):
         top = max(float(a.attention_tokens[lc.layer_a].max()),
                   float(b.attention_tokens[lc.layer_b].max()))
@@ -300,6 +301,30 @@ def test_joint_attention_one_scale_per_pair():
     b.attention_tokens = None
     with pytest.raises(ValueError):
         joint_attention(compare(a, b))
+
+
+def test_joint_attention_can_leave_sinks_out_of_the_scale():
+    """A token 50x the rest on side A (a sink) sets the joint scale unless sinks are left out:
+    then the scale is the largest other value of either side, and the sink is clipped to 1."""
+    from flowtui.compare import joint_attention
+
+    a, b = make_analysis(), make_analysis(seed=3)
+    rng = np.random.default_rng(1)
+    a.attention_tokens = rng.uniform(0.01, 0.02, a.attention_tokens.shape).astype(np.float32)
+    b.attention_tokens = rng.uniform(0.01, 0.03, b.attention_tokens.shape).astype(np.float32)
+    a.attention_tokens[2, 5] = 1.0
+    c = compare(a, b)
+    kept = joint_attention(c)
+    assert kept.vmax[2] == pytest.approx(1.0) and kept.sinks[2] == 0
+    out = joint_attention(c, exclude_sinks=True)
+    rest = np.delete(a.attention_tokens[2], 5)
+    top = max(float(rest.max()), float(b.attention_tokens[2].max()))
+    assert out.sinks[2] == 1 and out.vmax[2] == pytest.approx(top)
+    assert out.values_a[2, 5] == 1.0  # clipped to the top colour
+    np.testing.assert_allclose(out.values_b[2], b.attention_tokens[2] / top, rtol=1e-5)
+    assert out.values_a[2].max() == 1.0 and np.sort(out.values_a[2])[-2] < 1.0
+    # Layers with no sink keep the scale they had.
+    np.testing.assert_allclose(out.vmax[3], kept.vmax[3])
 
 
 def test_paired_cliff_and_correlation_text():

@@ -34,3 +34,11 @@ def test_newlines_kept_only_when_asked():
 
 def test_non_strings_are_shown_as_text():
     assert visible(3) == "3" and visible(None) == "None"
+
+
+def test_signed_never_shows_minus_zero():
+    from flowtui.textsafe import signed
+
+    assert [signed(v) for v in (-0.0002, -0.0, 0.0004, -0.0006, 0.12345, -1.0)] == \
+        ["+0.000", "+0.000", "+0.000", "-0.001", "+0.123", "-1.000"]
+    assert signed(-0.004, 2) == "+0.00" and signed(-0.006, 2) == "-0.01"

@@ -13,7 +13,7 @@ from textual.containers import Vertical
 from flowtui.compare import Comparison, paired_layer
 from flowtui.engine.analysis import GROUPS, Analysis
 from flowtui.render.sparkline import BLOCKS, spark_rows
-from flowtui.textsafe import visible
+from flowtui.textsafe import signed, visible
 from flowtui.ui.widgets.answer_panel import answer_text, first_fit
 from flowtui.ui.widgets.cam_view import CamView
 from flowtui.ui.widgets.flow_panel import GROUP_COLORS, axis_text, layer_columns
@@ -136,7 +136,7 @@ def shares_text(c: Comparison, index: int, width: int) -> Text:
             out.append_text(spark)
         d = float(lc.shares_diff[g])
         out.append(f"{lc.shares_a[g]:>7.3f} {lc.shares_b[g]:>7.3f} ", Style(color=colour))
-        out.append(f"{d:>+9.3f}", Style(color="red" if abs(d) >= 0.05 else colour, bold=True))
+        out.append(f"{signed(d):>9}", Style(color="red" if abs(d) >= 0.05 else colour, bold=True))
     return out
 
 
