@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+import textual._wait
+import torch
 
 # Tests never reach a hub: any attempt fails at once instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -15,6 +17,21 @@ from support.images import random_image
 from support.tiny_models import TinyModels
 
 from flowtui.selftest.tiny_llava import build_tiny_llava
+
+
+def pytest_configure(config) -> None:
+    # Pilot's `press` and `pause` wait for "idle" by sleeping in 20 ms slices until a slice
+    # passes with < 1 ms of process CPU time: at least 40 ms of sleep per key, a third of the
+    # fast lane's wall time. Slices of 4 ms keep the same test (< 5 % CPU over a slice) and the
+    # same 1 s ceiling. Tests that need a worker finished wait for it (support.pilot.settle), and
+    # those that need a screen refresh wait for it (support.pilot.until), never for a duration.
+    textual._wait.SLEEP_GRANULARITY = 0.004
+    textual._wait.SLEEP_IDLE = textual._wait.SLEEP_GRANULARITY / 20
+    # Under pytest-xdist (`-n N`) the workers share the cores: torch's thread pool in each would
+    # spin against the others', so each worker, and what it starts, computes on one thread.
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -18,3 +18,15 @@ async def settle(app, pilot) -> None:
     await app.workers.wait_for_complete()
     await pilot.pause()
     await pilot.pause()
+
+
+async def until(pilot, condition, what: str, timeout: float = 10.0) -> None:
+    """Pause until `condition()` holds (e.g. a drawing that waits for a screen refresh), failing
+    with `what` after `timeout` seconds rather than trusting a fixed delay."""
+    import time
+
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"not after {timeout:.0f} s: {what}")
+        await pilot.pause()

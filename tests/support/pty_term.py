@@ -57,6 +57,14 @@ def term_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _default_signals() -> None:
+    """Ctrl-C as a terminal gives it: a pytest-xdist worker ignores SIGINT, and an ignored
+    signal stays ignored in the programs it starts."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Term:
     """One command in a pseudo-terminal, its screen emulated by pyte."""
 
@@ -69,7 +77,7 @@ class Term:
         self.status: int | None = None
         self.tty_sane: bool | None = None  # cooked mode back after the exit
         self.child = pexpect.spawn(flowtui_script(), args, cwd=str(cwd), env=env or term_env(),
-                                   dimensions=(ROWS, COLS))
+                                   dimensions=(ROWS, COLS), preexec_fn=_default_signals)
 
     def _feed(self, data: bytes, final: bool = False) -> None:
         self.raw.extend(data)

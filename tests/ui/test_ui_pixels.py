@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from support.fake_engine import make_analysis
+from support.pilot import until
 
 from flowtui.render.colormaps import colormap_lut
 from flowtui.render.terminal import Graphics
@@ -208,8 +209,8 @@ async def test_kitty_after_a_dialog_and_a_resize():
 async def test_sixel_stream_parses_back_to_the_map_and_is_drawn_only_when_shown():
     app, a = app_for("sixel")
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
         view = app.image_panel.cam_view
+        await until(pilot, lambda: any("\x1bP" in s for s in view.sent), "a Sixel image drawn")
         # One image, drawn once or again after a layout change (never another one).
         [seq] = set(s for s in view.sent if "\x1bP" in s)
         x, y = view.region.x, view.region.y
@@ -222,17 +223,18 @@ async def test_sixel_stream_parses_back_to_the_map_and_is_drawn_only_when_shown(
         n = len(view.sent)
         await pilot.press("right")  # under the help screen: not drawn
         await pilot.pause()
+        await pilot.pause()  # a refresh and its after-refresh callbacks, where a drawing would go
         assert len(view.sent) == n
         await pilot.press("escape")
-        await pilot.pause()
-        assert len(view.sent) > n  # drawn again once the explorer is back
+        # drawn again once the explorer is back
+        await until(pilot, lambda: len(view.sent) > n, "the Sixel image drawn again")
 
 
 async def test_iterm_stream_parses_back_to_the_map():
     app, a = app_for("iterm")
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
         view = app.image_panel.cam_view
+        await until(pilot, lambda: any("1337;File" in s for s in view.sent), "an iTerm image drawn")
         keys, img = iterm_image(view.sent[-1])
         assert (keys["inline"], keys["width"], keys["height"]) == ("1", "52", "26")
         check_map(img, a, layer=0)
@@ -279,14 +281,14 @@ async def test_tmux_without_passthrough_is_said_at_start():
 async def test_sixel_layer_change_draws_over_the_old_image_without_a_blank_repaint():
     app, a = app_for("sixel")
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
         view = app.image_panel.cam_view
+        await until(pilot, lambda: any("\x1bP" in s for s in view.sent), "layer 0 drawn")
         painted = []
         real = view.render_line
         view.render_line = lambda y: painted.append(y) or real(y)
         n = len(view.sent)
         await pilot.press("right")
-        await pilot.pause()
+        await until(pilot, lambda: len(view.sent) > n, "layer 1 drawn")
         assert painted == []  # the blank cells were not written again
         assert len(view.sent) > n
         check_map(sixel_image(view.sent[-1]), a, layer=1, tol=12)
