@@ -184,7 +184,27 @@ def outline(pixels: np.ndarray, box: tuple[int, int, int, int] | None,
     return out
 
 
-class CamRenderer:
+class TokenValues:
+    """What every map renderer draws: an image, per-layer values [L, N] per feature token, each
+    token's region [N, 4] on the image and its view [N] (all one view when None)."""
+
+    def __init__(
+        self,
+        image: np.ndarray,
+        values: np.ndarray,
+        regions: np.ndarray,
+        token_views: np.ndarray | None = None,
+    ) -> None:
+        self.image = np.asarray(image, dtype=np.uint8)
+        self.values = np.asarray(values, dtype=np.float32)
+        self.regions = np.asarray(regions, dtype=np.float32)
+        n = self.values.shape[1]
+        self.token_views = (
+            np.zeros(n, dtype=np.int16) if token_views is None else np.asarray(token_views)
+        )
+
+
+class CamRenderer(TokenValues):
     """Renders one analysis' image + per-layer token values at any cell size, caching results.
 
     `values` [L, N] in [0, 1] per feature token, `regions` [N, 4] on the original image,
@@ -201,13 +221,7 @@ class CamRenderer:
         token_views: np.ndarray | None = None,
         cache_size: int = 512,
     ) -> None:
-        self.image = np.asarray(image, dtype=np.uint8)
-        self.values = np.asarray(values, dtype=np.float32)
-        self.regions = np.asarray(regions, dtype=np.float32)
-        n = self.values.shape[1]
-        self.token_views = (
-            np.zeros(n, dtype=np.int16) if token_views is None else np.asarray(token_views)
-        )
+        super().__init__(image, values, regions, token_views)
         self._images: dict[tuple[int, int], np.ndarray] = {}
         self._owners: dict[tuple, np.ndarray] = {}
         self._cells: OrderedDict[tuple, CellGrid] = OrderedDict()

@@ -17,6 +17,7 @@ import numpy as np
 
 from flowtui.render.cells import (
     UNSEEN_DIM,
+    TokenValues,
     compose_pixels,
     muted,
     outline,
@@ -98,7 +99,7 @@ def smooth_values(
     return out
 
 
-class PixelRenderer:
+class PixelRenderer(TokenValues):
     """One analysis' image + per-layer token values [L, N] drawn at any pixel size, in either
     style. The resized image and each size's owner map are kept (they serve every layer); whole
     frames are kept only a few at a time (`cache_size`): a frame is width x height x 3 bytes."""
@@ -111,13 +112,7 @@ class PixelRenderer:
         token_views: np.ndarray | None = None,
         cache_size: int = 4,
     ) -> None:
-        self.image = np.asarray(image, dtype=np.uint8)
-        self.values = np.asarray(values, dtype=np.float32)
-        self.regions = np.asarray(regions, dtype=np.float32)
-        n = self.values.shape[1]
-        self.token_views = (
-            np.zeros(n, dtype=np.int16) if token_views is None else np.asarray(token_views)
-        )
+        super().__init__(image, values, regions, token_views)
         self._images: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._owners: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._frames: OrderedDict[tuple, np.ndarray] = OrderedDict()
