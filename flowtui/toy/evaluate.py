@@ -15,6 +15,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -122,19 +123,27 @@ def format_report(rep: Report, sweep: bool = True) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=1000, help="held-out scenes (default 1000)")
-    ap.add_argument("--seed", type=int, default=HELD_OUT_SEED)
+def eval_args(argv: list[str] | None, description: str, n: int, seed: int, card: str
+              ) -> tuple[argparse.Namespace, Any]:
+    """The evaluation scripts' shared command line (--n, --seed, --model, --no-sweep,
+    --write-card) and the engine of the model it names."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--n", type=int, default=n, help=f"held-out scenes (default {n})")
+    ap.add_argument("--seed", type=int, default=seed)
     ap.add_argument("--model", default=None, help="model folder (default: the shipped toy)")
     ap.add_argument("--no-sweep", action="store_true", help="skip the truncation curve")
     ap.add_argument("--write-card", action="store_true",
-                    help=f"write the numbers to {CARD_JSON.name} (what the tests read)")
+                    help=f"write the numbers to {CARD_JSON.name} {card}")
     args = ap.parse_args(argv)
 
     import flowtui
 
-    engine = flowtui.load_engine(args.model, device="cpu", dtype="float32")
+    return args, flowtui.load_engine(args.model, device="cpu", dtype="float32")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, engine = eval_args(argv, __doc__.splitlines()[0], 1000, HELD_OUT_SEED,
+                             "(what the tests read)")
     rep = evaluate(engine, n=args.n, seed=args.seed, sweep=not args.no_sweep)
     print(format_report(rep, sweep=not args.no_sweep))
     if args.write_card and not args.no_sweep:

@@ -11,18 +11,15 @@ CHAIR_i, captions with a hallucination = CHAIR_s; docs/definitions.md).
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from flowtui.toy.build import MAX_CAPTION_TOKENS
 from flowtui.toy.captions import CAPTION_PROMPTS, DEFAULT_PROMPT, caption_text, mentioned
-from flowtui.toy.evaluate import CARD_JSON
+from flowtui.toy.evaluate import eval_args, update_card
 from flowtui.toy.scenes import COLOURS, SHAPES, render_scene
 
 CAPTION_EVAL_SEED = 54321
@@ -124,24 +121,12 @@ def format_report(rep: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=300, help="held-out scenes (default 300)")
-    ap.add_argument("--seed", type=int, default=CAPTION_EVAL_SEED)
-    ap.add_argument("--model", default=None, help="model folder (default: the shipped toy)")
-    ap.add_argument("--no-sweep", action="store_true", help="skip the truncation curve")
-    ap.add_argument("--write-card", action="store_true",
-                    help=f"write the numbers into {CARD_JSON.name} under 'captions'")
-    args = ap.parse_args(argv)
-
-    import flowtui
-
-    engine = flowtui.load_engine(args.model, device="cpu", dtype="float32")
+    args, engine = eval_args(argv, __doc__.splitlines()[0], 300, CAPTION_EVAL_SEED,
+                             "under 'captions'")
     rep = evaluate_captions(engine, n=args.n, seed=args.seed, sweep=not args.no_sweep)
     print(format_report(rep))
     if args.write_card and not args.no_sweep:
-        card = json.loads(Path(CARD_JSON).read_text())
-        card["captions"] = {k: v for k, v in rep.items() if k != "seconds"}
-        CARD_JSON.write_text(json.dumps(card, indent=1) + "\n")
+        update_card({"captions": {k: v for k, v in rep.items() if k != "seconds"}})
 
 
 if __name__ == "__main__":
