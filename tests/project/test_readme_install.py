@@ -18,10 +18,11 @@ def _install_section() -> str:
 
 def test_the_readme_commands_are_the_ones_ci_runs():
     blocks = re.findall(r"```\n(.*?)\n```", _install_section(), re.DOTALL)
-    install, test = blocks[0], blocks[1]
+    install, test, fast = blocks[0], blocks[1], blocks[2]
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert install in ci, "the README's install command is not the one .ci/run runs"
     assert test in ci, "the README's test command is not the one .ci/run runs"
+    assert fast in ci and '-m "not slow"' in fast, "the README's fast lane is not run by .ci/run"
     assert "pip install torch==2.13.0 &&" in install
 
 
