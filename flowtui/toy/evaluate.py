@@ -134,6 +134,9 @@ def eval_args(argv: list[str] | None, description: str, n: int, seed: int, card:
     ap.add_argument("--no-sweep", action="store_true", help="skip the truncation curve")
     ap.add_argument("--write-card", action="store_true",
                     help=f"write the numbers to {CARD_JSON.name} {card}")
+    ap.add_argument("--card-key", default=None, metavar="KEY",
+                    help="with --write-card: under this key instead (another model's numbers, "
+                         "e.g. retrained_from_seed for a retrain's)")
     args = ap.parse_args(argv)
 
     import flowtui
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     rep = evaluate(engine, n=args.n, seed=args.seed, sweep=not args.no_sweep)
     print(format_report(rep, sweep=not args.no_sweep))
     if args.write_card and not args.no_sweep:
-        update_card({
+        update_card(under=args.card_key, entries={
             "held_out_scenes": rep.n,
             "accuracy": round(rep.accuracy, 4),
             "pointing_per_layer": [round(float(v), 4) for v in rep.pointing],
@@ -157,13 +160,13 @@ def main(argv: list[str] | None = None) -> None:
         })
 
 
-def update_card(entries: dict) -> None:
-    """Set `entries` in card.json, keeping the keys other measurements wrote (the lens probe's
-    `lens`), atomically."""
+def update_card(entries: dict, under: str | None = None) -> None:
+    """Set `entries` in card.json (in its object `under`, when given), keeping the keys other
+    measurements wrote (the lens probe's `lens`), atomically."""
     from flowtui.engine.filesafe import write_atomic
 
     card = json.loads(CARD_JSON.read_text()) if CARD_JSON.exists() else {}
-    card.update(entries)
+    (card.setdefault(under, {}) if under else card).update(entries)
     text = (json.dumps(card, indent=1) + "\n").encode()
     write_atomic(CARD_JSON, lambda f: f.write(text))
 

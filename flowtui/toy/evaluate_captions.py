@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     rep = evaluate_captions(engine, n=args.n, seed=args.seed, sweep=not args.no_sweep)
     print(format_report(rep))
     if args.write_card and not args.no_sweep:
-        update_card({"captions": {k: v for k, v in rep.items() if k != "seconds"}})
+        update_card({"captions": {k: v for k, v in rep.items() if k != "seconds"}},
+                    under=args.card_key)
 
 
 if __name__ == "__main__":
