@@ -297,17 +297,12 @@ async def test_sixel_layer_change_draws_over_the_old_image_without_a_blank_repai
 async def test_sixel_is_drawn_again_after_a_notification_went():
     app, a = app_for("sixel")
     async with app.run_test(size=SIZE, notifications=True) as pilot:
-        await pilot.pause()
         view = app.image_panel.cam_view
-        app.notify("a toast over the map", timeout=0.2)
-        await pilot.pause()
-        assert list(app.screen.query("Toast"))
+        await until(pilot, lambda: any("\x1bP" in s for s in view.sent), "the map drawn")
+        # Long enough to be seen on a loaded machine; the test waits for it to go, not 2 s.
+        app.notify("a toast over the map", timeout=2.0)
+        await until(pilot, lambda: list(app.screen.query("Toast")), "the toast shown")
         n = len(view.sent)
-        for _ in range(100):  # until the toast has gone
-            await pilot.pause(0.05)
-            if not list(app.screen.query("Toast")):
-                break
-        await pilot.pause()
-        await pilot.pause()
-        assert not list(app.screen.query("Toast"))
-        assert len(view.sent) > n and "\x1bP" in view.sent[-1]
+        await until(pilot, lambda: not list(app.screen.query("Toast")), "the toast gone")
+        await until(pilot, lambda: len(view.sent) > n, "the map drawn again")
+        assert "\x1bP" in view.sent[-1]
