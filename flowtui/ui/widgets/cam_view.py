@@ -90,7 +90,7 @@ class CamView(Widget):
             self._renderers[key] = self.renderer.with_values(values)
         if key != self._key:
             self._key = key
-            self.refresh()
+            self._changed()
 
     def forget_maps(self, names: tuple[str, ...]) -> None:
         """Drop the drawn maps `names` (their values changed: a new lens word)."""
@@ -102,7 +102,11 @@ class CamView(Widget):
     def set_view(self, view: ViewState) -> None:
         if view != self.view:
             self.view = view
-            self.refresh()
+            self._changed()
+
+    def _changed(self) -> None:
+        """A new picture: the cells are drawn again (real-pixel views draw it their own way)."""
+        self.refresh()
 
     def frame(self) -> list[Strip]:
         """The strips for the current view at the current size (cached)."""

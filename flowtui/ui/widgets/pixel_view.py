@@ -156,20 +156,6 @@ class PixelView(CamView):
             self.style = style
             self._changed()
 
-    def set_view(self, view) -> None:
-        if view != self.view:
-            self.view = view
-            self._changed()
-
-    def set_map(self, key, values) -> None:
-        if self.renderer is None:
-            return
-        if key not in self._renderers:
-            self._renderers[key] = self.renderer.with_values(values)
-        if key != self._key:
-            self._key = key
-            self._changed()
-
     def _changed(self) -> None:
         """A new picture. Kitty: the cells name another image, so they are repainted. Sixel and
         iTerm: the cells stay blank, so the new image is drawn straight over the old one, with
