@@ -70,15 +70,22 @@ def full_inputs(processor, analysis, answer_ids=None, model_type: str = ""):
     return out, P
 
 
-def shares_eager(path, analysis) -> tuple[np.ndarray, np.ndarray]:
-    """(shares [L,4], head_shares [L,H,4]) from eager output_attentions."""
+def _eager_attentions(path, analysis) -> tuple[tuple[torch.Tensor, ...], int, int, np.ndarray]:
+    """One eager forward of prompt + answer with output_attentions: (every layer's attention
+    [1, H, S, S], the prompt length P, the answer length T, the feature token positions)."""
     model, processor = load_eager(path)
     inputs, P = full_inputs(processor, analysis, model_type=model.config.model_type)
-    T = len(analysis.answer_token_ids)
+    feats = np.flatnonzero(inputs["input_ids"][0, :P].numpy() == image_token_id(model))
     with torch.no_grad():
         out = model(**inputs, output_attentions=True)
+    return out.attentions, P, len(analysis.answer_token_ids), feats
+
+
+def shares_eager(path, analysis) -> tuple[np.ndarray, np.ndarray]:
+    """(shares [L,4], head_shares [L,H,4]) from eager output_attentions."""
+    attentions, P, T, _ = _eager_attentions(path, analysis)
     head = []
-    for A in out.attentions:
+    for A in attentions:
         rows = A[0, :, P - 1 : P - 1 + T, :].double()  # [H, T, N]
         per_group = []
         for g in GROUP_ORDER:
@@ -92,15 +99,10 @@ def shares_eager(path, analysis) -> tuple[np.ndarray, np.ndarray]:
 def attention_maps_eager(path, analysis) -> tuple[np.ndarray, np.ndarray]:
     """Per layer and feature token: (last prompt position's head-mean attention, the answer's
     attention as mean over heads and answer queries)."""
-    model, processor = load_eager(path)
-    inputs, P = full_inputs(processor, analysis, model_type=model.config.model_type)
-    T = len(analysis.answer_token_ids)
-    feats = np.flatnonzero(inputs["input_ids"][0, :P].numpy() == image_token_id(model))
-    with torch.no_grad():
-        out = model(**inputs, output_attentions=True)
-    last = np.stack([A[0, :, P - 1, feats].double().mean(0).numpy() for A in out.attentions])
+    attentions, P, T, feats = _eager_attentions(path, analysis)
+    last = np.stack([A[0, :, P - 1, feats].double().mean(0).numpy() for A in attentions])
     answer = np.stack(
-        [A[0, :, P - 1 : P - 1 + T][:, :, feats].double().mean((0, 1)).numpy() for A in out.attentions]
+        [A[0, :, P - 1 : P - 1 + T][:, :, feats].double().mean((0, 1)).numpy() for A in attentions]
     )
     return last, answer
 
@@ -118,15 +120,10 @@ def token_rows_eager(path, analysis) -> tuple[np.ndarray, np.ndarray]:
     """Per answer token t (its query row P-1+t, nothing averaged over queries), from eager
     output_attentions: (head shares [T, L, H, 4], head-mean attention on each feature token
     [T, L, N])."""
-    model, processor = load_eager(path)
-    inputs, P = full_inputs(processor, analysis, model_type=model.config.model_type)
-    T = len(analysis.answer_token_ids)
-    feats = np.flatnonzero(inputs["input_ids"][0, :P].numpy() == image_token_id(model))
-    with torch.no_grad():
-        out = model(**inputs, output_attentions=True)
-    shares = np.zeros((T, len(out.attentions), out.attentions[0].shape[1], 4))
-    attn = np.zeros((T, len(out.attentions), len(feats)))
-    for layer, A in enumerate(out.attentions):
+    attentions, P, T, feats = _eager_attentions(path, analysis)
+    shares = np.zeros((T, len(attentions), attentions[0].shape[1], 4))
+    attn = np.zeros((T, len(attentions), len(feats)))
+    for layer, A in enumerate(attentions):
         for t in range(T):
             row = A[0, :, P - 1 + t, :].double()  # [H, S]
             for gi, g in enumerate(GROUP_ORDER):
