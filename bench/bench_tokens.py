@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
+from bench_engine import timed  # noqa: E402  # median of repeats after one warm-up
+
 import flowtui  # noqa: E402
 from flowtui.engine import attention, tokens  # noqa: E402
 from flowtui.engine.analysis import GROUPS, no_progress  # noqa: E402
@@ -76,16 +76,6 @@ def separate(engine, full, P, T, groups, feats) -> np.ndarray:
             if g is not None:
                 out[t, layer] = cam_from(a[0, pos], g[0, pos])
     return out
-
-
-def timed(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 MEMORY_CHILD = """
