@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from support.images import random_image, smooth_image
+from support.images import random_image
 
 from flowtui.engine.errors import InputError
 from flowtui.engine.knockout_flows import (
@@ -75,9 +75,7 @@ def test_positions_split_the_user_group_at_the_last_prompt_position():
 def fam(request, tiny_models):
     spec = FAMILIES[request.param]
     path, engine = tiny_models.path(request.param), tiny_models.engine(request.param)
-    a = engine.analyze(smooth_image(spec.IMAGE_SIZE), spec.QUESTION,
-                       max_new_tokens=getattr(spec, "MAX_NEW_TOKENS", 4), cam=False,
-                       self_check=False)
+    a = tiny_models.analysis(request.param)
     return SimpleNamespace(name=request.param, spec=spec, path=path, engine=engine, a=a,
                            ref=KnockoutEager(path))
 

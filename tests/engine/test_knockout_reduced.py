@@ -12,7 +12,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from support.images import smooth_image
 
 from flowtui.engine.knockout import Knockout, Knockouts
 from flowtui.engine.knockout_flows import STANDARD_FLOWS, parse_flows, position_kinds
@@ -30,10 +29,8 @@ FLOWS = [*STANDARD_FLOWS, "system->answer+question->answer"]
 
 @pytest.fixture(scope="module", params=[*REDUCED, *FULL_ONLY])
 def fam(request, tiny_models):
-    spec = FAMILIES[request.param]
     e = tiny_models.engine(request.param)
-    a = e.analyze(smooth_image(spec.IMAGE_SIZE), spec.QUESTION,
-                  max_new_tokens=getattr(spec, "MAX_NEW_TOKENS", 4), cam=False, self_check=False)
+    a = tiny_models.analysis(request.param)
     st = e._state(a, lambda p: None)
     kinds = position_kinds(a.groups, st.prompt_len, st.prompt_len + len(a.answer_token_ids))
     return SimpleNamespace(name=request.param, engine=e, a=a, st=st, kinds=kinds,

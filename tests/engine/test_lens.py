@@ -9,7 +9,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from support.images import smooth_image
 
 from flowtui.engine import compat
 from flowtui.engine.errors import InputError
@@ -27,9 +26,7 @@ FAMILIES = tiny.discover()
 def fam(request, tiny_models):
     spec = FAMILIES[request.param]
     path, engine = tiny_models.path(request.param), tiny_models.engine(request.param)
-    a = engine.analyze(smooth_image(spec.IMAGE_SIZE), spec.QUESTION,
-                       max_new_tokens=getattr(spec, "MAX_NEW_TOKENS", 4), cam=False,
-                       self_check=False)
+    a = tiny_models.analysis(request.param)
     return SimpleNamespace(name=request.param, spec=spec, path=path, engine=engine, a=a)
 
 

@@ -42,3 +42,13 @@ class TinyModels:
             self._engines[key] = flowtui.load_engine(str(self.path(family, **options)),
                                                      device="cpu", dtype="float32")
         return self._engines[key]
+
+    def analysis(self, family: str):
+        """A fresh analysis (no CAM, no self-check) of the family's test image and question: the
+        starting point of the lens and knockout tests. Fresh each call, since tests add to it."""
+        from support.images import smooth_image
+
+        spec = self.specs[family]
+        return self.engine(family).analyze(
+            smooth_image(spec.IMAGE_SIZE), spec.QUESTION,
+            max_new_tokens=getattr(spec, "MAX_NEW_TOKENS", 4), cam=False, self_check=False)
