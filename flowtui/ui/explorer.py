@@ -249,8 +249,9 @@ class ExplorerScreen(ExportActions, PinActions, LensActions, AskActions, TokenAc
     def watch_analysis(self) -> None:
         self._state_changed()
 
-    def watch_view(self) -> None:
-        self.show_knockout_panel(self.view.knockout)
+    def watch_view(self, old: ViewState, new: ViewState) -> None:
+        if old.knockout != new.knockout:  # not on every layer step: only K swaps the panels
+            self.show_knockout_panel(new.knockout)
         self._state_changed()
 
     def _state_changed(self) -> None:
